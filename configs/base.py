@@ -53,6 +53,7 @@ def model_config() -> ml_collections.ConfigDict:
     m.num_edge_classes = 24
     m.direction_hidden_dim = 256
     m.tied_denoise_head = False  # True: exactly rotation-equivariant denoising head.
+    m.denoise_attention_dropout = 0.1  # Attention-prob dropout in the denoising head (original).
     return m
 
 
@@ -99,6 +100,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.log_every = 100
     config.checkpoint_every = 5_000
     config.keep_checkpoints = 3
+    # Stop (checkpointing) after this many steps of one invocation, e.g. to fit a job's time
+    # limit; rerunning resumes. 0 = run to total_steps.
+    config.max_steps_per_run = 0
 
     if variant == "tiny":
         _make_tiny(config)

@@ -7,3 +7,17 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+QM9_TEST_MOLECULES = 400
+
+
+@pytest.fixture(scope="session")
+def qm9_shards(tmp_path_factory):
+    """The first 400 bundled QM9 molecules as real TFRecord shards (built once per session)."""
+    from moleblend_jax.data import shards
+
+    out = tmp_path_factory.mktemp("qm9_shards")
+    shards.build_shards("qm9", out, num_shards=4, workers=1, max_atoms=16, limit=QM9_TEST_MOLECULES)
+    return out

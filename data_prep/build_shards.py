@@ -1,0 +1,63 @@
+"""Build TFRecord shards for moleblend-jax (docs/data.md).
+
+  python data_prep/build_shards.py --input=qm9 --output=/data/qm9 --workers=2
+  python data_prep/build_shards.py --input=mols.smi --output=DIR --conformers=rdkit
+  python data_prep/build_shards.py --input=pcqm4m-v2-train.sdf --output=DIR  # + data.csv.gz
+
+Input format by extension: .smi/.txt (SMILES [name]), .csv (a `smiles` column + numeric label
+columns), .sdf(.gz) (coordinates from the file), pcqm4m-v2-train.sdf (+ data.csv.gz labels), or
+`qm9` (the bundled qm9pack QM9 with DFT coordinates and 12 targets).
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from moleblend_jax.data.shards import build_shards  # noqa: E402
+
+flags.DEFINE_string("input", None, "Input file, PCQM4Mv2 directory, or 'qm9'.", required=True)
+flags.DEFINE_string("output", None, "Output directory.", required=True)
+flags.DEFINE_integer("num_shards", 16, "Number of shard files.")
+flags.DEFINE_integer("workers", 2, "Worker processes (output does not depend on it).")
+flags.DEFINE_integer("max_atoms", 256, "Skip molecules with more heavy atoms.")
+flags.DEFINE_enum(
+    "conformers",
+    None,
+    ["rdkit", "none", "file"],
+    "Coordinates (default: file if present, else rdkit).",
+)
+flags.DEFINE_integer("limit", None, "Only the first LIMIT source molecules.")
+flags.DEFINE_string("smiles_column", None, "CSV SMILES column (default: a column named smiles).")
+flags.DEFINE_list("label_columns", None, "CSV label columns (default: numeric columns).")
+flags.DEFINE_string("labels_csv", None, "PCQM4Mv2 data.csv.gz (default: next to the SDF).")
+flags.DEFINE_integer("seed", 0, "Seed of RDKit conformers.")
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    metadata = build_shards(
+        FLAGS.input,
+        FLAGS.output,
+        num_shards=FLAGS.num_shards,
+        workers=FLAGS.workers,
+        max_atoms=FLAGS.max_atoms,
+        conformers=FLAGS.conformers,
+        limit=FLAGS.limit,
+        smiles_column=FLAGS.smiles_column,
+        label_columns=FLAGS.label_columns,
+        labels_csv=FLAGS.labels_csv,
+        seed=FLAGS.seed,
+    )
+    summary = {k: metadata[k] for k in ("num_written", "num_skipped", "skipped", "conformers")}
+    summary["bytes_per_molecule"] = round(metadata["bytes_per_molecule"], 1)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    app.run(main)

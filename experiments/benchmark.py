@@ -1,0 +1,180 @@
+"""Train-step benchmark: throughput, compile time, memory, parameters (and FLOPs/MFU on GPU).
+
+  python experiments/benchmark.py --out=benchmarks/train_step_cpu.json
+  python experiments/benchmark.py --out=FILE.json --configs=tiny --dtypes=float32 --steps=20
+
+Times the full pretraining step (blended forward, four losses, backward, clip, AdamW) on
+a batch of real molecules (bundled ESOL SMILES with RDKit conformers), padded to
+--num_atoms. Throughput is the median over timed steps after compilation.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import functools  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", None, "Output JSON file.", required=True)
+flags.DEFINE_list("configs", ["tiny", "base"], "Variants of configs/base.py to time.")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Activation dtypes to time.")
+flags.DEFINE_integer("batch_size", 32, "Molecules per step.")
+flags.DEFINE_integer("num_atoms", 32, "Padded atom count.")
+flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# Peak dense throughput used for MFU, by device kind substring and dtype (FLOP/s).
+PEAK_FLOPS = {
+    "H100": {"bfloat16": 989e12, "float32": 67e12},
+    "H200": {"bfloat16": 989e12, "float32": 67e12},
+    "A100": {"bfloat16": 312e12, "float32": 19.5e12},
+}
+
+
+def load_config(variant: str):
+    spec = importlib.util.spec_from_file_location("base_config", REPO / "configs" / "base.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def real_batch(batch_size: int, num_atoms: int) -> dict[str, np.ndarray]:
+    """The first `batch_size` bundled ESOL molecules with 8..num_atoms heavy atoms."""
+    from moleblend_jax.chem import records
+    from moleblend_jax.data.batching import pad_batch
+    from moleblend_jax.finetune import datasets
+
+    smiles, _, _ = datasets.load_dataset("esol")
+    chosen = []
+    for i, smi in enumerate(smiles):
+        try:
+            record = records.smiles_to_record(smi, i, conformers="rdkit")
+        except records.SkipMolecule:
+            continue
+        if 8 <= len(record["atom_features"]) <= num_atoms:
+            chosen.append(record)
+        if len(chosen) == batch_size:
+            break
+    return pad_batch(chosen, num_atoms, batch_size)
+
+
+def machine_info() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    device = jax.devices()[0]
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "device_count": jax.device_count(),
+    }
+
+
+def time_step(variant: str, dtype: str, batch_np: dict) -> dict:
+    from moleblend_jax import model as model_lib
+    from moleblend_jax.train import loop, optim, sharding
+    from moleblend_jax.train import state as state_lib
+    from moleblend_jax.train.step import pretraining_loss_fn, train_step
+
+    config = load_config(variant)
+    config.model.dtype = dtype
+    mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+    model = model_lib.MoleBlend(config=config.model)
+    schedule = optim.make_schedule(config)
+    tx = optim.make_optimizer(config, schedule)
+    example = loop.dummy_batch(1, batch_np["atom_mask"].shape[1])
+    state, shardings = state_lib.create_sharded_state(
+        model, tx, example, jax.random.PRNGKey(0), mesh, model_lib.LOGICAL_AXIS_RULES
+    )
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    batch = sharding.global_batch(batch_np, mesh)
+    step_fn = jax.jit(
+        functools.partial(
+            train_step,
+            loss_fn=pretraining_loss_fn(model, dict(config.loss_weights)),
+            tx=tx,
+            schedule=schedule,
+        ),
+        donate_argnums=0,
+    )
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+
+    for _ in range(2):
+        state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    durations = []
+    for _ in range(FLAGS.steps):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        durations.append(time.perf_counter() - start)
+    median_s = float(np.median(durations))
+    batch_size = batch_np["atom_mask"].shape[0]
+    result = {
+        "config": variant,
+        "dtype": dtype,
+        "batch_size": batch_size,
+        "num_atoms": int(batch_np["atom_mask"].shape[1]),
+        "params": int(num_params),
+        "compile_s": round(compile_s, 2),
+        "step_s_median": round(median_s, 4),
+        "step_s_all": [round(d, 4) for d in durations],
+        "molecules_per_s": round(batch_size / median_s, 1),
+        "loss": float(metrics["loss"]),
+    }
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    if cost and "flops" in cost:
+        result["xla_flops_per_step"] = float(cost["flops"])
+    memory = compiled.memory_analysis()
+    if memory is not None:
+        result["xla_temp_bytes"] = int(memory.temp_size_in_bytes)
+        result["xla_argument_bytes"] = int(memory.argument_size_in_bytes)
+    device = jax.devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:
+        result["peak_device_bytes"] = int(stats["peak_bytes_in_use"])
+    result["peak_host_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = next((p[dtype] for k, p in PEAK_FLOPS.items() if k in device.device_kind), None)
+    if peak and "xla_flops_per_step" in result:
+        result["mfu"] = result["xla_flops_per_step"] / median_s / peak
+    return result
+
+
+def main(argv):
+    del argv
+    batch_np = real_batch(FLAGS.batch_size, FLAGS.num_atoms)
+    results = []
+    for variant in FLAGS.configs:
+        for dtype in FLAGS.dtypes:
+            result = time_step(variant, dtype, batch_np)
+            print(json.dumps(result))
+            results.append(result)
+    out = pathlib.Path(FLAGS.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine_info(), "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,40 @@
+"""Pretrains MoleBLEND.
+
+  python experiments/pretrain.py --config=configs/base.py --workdir=DIR [--config.x=y ...]
+  python experiments/pretrain.py --config=configs/base.py:tiny --workdir=DIR   # laptop size
+
+With no `--config.data.dir` it builds shards of the bundled QM9 once under DIR/data. Rerunning
+with the same workdir resumes from the latest checkpoint.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file, optionally FILE.py:variant.")
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and default data go.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-process runs.")
+flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import jax
+
+    from moleblend_jax.train import distributed, loop
+
+    distributed.maybe_initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    logging.info("JAX %s, %d processes, devices: %s", jax.__version__, jax.process_count(), jax.devices())
+    final = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    logging.info("Finished: %s", final)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,140 @@
+"""RDKit mol / SMILES -> one record of docs/batch_format.md (numpy, no TF, no jax)."""
+
+from __future__ import annotations
+
+import numpy as np
+from rdkit import Chem, RDLogger
+
+from moleblend_jax.chem import conformers
+from moleblend_jax.chem.features import mol_to_graph
+from moleblend_jax.chem.paths import path_bonds_from_next_hop, shortest_path_tree
+from moleblend_jax.data.schema import MAX_SUPPORTED_ATOMS
+
+# RDKit prints parse and sanitisation errors to stderr; we count them by reason instead.
+RDLogger.DisableLog("rdApp.*")
+
+
+class SkipMolecule(Exception):
+    """A molecule that cannot be turned into a record; `reason` is a short counter key."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def parse_smiles(smiles: str) -> Chem.Mol:
+    """SMILES -> sanitised heavy-atom mol (as `Chem.MolFromSmiles`, which OGB uses).
+
+    Raises SkipMolecule with reason invalid_smiles, valence_error, kekulize_error or
+    sanitize_error.
+    """
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is not None:
+        return mol
+    # Diagnose why: parse without sanitising, then sanitise to get the exception type.
+    raw = Chem.MolFromSmiles(smiles, sanitize=False)
+    if raw is None:
+        raise SkipMolecule("invalid_smiles", smiles)
+    try:
+        Chem.SanitizeMol(raw)
+    except Chem.AtomValenceException:
+        raise SkipMolecule("valence_error", smiles) from None
+    except Chem.KekulizeException:
+        raise SkipMolecule("kekulize_error", smiles) from None
+    except Exception:  # noqa: BLE001 - any other RDKit sanitisation failure.
+        pass
+    raise SkipMolecule("sanitize_error", smiles)
+
+
+def build_record(
+    mol: Chem.Mol,
+    mol_id: int,
+    coords: np.ndarray | str | None = None,
+    labels=None,
+    max_atoms: int = MAX_SUPPORTED_ATOMS,
+    seed: int = 0,
+    next_hop_only: bool = False,
+) -> tuple[dict, str]:
+    """Like `mol_to_record`, also returning how the coordinates were obtained
+    (a `moleblend_jax.chem.conformers` reason string). With `next_hop_only` the record holds
+    `next_hop` [N, N] (chem.paths) instead of `path_bonds` (the shard writer's fast path)."""
+    if mol is None:
+        raise SkipMolecule("invalid_molecule")
+    n = mol.GetNumAtoms()
+    if n == 0:
+        raise SkipMolecule("no_atoms")
+    if n > min(max_atoms, MAX_SUPPORTED_ATOMS):
+        raise SkipMolecule("too_many_atoms", str(n))
+    graph = mol_to_graph(mol)
+    # RDKit's distance matrix (C++; 1e8 between fragments) is the BFS hop count (SPEC 1).
+    spd, next_hop = shortest_path_tree(n, graph["bond_atoms"], Chem.GetDistanceMatrix(mol))
+    if next_hop_only:
+        paths = dict(next_hop=next_hop)
+    else:
+        paths = dict(path_bonds=path_bonds_from_next_hop(spd, next_hop, graph["bond_atoms"]))
+
+    if isinstance(coords, np.ndarray) or isinstance(coords, list | tuple):
+        xyz, source = np.asarray(coords, np.float32), conformers.GIVEN
+    elif coords is None:
+        has_3d = mol.GetNumConformers() > 0 and mol.GetConformer().Is3D()
+        xyz, source = (
+            (conformers.coords_from_conformer(mol), conformers.FROM_FILE)
+            if has_3d
+            else (None, conformers.NONE)
+        )
+    elif coords == "rdkit":
+        # Seeded by molecule id (not worker or position), so output does not depend on workers.
+        xyz, source = conformers.rdkit_conformer(mol, seed=(seed * 1_000_003 + mol_id) % 2**31)
+    elif coords == "none":
+        xyz, source = None, conformers.NONE
+    else:
+        raise ValueError(f"coords must be an array, None, 'rdkit' or 'none', got {coords!r}")
+    if xyz is not None:
+        if xyz.shape != (n, 3):
+            raise SkipMolecule("coords_shape_mismatch", f"{xyz.shape} for {n} atoms")
+        if not np.isfinite(xyz).all():
+            raise SkipMolecule("nonfinite_coords")
+
+    record = dict(
+        id=np.int64(mol_id),
+        smiles=Chem.MolToSmiles(mol),
+        atom_features=graph["atom_features"],
+        bond_features=graph["bond_features"],
+        bond_atoms=graph["bond_atoms"],
+        spd=spd,
+        **paths,
+        coords=xyz if xyz is not None else np.zeros((n, 3), np.float32),
+        has_coords=np.int32(xyz is not None),
+    )
+    if labels is not None:
+        record["labels"] = np.asarray(labels, np.float32).reshape(-1)
+    return record, source
+
+
+def mol_to_record(
+    mol: Chem.Mol,
+    mol_id: int,
+    coords: np.ndarray | str | None = None,
+    labels=None,
+    max_atoms: int = MAX_SUPPORTED_ATOMS,
+    seed: int = 0,
+) -> dict:
+    """RDKit mol (heavy atoms, no explicit H) -> record dict of docs/batch_format.md.
+
+    coords: [N, 3] array (given, graph atom order); None (the mol's 3D conformer if any, else
+    has_coords = 0); 'rdkit' (ETKDG + MMFF, seeded by `seed` and `mol_id`); 'none' (has_coords
+    = 0). labels: optional [T] floats (NaN = missing). Raises SkipMolecule(reason).
+    """
+    return build_record(mol, mol_id, coords, labels, max_atoms, seed)[0]
+
+
+def smiles_to_record(
+    smiles: str,
+    mol_id: int,
+    coords: np.ndarray | str | None = "none",
+    labels=None,
+    max_atoms: int = MAX_SUPPORTED_ATOMS,
+    seed: int = 0,
+) -> dict:
+    """SMILES -> record (see `mol_to_record`); raises SkipMolecule(reason) on bad input."""
+    return mol_to_record(parse_smiles(smiles), mol_id, coords, labels, max_atoms, seed)

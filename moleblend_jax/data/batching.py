@@ -1,0 +1,72 @@
+"""Numpy reference padding: records -> one padded batch of docs/batch_format.md.
+
+The tf.data pipeline (`moleblend_jax.data.pipeline`) builds the same batches with vectorised TF
+ops; tests check the two agree exactly. Use this for small in-memory sets and for tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moleblend_jax.data.schema import (
+    MAX_PATH_HOPS,
+    NUM_ATOM_FEATURES,
+    NUM_BOND_FEATURES,
+    UNREACHABLE_SPD,
+)
+
+
+def pad_batch(records: list[dict], num_atoms: int, batch_size: int | None = None) -> dict:
+    """Pads records (docs/batch_format.md) to N = num_atoms atoms and B = batch_size molecules.
+
+    Returns atom_features [B, N, 9] int32 (ids + 1), atom_mask [B, N] bool, spd [B, N, N] int32
+    (hops + 1, 0 at padding), path_edges [B, N, N, 5, 3] int32 (bond ids + 1), coords [B, N, 3]
+    float32, has_coords [B] bool, mol_mask [B] bool, id [B] int64 (-1 filler) and, when the
+    records carry labels, labels [B, T] float32 (0 where missing) and label_mask [B, T] bool.
+    Filler molecules (beyond len(records)) are all padding. Raises ValueError when a molecule
+    has more than num_atoms atoms or batch_size < len(records).
+    """
+    b = len(records) if batch_size is None else int(batch_size)
+    n = int(num_atoms)
+    if b < len(records):
+        raise ValueError(f"batch_size {b} < {len(records)} records")
+    batch = dict(
+        atom_features=np.zeros((b, n, NUM_ATOM_FEATURES), np.int32),
+        atom_mask=np.zeros((b, n), bool),
+        spd=np.zeros((b, n, n), np.int32),
+        path_edges=np.zeros((b, n, n, MAX_PATH_HOPS, NUM_BOND_FEATURES), np.int32),
+        coords=np.zeros((b, n, 3), np.float32),
+        has_coords=np.zeros((b,), bool),
+        mol_mask=np.zeros((b,), bool),
+        id=np.full((b,), -1, np.int64),
+    )
+    with_labels = bool(records) and "labels" in records[0]
+    if with_labels:
+        t = len(records[0]["labels"])
+        batch["labels"] = np.zeros((b, t), np.float32)
+        batch["label_mask"] = np.zeros((b, t), bool)
+    for i, rec in enumerate(records):
+        m = len(rec["atom_features"])
+        if m > n:
+            raise ValueError(f"molecule {rec['id']} has {m} atoms > bucket size {n}")
+        batch["atom_features"][i, :m] = rec["atom_features"] + 1
+        batch["atom_mask"][i, :m] = True
+        # SPEC 1: shift hops by one so 0 is padding (self = 1, unreachable = 511).
+        batch["spd"][i, :m, :m] = rec["spd"] + 1
+        path = rec["path_bonds"]
+        # Bond ids + 1 with a zero row for "no bond" at index 0 (path -1 -> row 0).
+        table = np.concatenate(
+            [np.zeros((1, NUM_BOND_FEATURES), np.int32), np.asarray(rec["bond_features"]) + 1]
+        )
+        batch["path_edges"][i, :m, :m] = table[path + 1]
+        batch["coords"][i, :m] = rec["coords"]
+        batch["has_coords"][i] = bool(rec["has_coords"])
+        batch["mol_mask"][i] = True
+        batch["id"][i] = rec["id"]
+        if with_labels:
+            labels = np.asarray(rec["labels"], np.float32)
+            present = ~np.isnan(labels)
+            batch["labels"][i] = np.where(present, labels, 0.0)
+            batch["label_mask"][i] = present
+    assert UNREACHABLE_SPD + 1 == 511  # The shifted unreachable id the model embeds.
+    return batch

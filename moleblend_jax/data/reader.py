@@ -1,0 +1,74 @@
+"""Reading shard directories back: metadata checks and `iter_records` (plain Python, no TF)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+from moleblend_jax.data import serialize
+from moleblend_jax.data.schema import METADATA_FILE, SCHEMA_VERSION
+
+
+def load_metadata(data_dir: str) -> dict:
+    """metadata.json of a complete shard directory; raises a clear error otherwise."""
+    path = os.path.join(data_dir, METADATA_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{data_dir}: no {METADATA_FILE}: not a shard directory, or its build did not finish "
+            "(rerun data_prep/build_shards.py)"
+        )
+    with open(path) as f:
+        metadata = json.load(f)
+    if metadata.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(
+            f"{path}: schema_version {metadata.get('schema_version')} != {SCHEMA_VERSION}; "
+            "rebuild the shards"
+        )
+    return metadata
+
+
+def shard_paths(data_dir: str, metadata: dict | None = None) -> list[str]:
+    """Paths of all shard files, in shard order, after checking each one's size.
+
+    Raises CorruptRecordError naming the file when a shard is missing or truncated.
+    """
+    metadata = metadata or load_metadata(data_dir)
+    paths = []
+    for shard in metadata["shards"]:
+        path = os.path.join(data_dir, shard["file"])
+        if not os.path.exists(path):
+            raise serialize.CorruptRecordError(f"{path}: shard file missing")
+        size = os.path.getsize(path)
+        if size != shard["bytes"]:
+            raise serialize.CorruptRecordError(
+                f"{path}: {size} bytes but metadata says {shard['bytes']} (truncated or modified)"
+            )
+        paths.append(path)
+    return paths
+
+
+def iter_records(data_dir: str) -> Iterator[dict]:
+    """Yields every record (docs/batch_format.md) of a shard directory in source order.
+
+    The k-th written record lives in shard k % num_shards, so reading the shards round-robin
+    restores source order. Raises CorruptRecordError naming the file on a corrupt shard.
+    """
+    readers = [serialize.read_frames(p) for p in shard_paths(data_dir)]
+    paths = shard_paths(data_dir)
+    active = list(range(len(readers)))
+    while active:
+        still = []
+        for i in active:
+            data = next(readers[i], None)
+            if data is None:
+                continue
+            try:
+                yield serialize.decode_record(data)
+            except Exception as err:
+                raise serialize.CorruptRecordError(
+                    f"{paths[i]}: undecodable record: {err}"
+                ) from err
+            still.append(i)
+        # A shard that ran out ends the round-robin for it; later shards may hold one more.
+        active = still

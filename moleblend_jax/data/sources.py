@@ -1,0 +1,308 @@
+"""Input readers: .smi, .csv, .sdf(.gz), PCQM4Mv2 (SDF + data.csv.gz) and the bundled QM9.
+
+A reader yields small picklable *items*, one per source molecule, keyed by the molecule's index
+in the source (SPEC 9: never by position after filtering, so a parse failure cannot shift
+labels). Workers turn items into records (`moleblend_jax.data.shards.item_to_record`).
+
+Item kinds: ("smiles", id, smiles, labels), ("molblock", id, text, labels),
+("qm9", id, smiles, elements, xyz, labels) and ("skip", id, reason) for entries rejected while
+reading (e.g. empty lines).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.resources
+import math
+import os
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+# QM9's 12 standard targets, in their source (qm9pack) units (docs/data.md).
+QM9_LABELS = (
+    ("mu", "Dipole_debye"),  # Debye
+    ("alpha", "Polarizability_bohr3"),  # bohr^3
+    ("homo", "HOMO_au"),  # Hartree
+    ("lumo", "LUMO_au"),  # Hartree
+    ("gap", "HOMO_LUMO_gap_au"),  # Hartree
+    ("r2", "R2_bohr2"),  # bohr^2
+    ("zpve", "ZPVE_au"),  # Hartree
+    ("u0", "InternalEnergy_0K_au"),  # Hartree
+    ("u298", "InternalEnergy_298K_au"),  # Hartree
+    ("h298", "Enthalphy_298K_au"),  # Hartree (qm9pack's spelling)
+    ("g298", "GibbsFreeEnergy_298K_au"),  # Hartree
+    ("cv", "Heatcapacity_Cv_cal_mol_K"),  # cal / (mol K)
+)
+QM9_UNITS = dict(
+    mu="D",
+    alpha="bohr^3",
+    homo="Ha",
+    lumo="Ha",
+    gap="Ha",
+    r2="bohr^2",
+    zpve="Ha",
+    u0="Ha",
+    u298="Ha",
+    h298="Ha",
+    g298="Ha",
+    cv="cal/(mol K)",
+)
+QM9_NUM_MOLECULES = 130_831
+QM9_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
+PCQM_SDF_NAME = "pcqm4m-v2-train.sdf"
+PCQM_LABELS_NAME = "data.csv.gz"
+# CSV columns never taken as labels when label columns are auto-detected.
+_ID_COLUMNS = {"id", "idx", "index", "num", "mol_id", "molecule_id", "name", "unnamed: 0"}
+
+
+@dataclasses.dataclass
+class Source:
+    """A readable input: `items()` yields items (see module doc) in source order."""
+
+    name: str
+    kind: str  # smi | csv | sdf | pcqm4mv2 | qm9
+    label_names: list[str]
+    items: Callable[[], Iterator[tuple]]
+    total: int | None = None  # Number of items when known up front (progress bar).
+    default_conformers: str = "rdkit"  # For sources without coordinates.
+    notes: dict = dataclasses.field(default_factory=dict)
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"input file not found: {path}")
+    if os.path.isdir(path):
+        return
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"input file is empty: {path}")
+
+
+def _open_text(path: str):
+    if path.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def _labels_tuple(values) -> tuple | None:
+    return None if values is None else tuple(float(v) for v in values)
+
+
+# ---------------------------------------------------------------- .smi
+def smi_source(path: str) -> Source:
+    """One molecule per line: `SMILES [whitespace name]`; id = 0-based line number."""
+    _check_file(path)
+
+    def items():
+        with _open_text(path) as f:
+            for line_no, line in enumerate(f):
+                tokens = line.split()
+                if not tokens:
+                    yield ("skip", line_no, "empty_line")
+                elif line_no == 0 and tokens[0].lower() == "smiles":
+                    continue  # Header line.
+                else:
+                    yield ("smiles", line_no, tokens[0], None)
+
+    return Source(name=os.path.abspath(path), kind="smi", label_names=[], items=items)
+
+
+# ---------------------------------------------------------------- .csv
+def _to_float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def csv_source(
+    path: str, smiles_column: str | None = None, label_columns: list[str] | None = None
+) -> Source:
+    """CSV with a SMILES column (named `smiles` in any case unless given) and optional label
+    columns (default: every numeric column except the SMILES and id-like columns; pass [] for
+    none). id = 0-based data row; empty / non-numeric label cells become NaN (missing)."""
+    import pandas as pd
+
+    _check_file(path)
+    header = pd.read_csv(path, nrows=0).columns.tolist()
+    if smiles_column is None:
+        matches = [c for c in header if c.strip().lower() == "smiles"]
+        if not matches:
+            raise ValueError(f"{path}: no 'smiles' column in {header}; pass smiles_column")
+        smiles_column = matches[0]
+    elif smiles_column not in header:
+        raise ValueError(f"{path}: column {smiles_column!r} not in {header}")
+    if label_columns is None:
+        sample = pd.read_csv(path, nrows=1000)
+        label_columns = [
+            c
+            for c in header
+            if c != smiles_column
+            and c.strip().lower() not in _ID_COLUMNS
+            and pd.api.types.is_numeric_dtype(sample[c])
+        ]
+    missing = [c for c in label_columns if c not in header]
+    if missing:
+        raise ValueError(f"{path}: label columns {missing} not in {header}")
+
+    def items():
+        row = 0
+        for chunk in pd.read_csv(
+            path, usecols=[smiles_column, *label_columns], dtype=str, chunksize=50_000
+        ):
+            smiles = chunk[smiles_column].tolist()
+            labels = [chunk[c].tolist() for c in label_columns]
+            for i, s in enumerate(smiles):
+                values = tuple(_to_float(col[i]) for col in labels) if label_columns else None
+                if not isinstance(s, str) or not s.strip():
+                    yield ("skip", row, "empty_smiles")
+                else:
+                    yield ("smiles", row, s.strip(), values)
+                row += 1
+
+    return Source(
+        name=os.path.abspath(path), kind="csv", label_names=list(label_columns), items=items
+    )
+
+
+# ---------------------------------------------------------------- .sdf
+def iter_sdf_blocks(path: str) -> Iterator[str]:
+    """Yields the mol-block text of every SDF record (`$$$$`-terminated), properties included."""
+    with _open_text(path) as f:
+        lines: list[str] = []
+        for line in f:
+            if line.startswith("$$$$"):
+                yield "".join(lines)
+                lines = []
+            else:
+                lines.append(line)
+        if any(line.strip() for line in lines):
+            yield "".join(lines)  # Last record without a terminator.
+
+
+def sdf_source(path: str) -> Source:
+    """SDF (optionally .gz): graph and coordinates from each block; id = 0-based block index."""
+    _check_file(path)
+
+    def items():
+        for index, block in enumerate(iter_sdf_blocks(path)):
+            yield ("molblock", index, block, None)
+
+    return Source(
+        name=os.path.abspath(path),
+        kind="sdf",
+        label_names=[],
+        items=items,
+        default_conformers="file",
+    )
+
+
+# ---------------------------------------------------------------- PCQM4Mv2
+def pcqm4mv2_source(sdf_path: str, labels_csv: str | None = None) -> Source:
+    """PCQM4Mv2 train split: graph and DFT coordinates from `pcqm4m-v2-train.sdf`; the HOMO-LUMO
+    gap (eV) from `data.csv.gz` looked up by the `idx` column = SDF block index (SPEC 9)."""
+    if os.path.isdir(sdf_path):
+        sdf_path = os.path.join(sdf_path, PCQM_SDF_NAME)
+    _check_file(sdf_path)
+    if labels_csv is None:
+        here = os.path.dirname(sdf_path)
+        for candidate in (
+            os.path.join(here, PCQM_LABELS_NAME),
+            os.path.join(here, "raw", PCQM_LABELS_NAME),
+        ):
+            if os.path.exists(candidate):
+                labels_csv = candidate
+                break
+    gaps = None
+    if labels_csv is not None:
+        import pandas as pd
+
+        _check_file(labels_csv)
+        table = pd.read_csv(labels_csv, usecols=["idx", "homolumogap"])
+        idx = table["idx"].to_numpy(np.int64)
+        gaps = np.full(int(idx.max()) + 1 if len(idx) else 0, np.nan, np.float64)
+        gaps[idx] = table["homolumogap"].to_numpy(np.float64)
+
+    def items():
+        for index, block in enumerate(iter_sdf_blocks(sdf_path)):
+            label = None
+            if gaps is not None:
+                label = (float(gaps[index]) if index < len(gaps) else math.nan,)
+            yield ("molblock", index, block, label)
+
+    return Source(
+        name=os.path.abspath(sdf_path),
+        kind="pcqm4mv2",
+        label_names=["homolumogap"] if gaps is not None else [],
+        items=items,
+        default_conformers="file",
+        notes=dict(labels_csv=os.path.abspath(labels_csv) if labels_csv else None),
+    )
+
+
+# ---------------------------------------------------------------- QM9 (qm9pack)
+def qm9_source() -> Source:
+    """The 130,831 QM9 molecules bundled with `qm9pack` (its CSVs, read directly: its get_data()
+    needs pkg_resources). id = QM9 `Index` (1..133885); coordinates = DFT geometry (heavy atoms);
+    labels = the 12 standard targets in source units (QM9_LABELS)."""
+    import pandas as pd
+
+    try:
+        folder = importlib.resources.files("qm9pack") / "data"
+    except ModuleNotFoundError as err:
+        raise FileNotFoundError("--input=qm9 needs the qm9pack package") from err
+    columns = ["Index", "SMILES", "Elements", "XYZ_Ang"] + [c for _, c in QM9_LABELS]
+
+    def items():
+        for name in QM9_FILES:
+            with importlib.resources.as_file(folder / name) as path:
+                for chunk in pd.read_csv(path, usecols=columns, chunksize=20_000):
+                    labels = chunk[[c for _, c in QM9_LABELS]].to_numpy(np.float64)
+                    rows = zip(
+                        chunk["Index"].tolist(),
+                        chunk["SMILES"].tolist(),
+                        chunk["Elements"].tolist(),
+                        chunk["XYZ_Ang"].tolist(),
+                        strict=True,
+                    )
+                    for (index, smiles, elements, xyz), values in zip(rows, labels, strict=True):
+                        yield ("qm9", int(index), smiles, elements, xyz, tuple(values.tolist()))
+
+    return Source(
+        name="qm9",
+        kind="qm9",
+        label_names=[n for n, _ in QM9_LABELS],
+        items=items,
+        total=QM9_NUM_MOLECULES,
+        default_conformers="file",
+        notes=dict(package="qm9pack", label_units=QM9_UNITS),
+    )
+
+
+def open_source(
+    input_path: str,
+    smiles_column: str | None = None,
+    label_columns: list[str] | None = None,
+    labels_csv: str | None = None,
+) -> Source:
+    """Picks the reader from the name: `qm9`, *.smi / *.txt, *.csv(.gz), *.sdf(.gz) (PCQM4Mv2 when
+    the file is `pcqm4m-v2-train.sdf` or a directory holding it)."""
+    if input_path == "qm9":
+        return qm9_source()
+    base = os.path.basename(input_path.rstrip("/")).lower()
+    if os.path.isdir(input_path):
+        if os.path.exists(os.path.join(input_path, PCQM_SDF_NAME)):
+            return pcqm4mv2_source(input_path, labels_csv)
+        raise ValueError(f"{input_path}: directory without {PCQM_SDF_NAME}")
+    if not os.path.exists(input_path):
+        raise FileNotFoundError(f"input file not found: {input_path}")
+    if base.startswith("pcqm4m") and base.endswith((".sdf", ".sdf.gz")):
+        return pcqm4mv2_source(input_path, labels_csv)
+    if base.endswith((".smi", ".smiles", ".txt", ".smi.gz")):
+        return smi_source(input_path)
+    if base.endswith((".csv", ".csv.gz")):
+        return csv_source(input_path, smiles_column, label_columns)
+    if base.endswith((".sdf", ".sdf.gz")):
+        return sdf_source(input_path)
+    raise ValueError(f"{input_path}: unknown input format (expected .smi, .csv, .sdf or qm9)")

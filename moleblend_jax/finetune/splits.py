@@ -1,0 +1,140 @@
+"""Train/valid/test splits: deterministic Bemis-Murcko scaffold split and seeded random split.
+
+A split is ``dict(train=idx, valid=idx, test=idx)`` of int64 index arrays into the data set's rows
+(the order ``datasets.load_dataset`` returns). Pure numpy + RDKit; no jax.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+SPLIT_NAMES = ("train", "valid", "test")
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+def murcko_scaffold(smiles: str) -> str | None:
+    """Bemis-Murcko scaffold SMILES without chirality; '' for acyclic, None if unparsable."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return None
+    return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)
+
+
+def scaffold_groups(smiles: Sequence[str]) -> list[list[int]]:
+    """Row indices grouped by scaffold, in order of first appearance; each invalid SMILES alone."""
+    groups: dict[str, list[int]] = {}
+    for index, smi in enumerate(smiles):
+        scaffold = murcko_scaffold(smi)
+        key = f"\x00invalid:{index}" if scaffold is None else scaffold
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1: {fractions}")
+    return float(fractions[0]), float(fractions[1]), float(fractions[2])
+
+
+def scaffold_split(
+    smiles: Sequence[str], fractions: Sequence[float] = DEFAULT_FRACTIONS
+) -> dict[str, np.ndarray]:
+    """Deterministic scaffold split (chemprop ``scaffold_split(balanced=False)`` convention).
+
+    Scaffold groups are sorted by size, largest first (ties: the group seen first in the file
+    first); each group goes to train if it still fits in ``fractions[0] * M``, else to valid if
+    it fits in ``fractions[1] * M``, else to test. No scaffold is in two splits. Index arrays are
+    sorted ascending.
+    """
+    frac_train, frac_valid, _ = _check_fractions(fractions)
+    num = len(smiles)
+    train_size, valid_size = frac_train * num, frac_valid * num
+    # sorted() is stable, so equal-size groups keep their first-appearance order.
+    groups = sorted(scaffold_groups(smiles), key=len, reverse=True)
+    train: list[int] = []
+    valid: list[int] = []
+    test: list[int] = []
+    for group in groups:
+        if len(train) + len(group) <= train_size:
+            train += group
+        elif len(valid) + len(group) <= valid_size:
+            valid += group
+        else:
+            test += group
+    parts = (train, valid, test)
+    return {
+        name: np.sort(np.asarray(idx, dtype=np.int64))
+        for name, idx in zip(SPLIT_NAMES, parts, strict=True)
+    }
+
+
+def random_split(
+    num: int,
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    *,
+    valid_size: int | None = None,
+    test_size: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Seeded random split of ``num`` rows.
+
+    By default valid and test get ``floor(fraction * num)`` rows and train the rest; explicit
+    ``valid_size`` / ``test_size`` override that (QM9: ``datasets.QM9_SPLIT_SIZES``). Index arrays
+    are sorted ascending; the same (num, seed, sizes) always gives the same split.
+    """
+    _, frac_valid, frac_test = _check_fractions(fractions)
+    n_valid = int(np.floor(frac_valid * num)) if valid_size is None else int(valid_size)
+    n_test = int(np.floor(frac_test * num)) if test_size is None else int(test_size)
+    if n_valid < 0 or n_test < 0 or n_valid + n_test > num:
+        raise ValueError(f"valid {n_valid} + test {n_test} rows do not fit in {num}.")
+    order = np.random.default_rng(seed).permutation(num).astype(np.int64)
+    test = order[:n_test]
+    valid = order[n_test : n_test + n_valid]
+    train = order[n_test + n_valid :]
+    return {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
+
+
+def make_split(
+    kind: str,
+    smiles: Sequence[str],
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    **sizes: int | None,
+) -> dict[str, np.ndarray]:
+    """'scaffold' (seed ignored: the split is deterministic) or 'random' split of ``smiles``."""
+    if kind == "scaffold":
+        return scaffold_split(smiles, fractions)
+    if kind == "random":
+        return random_split(len(smiles), seed, fractions, **sizes)
+    raise ValueError(f"Unknown split kind {kind!r}; use 'scaffold' or 'random'.")
+
+
+def check_split(split: dict[str, np.ndarray], num: int) -> None:
+    """Raises ValueError unless the three index sets are disjoint and cover 0..num-1."""
+    if set(split) != set(SPLIT_NAMES):
+        raise ValueError(f"split keys must be {SPLIT_NAMES}, got {sorted(split)}.")
+    joined = np.concatenate([np.asarray(split[name]) for name in SPLIT_NAMES])
+    if joined.size != num or not np.array_equal(np.sort(joined), np.arange(num)):
+        raise ValueError(f"split does not partition {num} rows exactly once.")
+
+
+def save_split(path: str | os.PathLike, split: dict[str, np.ndarray]) -> None:
+    """Writes ``{"train": [...], "valid": [...], "test": [...]}`` JSON."""
+    payload = {name: [int(i) for i in np.asarray(split[name]).tolist()] for name in SPLIT_NAMES}
+    with open(path, "w") as handle:
+        json.dump(payload, handle)
+
+
+def load_split(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads a ``save_split`` JSON back into int64 index arrays."""
+    with open(path) as handle:
+        payload = json.load(handle)
+    return {name: np.asarray(payload[name], dtype=np.int64) for name in SPLIT_NAMES}

@@ -1,0 +1,79 @@
+"""Node inputs (SPEC 2): atom embedding, degree embedding, graph token and its attention bias."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from moleblend_jax.model.layers import MultiFeatureEmbed, logical, normal_init
+
+ONE_HOP_SPD_ID = 2  # Shifted SPD id of bonded pairs (hops 1 + 1).
+
+
+class AtomEmbedding(nn.Module):
+    """SPEC 2 atom embedding: sum of the 9 atom-feature embeddings (one table per feature)."""
+
+    num_atom_features: int
+    vocab_size: int
+    hidden_dim: int
+    init_std: float = 0.02
+
+    @nn.compact
+    def __call__(self, atom_features: jax.Array) -> jax.Array:
+        """[B, N, F] int32 shifted ids -> [B, N, D] float32."""
+        return MultiFeatureEmbed(
+            self.num_atom_features, self.vocab_size, self.hidden_dim, self.init_std, name="embed"
+        )(atom_features)
+
+
+def atom_degree(spd: jax.Array, atom_mask: jax.Array, num_ids: int) -> jax.Array:
+    """[B, N, N] shifted SPD, [B, N] bool -> [B, N] int32 shifted degree ids (0 = padding).
+
+    Degree = number of atoms at exactly one hop; ids are degree + 1 clipped to the table.
+    """
+    degree = jnp.sum(spd == ONE_HOP_SPD_ID, axis=-1)
+    return jnp.where(atom_mask, jnp.clip(degree + 1, 1, num_ids - 1), 0).astype(jnp.int32)
+
+
+class DegreeEmbedding(nn.Module):
+    """SPEC 4 2D node term: embedding of the (undirected) atom degree."""
+
+    num_degree_ids: int
+    hidden_dim: int
+    init_std: float = 0.02
+
+    @nn.compact
+    def __call__(self, spd: jax.Array, atom_mask: jax.Array) -> jax.Array:
+        """[B, N, N] shifted SPD, [B, N] bool -> [B, N, D] float32 (zero at padding)."""
+        ids = atom_degree(spd, atom_mask, self.num_degree_ids)
+        return MultiFeatureEmbed(
+            1, self.num_degree_ids, self.hidden_dim, self.init_std, name="embed"
+        )(ids[..., None])
+
+
+class GraphToken(nn.Module):
+    """SPEC 2 learned graph token (readout) and its per-head attention bias t."""
+
+    hidden_dim: int
+    num_heads: int
+    init_std: float = 0.02
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array]:
+        """-> ([D] token embedding, [H] bias added to row 0 and column 0)."""
+        token = self.param(
+            "token", logical(normal_init(self.init_std), ("embed",)), (self.hidden_dim,)
+        )
+        bias = self.param(
+            "attention_bias", logical(normal_init(self.init_std), ("heads",)), (self.num_heads,)
+        )
+        return token, bias
+
+
+def with_graph_token_bias(atom_bias: jax.Array, token_bias: jax.Array) -> jax.Array:
+    """[B, H, N, N] atom-pair bias, [H] graph-token bias -> [B, H, N+1, N+1] full bias.
+
+    As Graphormer: row 0 (including [0, 0]) and column 0 below it all equal t.
+    """
+    batch, heads, n, _ = atom_bias.shape
+    full = jnp.broadcast_to(token_bias[None, :, None, None], (batch, heads, n + 1, n + 1))
+    return full.at[:, :, 1:, 1:].set(atom_bias)

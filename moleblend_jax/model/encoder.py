@@ -1,0 +1,168 @@
+"""MoleBlendEncoder: embeddings + relation biases + blend + post-LN Transformer (SPEC 2-4).
+
+Submodule names (kept stable for checkpoints / fine-tuning; see docs/model.md):
+  shared: atom_embed, graph_token, input_norm, layer_0 .. layer_{L-1}
+  2D:     spd_bias, edge_bias, degree_embed          (absent in mode "3d")
+  3D:     gaussian_basis, gaussian_bias, centrality  (absent in mode "2d")
+"""
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from moleblend_jax.model.blend import PAIR_3D, blend_pair_bias
+from moleblend_jax.model.embeddings import (
+    AtomEmbedding,
+    DegreeEmbedding,
+    GraphToken,
+    with_graph_token_bias,
+)
+from moleblend_jax.model.encoder_layer import EncoderLayer
+from moleblend_jax.model.layers import LayerNorm32, pair_geometry
+from moleblend_jax.model.relations import (
+    Centrality,
+    EdgeBias,
+    GaussianBasis,
+    GaussianBias,
+    SpdBias,
+)
+
+MODES = ("pretrain", "2d", "3d")
+
+
+class EncoderOutput(NamedTuple):
+    """What the backbone returns; unpack as `graph_repr, atom_repr, atom_bias = encoder(...)`."""
+
+    graph_repr: jax.Array  # [B, D] float32 last-layer graph token.
+    atom_repr: jax.Array  # [B, N, D] float32 last-layer atom states, zero at padding.
+    atom_bias: jax.Array  # [B, H, N, N] float32 atom-pair bias (the denoising head reuses it).
+
+
+def drop_path_rates(num_layers: int, max_rate: float) -> list[float]:
+    """SPEC 2: stochastic depth rising linearly 0 -> max_rate over layers (torch.linspace)."""
+    if num_layers == 1:
+        return [0.0]
+    return [max_rate * i / (num_layers - 1) for i in range(num_layers)]
+
+
+class MoleBlendEncoder(nn.Module):
+    """The Transformer-M backbone of MoleBLEND; `config` is config.model."""
+
+    config: ml_collections.ConfigDict
+
+    @nn.compact
+    def __call__(
+        self,
+        batch: dict,
+        train: bool = False,
+        *,
+        pair_modality: jax.Array | None = None,
+        node_blend_3d: jax.Array | None = None,
+        coords: jax.Array | None = None,
+    ) -> EncoderOutput:
+        """Batch per docs/batch_format.md -> EncoderOutput.
+
+        Molecules with batch["has_coords"] false (when the key is present) get no 3D bias and no
+        centrality (their 3D terms are zeroed, their atoms take the degree term).
+        pair_modality: [N, N] or [B, N, N] int32 ids (blend.PAIR_*), pretrain mode only;
+          None = all 3D. node_blend_3d: [B, N] bool, True = 3D centrality instead of degree;
+          None = all 3D. coords: [B, N, 3] coordinates the 3D modules see (the noisy ones in
+          pretraining); None = batch["coords"].
+        """
+        cfg = self.config
+        if cfg.mode not in MODES:
+            raise ValueError(f"config.mode must be one of {MODES}, got {cfg.mode!r}")
+        dtype = jnp.dtype(cfg.dtype)
+        std = cfg.init_std
+        use_2d = cfg.mode in ("pretrain", "2d")
+        use_3d = cfg.mode in ("pretrain", "3d")
+        atom_mask = batch["atom_mask"].astype(bool)
+        atom_features = batch["atom_features"].astype(jnp.int32)
+        spd = batch["spd"].astype(jnp.int32)
+        heads = cfg.num_heads
+
+        atoms = AtomEmbedding(
+            cfg.num_atom_features, cfg.atom_vocab_size, cfg.hidden_dim, std, name="atom_embed"
+        )(atom_features)
+
+        if use_2d:
+            spd_bias = SpdBias(heads, cfg.num_spd_ids, std, name="spd_bias")(spd)
+            edge_bias = EdgeBias(
+                heads,
+                cfg.num_bond_features,
+                cfg.bond_vocab_size,
+                cfg.max_path_hops,
+                std,
+                name="edge_bias",
+            )(batch["path_edges"].astype(jnp.int32), spd)
+            degree = DegreeEmbedding(cfg.num_degree_ids, cfg.hidden_dim, std, name="degree_embed")(
+                spd, atom_mask
+            )
+        if use_3d:
+            coords = batch["coords"] if coords is None else coords
+            distance, _ = pair_geometry(coords)
+            psi = GaussianBasis(
+                cfg.num_kernels,
+                cfg.atom_vocab_size,
+                cfg.gaussian_std_floor,
+                std,
+                name="gaussian_basis",
+            )(distance, atom_features[..., 0])  # type = shifted atomic-number id
+            bias_3d = GaussianBias(heads, std, name="gaussian_bias")(psi)
+            centrality = Centrality(cfg.hidden_dim, cfg.centrality_scale, std, name="centrality")(
+                psi, atom_mask
+            )
+
+        if use_3d and "has_coords" in batch:
+            has_coords = batch["has_coords"].astype(bool)
+            bias_3d = jnp.where(has_coords[:, None, None, None], bias_3d, 0.0)
+            centrality = jnp.where(has_coords[:, None, None], centrality, 0.0)
+            if node_blend_3d is not None:
+                node_blend_3d = node_blend_3d & has_coords[:, None]
+
+        if cfg.mode == "2d":
+            atom_bias, node_term = spd_bias + edge_bias, degree
+        elif cfg.mode == "3d":
+            atom_bias, node_term = bias_3d, centrality
+        else:  # SPEC 4 blend; default (no masks given) = all 3D.
+            if pair_modality is None:
+                pair_modality = jnp.full(spd.shape[-2:], PAIR_3D, jnp.int32)
+            if node_blend_3d is None:
+                node_blend_3d = atom_mask
+                if "has_coords" in batch:
+                    node_blend_3d = node_blend_3d & batch["has_coords"].astype(bool)[:, None]
+            atom_bias = blend_pair_bias(pair_modality, spd_bias, edge_bias, bias_3d)
+            node_term = jnp.where(node_blend_3d[..., None], centrality, degree)
+        atom_bias = atom_bias.astype(jnp.float32)
+
+        token, token_bias = GraphToken(cfg.hidden_dim, heads, std, name="graph_token")()
+        batch_size = atom_features.shape[0]
+        tokens = jnp.broadcast_to(token, (batch_size, 1, cfg.hidden_dim))
+        x = jnp.concatenate([tokens, atoms + node_term], axis=1)
+        x = LayerNorm32(cfg.layer_norm_eps, dtype, name="input_norm")(x)
+        x = nn.Dropout(cfg.embedding_dropout)(x, deterministic=not train)
+
+        # SPEC 2: one bias tensor, computed once, added in every layer. The graph token is a key
+        # of every row, so no row is ever fully masked.
+        bias = with_graph_token_bias(atom_bias, token_bias)
+        key_mask = jnp.concatenate([jnp.ones((batch_size, 1), bool), atom_mask], axis=1)
+        for i, rate in enumerate(drop_path_rates(cfg.num_layers, cfg.stochastic_depth)):
+            x = EncoderLayer(
+                num_heads=heads,
+                ffn_dim=cfg.ffn_dim,
+                attention_dropout=cfg.attention_dropout,
+                activation_dropout=cfg.activation_dropout,
+                residual_dropout=cfg.residual_dropout,
+                drop_path_rate=rate,
+                layer_norm_eps=cfg.layer_norm_eps,
+                dtype=dtype,
+                init_std=std,
+                name=f"layer_{i}",
+            )(x, bias, key_mask, train)
+
+        x = x.astype(jnp.float32)
+        atom_repr = jnp.where(atom_mask[..., None], x[:, 1:], 0.0)
+        return EncoderOutput(graph_repr=x[:, 0], atom_repr=atom_repr, atom_bias=atom_bias)

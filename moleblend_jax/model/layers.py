@@ -1,0 +1,139 @@
+"""Shared building blocks: initialisers with logical axes, fp32 LayerNorm, gathers, safe norms."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+# Finite "minus infinity" for masked attention logits: a fully masked row stays finite (SPEC 9).
+LARGE_NEGATIVE = -1e9
+
+
+def normal_init(std: float) -> nn.initializers.Initializer:
+    """N(0, std) for every Linear and Embedding weight (SPEC 2)."""
+    return nn.initializers.normal(stddev=std)
+
+
+def padded_embedding_init(std: float) -> nn.initializers.Initializer:
+    """N(0, std) with row 0 of the row axis (-2) zeroed: id 0 is padding (SPEC 1-2)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        table = std * jax.random.normal(key, shape, dtype)
+        return table.at[..., 0, :].set(0.0)
+
+    return init
+
+
+def logical(init, axes: Sequence[str | None]):
+    """Attach logical axis names to an initialiser (STYLE: Linen + logical partitioning)."""
+    return nn.with_logical_partitioning(init, tuple(axes))
+
+
+def dense(
+    features: int,
+    axes: tuple[str | None, str | None],
+    *,
+    std: float,
+    dtype: Dtype,
+    use_bias: bool = True,
+    name: str | None = None,
+) -> nn.Dense:
+    """Linear layer: fp32 N(0, std) kernel with logical `axes`, zero bias, `dtype` compute."""
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=logical(normal_init(std), axes),
+        bias_init=logical(nn.initializers.zeros_init(), (axes[-1],)),
+        name=name,
+    )
+
+
+class LayerNorm32(nn.Module):
+    """LayerNorm with fp32 statistics and params; output cast to `dtype` (SPEC 2, STYLE)."""
+
+    epsilon: float
+    dtype: Dtype = jnp.float32
+    axis_name: str = "embed"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """[..., D] -> [..., D] normalised over D."""
+        features = x.shape[-1]
+        scale = self.param(
+            "scale", logical(nn.initializers.ones_init(), (self.axis_name,)), (features,)
+        )
+        bias = self.param(
+            "bias", logical(nn.initializers.zeros_init(), (self.axis_name,)), (features,)
+        )
+        x = x.astype(jnp.float32)
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        variance = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(variance + self.epsilon) * scale + bias
+        return y.astype(self.dtype)
+
+
+class MultiFeatureEmbed(nn.Module):
+    """F categorical features, one [V, D] table each (row 0 = pad, zero at init), summed/averaged.
+
+    The tables live in one param "embedding" of shape [F, V, D].
+    """
+
+    num_features: int
+    vocab_size: int
+    features: int
+    std: float
+    axes: tuple[str | None, str | None] = ("vocab", "embed")
+    reduce: str = "sum"  # "sum" or "mean" over the F features.
+
+    @nn.compact
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        """[..., F] int32 shifted ids -> [..., D] float32."""
+        table = self.param(
+            "embedding",
+            logical(padded_embedding_init(self.std), (None, *self.axes)),
+            (self.num_features, self.vocab_size, self.features),
+            jnp.float32,
+        )
+        offsets = jnp.arange(self.num_features, dtype=jnp.int32) * self.vocab_size
+        ids = jnp.clip(ids, 0, self.vocab_size - 1) + offsets
+        flat_table = table.reshape(self.num_features * self.vocab_size, self.features)
+        vectors = jnp.take(flat_table, ids, axis=0)  # [..., F, D]
+        return vectors.sum(-2) if self.reduce == "sum" else vectors.mean(-2)
+
+
+def safe_norm(x: jax.Array, axis: int = -1, keepdims: bool = False) -> jax.Array:
+    """Euclidean norm with a finite (zero) gradient at the zero vector (SPEC 9)."""
+    squared = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
+    nonzero = squared > 0
+    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, squared, 1.0)), 0.0)
+
+
+def pair_geometry(coords: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """[B, N, 3] coords -> ([B, N, N] distances, [B, N, N, 3] unit vectors r_i -> r_j).
+
+    Coincident (and self) pairs get distance 0 and a zero unit vector, with finite gradients.
+    """
+    coords = coords.astype(jnp.float32)
+    delta = coords[:, None, :, :] - coords[:, :, None, :]  # [b, i, j] = r_j - r_i
+    distance = safe_norm(delta)
+    unit = delta / jnp.where(distance > 0, distance, 1.0)[..., None]
+    return distance, unit
+
+
+def masked_softmax(logits: jax.Array, key_mask: jax.Array) -> jax.Array:
+    """[B, H, Q, K] fp32 logits, [B, K] bool -> fp32 probabilities over K.
+
+    Masked keys get LARGE_NEGATIVE (finite), so a fully masked row is uniform, never NaN.
+    """
+    logits = jnp.where(key_mask[:, None, None, :], logits.astype(jnp.float32), LARGE_NEGATIVE)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, as torch.nn.functional.gelu."""
+    return nn.gelu(x, approximate=False)

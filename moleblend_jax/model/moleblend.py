@@ -1,0 +1,119 @@
+"""MoleBlend: the encoder plus, in pretraining, the blend draws and the four heads (SPEC 4-5)."""
+
+from collections.abc import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from moleblend_jax.model.blend import (
+    PAIR_3D,
+    sample_coord_noise,
+    sample_node_blend,
+    sample_pair_modality,
+)
+from moleblend_jax.model.encoder import MoleBlendEncoder
+from moleblend_jax.model.heads import DenoiseHead, DirectionHead, PairHead
+from moleblend_jax.model.layers import pair_geometry
+
+
+class MoleBlend(nn.Module):
+    """MoleBLEND model; `config` is config.model.
+
+    Randomness (train=True): rngs "dropout" (attention/activation dropout, stochastic depth),
+    "blend" (pair and node modality masks) and "noise" (coordinate noise, SPEC 4).
+    train=False: no dropout/stochastic depth/noise; blend masks come from the "blend" rng if one is
+    given, else the deterministic rule "all pairs and atoms 3D".
+    Molecules with batch["has_coords"] false get no noise, no 3D node term and no 3D bias.
+    `blend` (optional) forces any of "pair_modality" ([N, N] or [B, N, N] int32, blend.PAIR_*),
+    "node_blend_3d" ([B, N] bool) and "coord_noise" ([B, N, 3]), e.g. for tests.
+    """
+
+    config: ml_collections.ConfigDict
+
+    def _draw_blend(
+        self, atom_mask: jax.Array, train: bool, blend: Mapping
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """[B, N] bool -> ([N, N] or [B, N, N] pair modality, [B, N] node 3D, [B, N, 3] noise)."""
+        cfg = self.config
+        batch_size, num_atoms = atom_mask.shape
+        needs_blend_rng = "pair_modality" not in blend or "node_blend_3d" not in blend
+        if needs_blend_rng and self.has_rng("blend"):
+            pair_key, node_key = jax.random.split(self.make_rng("blend"))
+            pair = sample_pair_modality(
+                pair_key, cfg.blend_probs, batch_size, num_atoms, cfg.blend_per_molecule
+            )
+            node = sample_node_blend(node_key, cfg.node_blend_probs[1], atom_mask)
+        elif needs_blend_rng and train:
+            raise ValueError("MoleBlend(train=True) needs a 'blend' rng (or forced blend masks).")
+        else:  # Deterministic eval rule: everything 3D.
+            pair = jnp.full((num_atoms, num_atoms), PAIR_3D, jnp.int32)
+            node = atom_mask
+        pair = jnp.asarray(blend.get("pair_modality", pair), jnp.int32)
+        node = jnp.asarray(blend.get("node_blend_3d", node), bool) & atom_mask
+        if "coord_noise" in blend:
+            noise = jnp.where(
+                atom_mask[..., None], jnp.asarray(blend["coord_noise"], jnp.float32), 0
+            )
+        elif train and cfg.coord_noise_std > 0:
+            noise = sample_coord_noise(self.make_rng("noise"), cfg.coord_noise_std, atom_mask)
+        else:
+            noise = jnp.zeros((*atom_mask.shape, 3), jnp.float32)
+        return pair, node, noise
+
+    @nn.compact
+    def __call__(
+        self, batch: Mapping, train: bool = False, blend: Mapping | None = None
+    ) -> dict[str, jax.Array]:
+        """Batch per docs/batch_format.md -> dict of float32 outputs (see docs/model.md)."""
+        cfg = self.config
+        encoder = MoleBlendEncoder(cfg, name="encoder")
+        if cfg.mode != "pretrain":
+            # "2d" / "3d" modes (fine-tuning backbones): no blend, no noise, no heads.
+            graph_repr, atom_repr, _ = encoder(batch, train)
+            return {"graph_repr": graph_repr, "atom_repr": atom_repr}
+
+        atom_mask = batch["atom_mask"].astype(bool)
+        if "has_coords" in batch:  # No 3D inputs (blend, noise) for molecules without coords.
+            atom_mask_3d = atom_mask & batch["has_coords"].astype(bool)[:, None]
+        else:
+            atom_mask_3d = atom_mask
+        pair, node_blend_3d, noise = self._draw_blend(atom_mask_3d, train, blend or {})
+        noisy_coords = batch["coords"].astype(jnp.float32) + noise  # SPEC 4: all 3D inputs noisy.
+        graph_repr, atom_repr, atom_bias = encoder(
+            batch, train, pair_modality=pair, node_blend_3d=node_blend_3d, coords=noisy_coords
+        )
+
+        dtype = jnp.dtype(cfg.dtype)
+        std = cfg.init_std
+        pair_args = (cfg.pair_head_dim, cfg.head_layer_norm_eps, dtype, std)
+        spd_logits = PairHead(cfg.num_spd_classes, *pair_args, name="spd_head")(atom_repr)
+        edge_logits = PairHead(
+            cfg.max_path_hops * cfg.num_edge_classes, *pair_args, name="edge_head"
+        )(atom_repr)
+        edge_logits = edge_logits.reshape(
+            *edge_logits.shape[:3], cfg.max_path_hops, cfg.num_edge_classes
+        )
+        direction = DirectionHead(cfg.direction_hidden_dim, *pair_args, name="direction_head")(
+            atom_repr
+        )
+        _, unit = pair_geometry(noisy_coords)
+        denoise = DenoiseHead(
+            cfg.num_heads,
+            cfg.denoise_attention_dropout,
+            cfg.tied_denoise_head,
+            dtype,
+            std,
+            name="denoise_head",
+        )(atom_repr, atom_bias, unit, atom_mask, train)
+        return {
+            "graph_repr": graph_repr,
+            "atom_repr": atom_repr,
+            "spd_logits": spd_logits,
+            "edge_logits": edge_logits,
+            "direction": direction,
+            "denoise": denoise,
+            "coord_noise": noise,
+            "node_blend_3d": node_blend_3d,
+        }

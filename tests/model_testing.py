@@ -1,0 +1,388 @@
+"""Shared helpers for the model and loss tests: hand-made molecules -> padded batches.
+
+Batches follow docs/batch_format.md (shifted ids, 0 = padding). Shortest paths come from a small
+BFS here so the tests do not depend on moleblend_jax.chem / moleblend_jax.data.
+"""
+
+import collections
+import dataclasses
+
+import numpy as np
+
+from configs import base
+
+UNREACHABLE_SPD = 510
+
+
+@dataclasses.dataclass
+class Molecule:
+    """Raw (unshifted) OGB-style features of one heavy-atom graph."""
+
+    atom_features: np.ndarray  # [n, 9] int
+    bonds: list  # [(i, j, (bond_type, stereo, conjugated))]
+    coords: np.ndarray  # [n, 3] float
+
+
+def _atoms(atomic_ids):
+    """Plausible raw atom feature rows for the given atomic-number ids."""
+    n = len(atomic_ids)
+    feats = np.zeros((n, 9), np.int32)
+    feats[:, 0] = atomic_ids
+    feats[:, 2] = 2  # degree
+    feats[:, 4] = 1  # num H
+    feats[:, 6] = 3  # hybridization
+    return feats
+
+
+def chain3() -> Molecule:
+    """C-C-O chain (two single bonds, one conjugated)."""
+    return Molecule(
+        _atoms([5, 5, 7]),
+        [(0, 1, (0, 0, 0)), (1, 2, (1, 0, 1))],
+        np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [2.1, 1.2, 0.1]], np.float32),
+    )
+
+
+def ring5() -> Molecule:
+    """Five-membered aromatic ring with one N."""
+    angles = np.arange(5) * 2 * np.pi / 5
+    coords = np.stack([1.2 * np.cos(angles), 1.2 * np.sin(angles), 0.05 * np.arange(5)], -1)
+    bonds = [(i, (i + 1) % 5, (3, 0, 1)) for i in range(5)]
+    bonds[2] = (2, 3, (1, 2, 1))  # one double bond with E stereo
+    return Molecule(_atoms([5, 5, 6, 5, 5]), bonds, coords.astype(np.float32))
+
+
+def two_fragments() -> Molecule:
+    """C-C plus a separate N-C-O fragment (unreachable pairs)."""
+    return Molecule(
+        _atoms([5, 5, 6, 5, 7]),
+        [(0, 1, (0, 0, 0)), (2, 3, (0, 0, 0)), (3, 4, (1, 0, 1))],
+        np.array([[0, 0, 0], [1.5, 0, 0], [4, 4, 0], [5.2, 4.5, 0.3], [6.0, 5.5, 0.0]], np.float32),
+    )
+
+
+def long_chain(n: int = 13) -> Molecule:
+    """Linear chain of n carbons: SPD up to n-1 hops (11+ hops class), 5-hop path truncation."""
+    coords = np.stack([1.4 * np.arange(n), 0.3 * (np.arange(n) % 2), np.zeros(n)], -1)
+    bonds = [(i, i + 1, (0, 0, i % 2)) for i in range(n - 1)]
+    return Molecule(_atoms([5] * n), bonds, coords.astype(np.float32))
+
+
+def single_atom() -> Molecule:
+    return Molecule(_atoms([7]), [], np.zeros((1, 3), np.float32))
+
+
+def coincident() -> Molecule:
+    """Two bonded atoms at the same position (degenerate geometry)."""
+    return Molecule(_atoms([5, 6]), [(0, 1, (0, 0, 0))], np.zeros((2, 3), np.float32))
+
+
+def default_molecules() -> list:
+    return [chain3(), ring5(), two_fragments()]
+
+
+def shortest_paths(mol: Molecule, max_hops: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """-> ([n, n] hops with UNREACHABLE_SPD, [n, n, max_hops] bond index or -1) by BFS."""
+    n = len(mol.atom_features)
+    adjacency = collections.defaultdict(list)
+    for b, (i, j, _) in enumerate(mol.bonds):
+        adjacency[i].append((j, b))
+        adjacency[j].append((i, b))
+    spd = np.full((n, n), UNREACHABLE_SPD, np.int32)
+    paths = np.full((n, n, max_hops), -1, np.int32)
+    for src in range(n):
+        spd[src, src] = 0
+        parent = {src: None}
+        queue = collections.deque([src])
+        while queue:
+            u = queue.popleft()
+            for v, b in sorted(adjacency[u]):
+                if v not in parent:
+                    parent[v] = (u, b)
+                    spd[src, v] = spd[src, u] + 1
+                    queue.append(v)
+        for dst in parent:
+            bonds_on_path = []
+            node = dst
+            while parent[node] is not None:
+                node, b = parent[node]
+                bonds_on_path.append(b)
+            bonds_on_path.reverse()
+            for k, b in enumerate(bonds_on_path[:max_hops]):
+                paths[src, dst, k] = b
+    return spd, paths
+
+
+def make_batch(molecules, num_atoms: int | None = None, num_molecules: int | None = None) -> dict:
+    """Hand-made molecules -> padded batch dict of numpy arrays (docs/batch_format.md)."""
+    num_atoms = num_atoms or max(len(m.atom_features) for m in molecules)
+    num_molecules = num_molecules or len(molecules)
+    b, n = num_molecules, num_atoms
+    batch = {
+        "atom_features": np.zeros((b, n, 9), np.int32),
+        "atom_mask": np.zeros((b, n), bool),
+        "spd": np.zeros((b, n, n), np.int32),
+        "path_edges": np.zeros((b, n, n, 5, 3), np.int32),
+        "coords": np.zeros((b, n, 3), np.float32),
+        "mol_mask": np.zeros((b,), bool),
+        "id": np.full((b,), -1, np.int64),
+    }
+    for m_idx, mol in enumerate(molecules):
+        k = len(mol.atom_features)
+        spd, paths = shortest_paths(mol)
+        bond_feats = np.array([f for _, _, f in mol.bonds], np.int32).reshape(-1, 3)
+        batch["atom_features"][m_idx, :k] = mol.atom_features + 1
+        batch["atom_mask"][m_idx, :k] = True
+        batch["spd"][m_idx, :k, :k] = spd + 1
+        shifted_bonds = bond_feats[np.maximum(paths, 0)] + 1 if len(bond_feats) else 0
+        path_feats = np.where((paths >= 0)[..., None], shifted_bonds, 0)
+        batch["path_edges"][m_idx, :k, :k] = path_feats
+        batch["coords"][m_idx, :k] = mol.coords
+        batch["mol_mask"][m_idx] = True
+        batch["id"][m_idx] = m_idx
+    return batch
+
+
+def small_model_config(**overrides):
+    """CPU-test-sized config.model (2 layers, hidden 32, 4 heads, K 16), fp32."""
+    m = base.model_config()
+    m.num_layers = 2
+    m.hidden_dim = 32
+    m.ffn_dim = 32
+    m.num_heads = 4
+    m.num_kernels = 16
+    m.dtype = "float32"
+    m.atom_vocab_size = 128
+    m.num_degree_ids = 16
+    for key, value in overrides.items():
+        setattr(m, key, value)
+    return m
+
+
+def loss_weights():
+    return base.get_config().loss_weights
+
+
+# --------------------------------------------------------------------------------------------
+# Params without an init compile (random values are fine for formula tests).
+
+
+def random_params(module, *args, seed: int = 0, scale: float = 0.3, **kwargs) -> dict:
+    """Random float32 params with the module's tree (via jax.eval_shape, no real init)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    shapes = jax.eval_shape(lambda: module.init({"params": jax.random.key(0)}, *args, **kwargs))[
+        "params"
+    ]
+    shapes = nn.unbox(shapes)
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        values = rng.normal(0.0, scale, leaf.shape)
+        if getattr(path[-1], "key", None) == "scale":
+            values = 1.0 + values
+        return jnp.asarray(values, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+# --------------------------------------------------------------------------------------------
+# Direct numpy evaluations of the SPEC formulas (float64), the references of the tests.
+
+
+def np_gelu(x):
+    from scipy.special import erf
+
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+
+
+def np_layer_norm(x, scale, bias, eps):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * scale + bias
+
+
+def np_dense(x, p):
+    out = x @ np.asarray(p["kernel"], np.float64)
+    return out + np.asarray(p["bias"], np.float64) if "bias" in p else out
+
+
+def np_softmax(x, axis=-1):
+    x = x - x.max(axis, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis, keepdims=True)
+
+
+def np_spd_bias(table, spd):
+    """table [1, V, H], spd [B, N, N] -> [B, H, N, N]."""
+    return np.asarray(table, np.float64)[0][spd].transpose(0, 3, 1, 2)
+
+
+def np_edge_bias(table, hop_weights, path_edges, spd, max_hops=5):
+    """SPEC 3: (1/n) sum_k x_k W_k, x_k = mean of the 3 bond-feature embeddings of hop k."""
+    table = np.asarray(table, np.float64)
+    hop_weights = np.asarray(hop_weights, np.float64)
+    b, n = spd.shape[:2]
+    heads = table.shape[-1]
+    out = np.zeros((b, heads, n, n))
+    for m in range(b):
+        for i in range(n):
+            for j in range(n):
+                s = spd[m, i, j]
+                count = min(max(s - 1, 1), max_hops)
+                total = np.zeros(heads)
+                for k in range(max_hops):
+                    x_k = np.mean([table[f, path_edges[m, i, j, k, f]] for f in range(3)], axis=0)
+                    total += x_k @ hop_weights[k]
+                out[m, :, i, j] = total / count
+    return out
+
+
+def np_distances(coords):
+    delta = coords[:, None, :, :] - coords[:, :, None, :]
+    return np.sqrt((delta**2).sum(-1)), delta
+
+
+def np_gaussian_basis(p, coords, types, std_floor=0.01):
+    """SPEC 3: psi_k = exp(-0.5((x - mu_k)/s_k)^2) / (sqrt(2 pi) s_k), x = gamma d + beta."""
+    mul = np.asarray(p["mul"], np.float64)[..., 0]
+    bias = np.asarray(p["bias"], np.float64)[..., 0]
+    dist, _ = np_distances(np.asarray(coords, np.float64))
+    gamma = mul[0][types][:, :, None] + mul[1][types][:, None, :]
+    beta = bias[0][types][:, :, None] + bias[1][types][:, None, :]
+    x = (gamma * dist + beta)[..., None]
+    s = np.abs(np.asarray(p["stds"], np.float64)) + std_floor
+    mu = np.asarray(p["means"], np.float64)
+    return np.exp(-0.5 * ((x - mu) / s) ** 2) / (np.sqrt(2 * np.pi) * s)
+
+
+def np_gaussian_bias(p, psi):
+    return np_dense(np_gelu(np_dense(psi, p["hidden"])), p["out"]).transpose(0, 3, 1, 2)
+
+
+def np_centrality(p, psi, atom_mask, scale=0.01):
+    summed = (psi * atom_mask[:, None, :, None]).sum(2)
+    return scale * np_dense(summed, p["proj"]) * atom_mask[..., None]
+
+
+def np_attention(p, x, bias, key_mask, num_heads):
+    """Biased multi-head attention, masked keys, no dropout."""
+    b, length, d = x.shape
+    hd = d // num_heads
+
+    def heads(y):
+        return y.reshape(b, length, num_heads, hd).transpose(0, 2, 1, 3)
+
+    q = heads(np_dense(x, p["query"])) * hd**-0.5
+    k = heads(np_dense(x, p["key"]))
+    v = heads(np_dense(x, p["value"]))
+    logits = q @ k.transpose(0, 1, 3, 2) + bias
+    logits = np.where(key_mask[:, None, None, :], logits, -1e9)
+    ctx = (np_softmax(logits) @ v).transpose(0, 2, 1, 3).reshape(b, length, d)
+    return np_dense(ctx, p["out"])
+
+
+def np_encoder_layer(p, x, bias, key_mask, num_heads, eps=1e-5):
+    """SPEC 2 post-LN: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+    ln = lambda y, q: np_layer_norm(y, np.asarray(q["scale"]), np.asarray(q["bias"]), eps)
+    x = ln(x + np_attention(p["attention"], x, bias, key_mask, num_heads), p["attention_norm"])
+    return ln(x + np_dense(np_gelu(np_dense(x, p["fc1"])), p["fc2"]), p["ffn_norm"])
+
+
+def np_encoder(p, cfg, batch, pair_modality, node_3d, coords=None):
+    """Whole MoleBlendEncoder (pretrain mode, eval) from the SPEC formulas."""
+    feats = batch["atom_features"]
+    mask = batch["atom_mask"]
+    spd = batch["spd"]
+    coords = batch["coords"] if coords is None else coords
+    b, n = mask.shape
+    atom_table = np.asarray(p["atom_embed"]["embed"]["embedding"], np.float64)
+    atoms = sum(atom_table[f][feats[..., f]] for f in range(9))
+    degree = (spd == 2).sum(-1)
+    degree_ids = np.where(mask, np.clip(degree + 1, 1, cfg.num_degree_ids - 1), 0)
+    degree_emb = np.asarray(p["degree_embed"]["embed"]["embedding"], np.float64)[0][degree_ids]
+    psi = np_gaussian_basis(p["gaussian_basis"], coords, feats[..., 0], cfg.gaussian_std_floor)
+    centrality = np_centrality(p["centrality"], psi, mask, cfg.centrality_scale)
+    node = np.where(node_3d[..., None], centrality, degree_emb)
+    spd_b = np_spd_bias(p["spd_bias"]["embed"]["embedding"], spd)
+    edge_b = np_edge_bias(
+        p["edge_bias"]["bond_embed"]["embedding"],
+        p["edge_bias"]["hop_weights"],
+        batch["path_edges"],
+        spd,
+    )
+    bias_3d = np_gaussian_bias(p["gaussian_bias"], psi)
+    modality = np.broadcast_to(pair_modality, (b, n, n))[:, None]
+    atom_bias = np.where(modality == 0, spd_b, np.where(modality == 1, edge_b, bias_3d))
+    token = np.asarray(p["graph_token"]["token"], np.float64)
+    t = np.asarray(p["graph_token"]["attention_bias"], np.float64)
+    x = np.concatenate([np.broadcast_to(token, (b, 1, token.size)), atoms + node], axis=1)
+    x = np_layer_norm(
+        x, np.asarray(p["input_norm"]["scale"]), np.asarray(p["input_norm"]["bias"]), 1e-5
+    )
+    heads = cfg.num_heads
+    full = np.broadcast_to(t[None, :, None, None], (b, heads, n + 1, n + 1)).copy()
+    full[:, :, 1:, 1:] = atom_bias
+    key_mask = np.concatenate([np.ones((b, 1), bool), mask], axis=1)
+    for i in range(cfg.num_layers):
+        x = np_encoder_layer(p[f"layer_{i}"], x, full, key_mask, heads, cfg.layer_norm_eps)
+    return x[:, 0], x[:, 1:] * mask[..., None], atom_bias
+
+
+def np_pair_transform(p, h, eps=1e-12):
+    r = np_gelu(np_dense(h, p["dense"]))
+    return np_layer_norm(r, np.asarray(p["norm"]["scale"]), np.asarray(p["norm"]["bias"]), eps)
+
+
+def np_outer_features(p, h):
+    """SPEC 5: z_ij = flatten(r_i outer c_j) [B, N, N, P*P], materialised."""
+    r = np_pair_transform(p["row"], h)
+    c = np_pair_transform(p["col"], h)
+    z = r[:, :, None, :, None] * c[:, None, :, None, :]
+    return z.reshape(*z.shape[:3], -1)
+
+
+def np_pair_head(p, h):
+    return np_dense(np_outer_features(p, h), p["linear"])
+
+
+def np_direction_head(p, h):
+    hidden = np_dense(np_outer_features(p, h), p["linear"])
+    return np.concatenate([np_dense(hidden, p[f"proj_{a}"]) for a in "xyz"], -1)
+
+
+def np_denoise_head(p, h, atom_bias, coords, atom_mask, num_heads, tied=False):
+    """SPEC 5: out_i[a] = Linear_a(sum_j alpha_ij u_ij[a] v_j)."""
+    b, n, d = h.shape
+    hd = d // num_heads
+
+    def heads(y):
+        return y.reshape(b, n, num_heads, hd).transpose(0, 2, 1, 3)
+
+    q = heads(np_dense(h, p["query"])) * hd**-0.5
+    k = heads(np_dense(h, p["key"]))
+    v = heads(np_dense(h, p["value"]))  # [B, H, N, hd]
+    logits = np.where(atom_mask[:, None, None, :], q @ k.transpose(0, 1, 3, 2) + atom_bias, -1e9)
+    alpha = np_softmax(logits)
+    dist, delta = np_distances(np.asarray(coords, np.float64))
+    unit = np.where(dist[..., None] > 0, delta / np.where(dist > 0, dist, 1)[..., None], 0)
+    out = np.zeros((b, n, 3))
+    for a in range(3):
+        x = np.einsum("bhij,bij,bhjd->bihd", alpha, unit[..., a], v).reshape(b, n, d)
+        proj = p["proj"] if tied else p[f"proj_{'xyz'[a]}"]
+        out[..., a] = np_dense(x, proj)[..., 0]
+    return out * atom_mask[..., None]
+
+
+def assert_close_fp32(actual, desired, tol: float = 1e-5):
+    """fp32 vs float64 reference: |a - d| <= tol * max(1, max |d|) elementwise."""
+    desired = np.asarray(desired, np.float64)
+    scale = max(1.0, float(np.abs(desired).max()) if desired.size else 1.0)
+    np.testing.assert_allclose(np.asarray(actual, np.float64), desired, rtol=0, atol=tol * scale)
+
+
+def rotation_matrix(seed: int = 0) -> np.ndarray:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))

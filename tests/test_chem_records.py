@@ -1,0 +1,85 @@
+"""Records (docs/batch_format.md) and conformers (SPEC 1)."""
+
+import numpy as np
+import pytest
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from moleblend_jax.chem import SkipMolecule, mol_to_record, smiles_to_record
+from moleblend_jax.chem.conformers import parse_xyz_block, rdkit_conformer
+from moleblend_jax.data.schema import RECORD_KEYS, UNREACHABLE_SPD
+
+
+def test_record_keys_dtypes_shapes():
+    rec = smiles_to_record("CC(=O)Oc1ccccc1C(=O)O", 7, labels=[1.0, np.nan])
+    assert set(rec) == set(RECORD_KEYS) | {"labels"}
+    n = 13
+    assert rec["id"] == 7 and rec["id"].dtype == np.int64
+    assert isinstance(rec["smiles"], str)
+    assert rec["atom_features"].shape == (n, 9) and rec["atom_features"].dtype == np.int32
+    assert rec["bond_features"].shape == (13, 3) and rec["bond_atoms"].shape == (13, 2)
+    assert rec["spd"].shape == (n, n) and rec["path_bonds"].shape == (n, n, 5)
+    assert rec["coords"].shape == (n, 3) and rec["coords"].dtype == np.float32
+    assert rec["has_coords"] == 0 and not rec["coords"].any()
+    assert rec["labels"].dtype == np.float32 and np.isnan(rec["labels"][1])
+
+
+def test_rdkit_conformer_is_deterministic_and_in_graph_order():
+    a = smiles_to_record("CC(=O)Oc1ccccc1C(=O)O", 3, coords="rdkit")
+    b = smiles_to_record("CC(=O)Oc1ccccc1C(=O)O", 3, coords="rdkit")
+    assert a["has_coords"] == 1
+    np.testing.assert_array_equal(a["coords"], b["coords"])
+    # Bonded heavy atoms sit at bond-length distances: coordinates follow graph atom order.
+    ends = a["bond_atoms"]
+    lengths = np.linalg.norm(a["coords"][ends[:, 0]] - a["coords"][ends[:, 1]], axis=1)
+    assert (lengths > 1.1).all() and (lengths < 1.6).all()
+
+
+def test_salt_fragments_do_not_overlap():
+    coords, reason = rdkit_conformer(Chem.MolFromSmiles("[Na+].[Cl-]"), seed=0)
+    assert reason.startswith("etkdg")
+    assert np.linalg.norm(coords[0] - coords[1]) > 1.0
+
+
+def test_sdf_conformer_kept():
+    mol_h = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMolecule(mol_h, randomSeed=1)
+    mol = Chem.RemoveHs(mol_h)
+    rec = mol_to_record(mol, 0)
+    assert rec["has_coords"] == 1
+    np.testing.assert_allclose(rec["coords"], mol.GetConformer().GetPositions(), atol=1e-6)
+
+
+def test_given_coords_and_salt_spd():
+    coords = np.arange(15, dtype=np.float32).reshape(5, 3)
+    rec = smiles_to_record("CC(=O)[O-].[Na+]", 1, coords=coords)
+    np.testing.assert_array_equal(rec["coords"], coords)
+    assert rec["has_coords"] == 1
+    assert (rec["spd"][4, :4] == UNREACHABLE_SPD).all()
+    with pytest.raises(SkipMolecule) as err:
+        smiles_to_record("CC", 1, coords=coords)
+    assert err.value.reason == "coords_shape_mismatch"
+
+
+@pytest.mark.parametrize(
+    "smiles,reason",
+    [
+        ("C1CC", "invalid_smiles"),
+        ("not a smiles", "invalid_smiles"),
+        ("C(C)(C)(C)(C)C", "valence_error"),
+        ("c1cccc1", "kekulize_error"),
+        ("", "no_atoms"),
+        ("C" * 40, "too_many_atoms"),
+    ],
+)
+def test_skip_reasons(smiles, reason):
+    with pytest.raises(SkipMolecule) as err:
+        smiles_to_record(smiles, 0, max_atoms=32)
+    assert err.value.reason == reason
+
+
+def test_parse_xyz_block():
+    xyz = "[[-0.01,1.08,0.008],[0.002,-0.006,0.0019]]"
+    np.testing.assert_allclose(
+        parse_xyz_block(xyz, 2), [[-0.01, 1.08, 0.008], [0.002, -0.006, 0.0019]]
+    )

@@ -1,0 +1,213 @@
+"""Shard writer / reader: round trip, determinism, atomicity, corruption, bad input, sources."""
+
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+
+from moleblend_jax.chem import smiles_to_record
+from moleblend_jax.data import build_shards, iter_records, shards
+from moleblend_jax.data.serialize import CorruptRecordError, decode_record, encode_record
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+HOSTILE = os.path.join(DATA, "hostile.smi")
+
+
+def _assert_records_equal(a, b):
+    assert set(a) == set(b)
+    for key in a:
+        if key == "smiles":
+            assert a[key] == b[key]
+        else:
+            x, y = np.asarray(a[key]), np.asarray(b[key])
+            assert x.dtype == y.dtype and x.shape == y.shape, key
+            np.testing.assert_array_equal(x, y, err_msg=key)
+
+
+def test_encode_decode_round_trip():
+    for smiles in ["CC(=O)Oc1ccccc1C(=O)O", "[Na+].[Cl-]", "C", "C1CCCCCCCCCCCC1.CCO"]:
+        rec = smiles_to_record(smiles, 12345678901, coords="rdkit", labels=[1.5, np.nan, -2.0])
+        _assert_records_equal(decode_record(encode_record(rec)), rec)
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("hostile"))
+    meta = build_shards(
+        HOSTILE, out, num_shards=3, workers=1, max_atoms=32, conformers="rdkit", progress=False
+    )
+    return out, meta
+
+
+def test_hostile_file_counts(hostile):
+    out, meta = hostile
+    assert meta["skipped"] == {
+        "empty_line": 2,
+        "invalid_smiles": 2,
+        "kekulize_error": 1,
+        "too_many_atoms": 1,
+        "valence_error": 1,
+    }
+    records = list(iter_records(out))
+    assert meta["num_written"] == len(records) == 10
+    # Ids are source line numbers; the header line (0) is not a molecule.
+    assert [int(r["id"]) for r in records] == [1, 7, 8, 9, 10, 11, 12, 14, 16, 17]
+    by_id = {int(r["id"]): r for r in records}
+    assert len(by_id[9]["atom_features"]) == 1  # Single atoms are kept.
+    assert by_id[7]["spd"][0, 1] == 510  # Salt: fragments unreachable.
+    assert all(r["has_coords"] == 1 for r in records)
+    assert sum(meta["conformers"].values()) == 10
+
+
+def test_written_records_equal_direct_records(hostile):
+    out, _ = hostile
+    rec = next(iter_records(out))
+    _assert_records_equal(rec, smiles_to_record("CCO", 1, coords="rdkit"))
+
+
+def test_deterministic_across_workers(tmp_path):
+    dirs = []
+    for workers in (1, 2):
+        out = str(tmp_path / f"w{workers}")
+        build_shards(
+            HOSTILE, out, num_shards=2, workers=workers, conformers="rdkit", progress=False
+        )
+        dirs.append(out)
+    names = sorted(os.listdir(dirs[0]))
+    assert names == sorted(os.listdir(dirs[1]))
+    for name in names:
+        with (
+            open(os.path.join(dirs[0], name), "rb") as a,
+            open(os.path.join(dirs[1], name), "rb") as b,
+        ):
+            assert a.read() == b.read(), name
+
+
+def test_qm9_prefix(tmp_path):
+    out = str(tmp_path / "qm9")
+    meta = build_shards("qm9", out, num_shards=4, workers=1, limit=300, progress=False)
+    assert meta["num_written"] == 300 and meta["num_skipped"] == 0
+    assert meta["label_names"][:3] == ["mu", "alpha", "homo"] and meta["num_labels"] == 12
+    records = list(iter_records(out))
+    ids = [int(r["id"]) for r in records]  # QM9 indices (with gaps), in source order.
+    assert ids[0] == 1 and ids == sorted(set(ids)) and 58 not in ids
+    first = records[0]  # Methane: one heavy atom at the DFT position; U0 = -40.47893 Ha.
+    np.testing.assert_allclose(first["coords"], [[-0.0126981359, 1.0858041578, 0.0080009958]])
+    np.testing.assert_allclose(first["labels"][7], -40.47893)
+    for r in records:  # DFT coordinates in graph order: bonded atoms are close.
+        ends = r["bond_atoms"]
+        lengths = np.linalg.norm(r["coords"][ends[:, 0]] - r["coords"][ends[:, 1]], axis=1)
+        assert (lengths < 2.0).all(), r["smiles"]
+
+
+def test_qm9_reordered_entry_is_matched():
+    # A QM9-style entry whose XYZ lists the heavy atoms in a different order than the SMILES.
+    item = (
+        "qm9",
+        1,
+        "CO",
+        "['O','C','H']",
+        "[[0.0,0.0,1.43],[0.0,0.0,0.0],[0.0,0.0,2.4]]",
+        (1.0,),
+    )
+    record, _ = shards.item_to_record(item, "file", 32)
+    np.testing.assert_allclose(record["coords"], [[0, 0, 0], [0, 0, 1.43]])
+
+
+def test_rerun_is_noop_and_resumes_after_kill(tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    calls = {"n": 0}
+    real = shards.process_chunk
+
+    def dying(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # A kill in the middle of the build.
+        return real(*args)
+
+    monkeypatch.setattr(shards, "CHUNK_SIZE", 4)
+    monkeypatch.setattr(shards, "process_chunk", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build_shards(HOSTILE, out, num_shards=2, workers=1, conformers="none", progress=False)
+    assert not os.path.exists(os.path.join(out, "metadata.json"))
+    with pytest.raises(FileNotFoundError, match="did not finish"):
+        list(iter_records(out))
+    monkeypatch.setattr(shards, "process_chunk", real)
+    meta = build_shards(HOSTILE, out, num_shards=2, workers=1, conformers="none", progress=False)
+    assert sorted(os.listdir(out)) == ["metadata.json", *[s["file"] for s in meta["shards"]]]
+    stamp = os.path.getmtime(os.path.join(out, "metadata.json"))
+    again = build_shards(HOSTILE, out, num_shards=2, workers=1, conformers="none", progress=False)
+    assert again == meta and os.path.getmtime(os.path.join(out, "metadata.json")) == stamp
+    assert len(list(iter_records(out))) == meta["num_written"]
+
+
+def test_corrupt_and_truncated_shards_name_the_file(tmp_path):
+    out = str(tmp_path / "out")
+    meta = build_shards(HOSTILE, out, num_shards=2, workers=1, conformers="none", progress=False)
+    path = os.path.join(out, meta["shards"][1]["file"])
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(CorruptRecordError, match=meta["shards"][1]["file"]):
+        list(iter_records(out))
+    open(path, "wb").write(bytes(data[:-7]))
+    with pytest.raises(CorruptRecordError, match="truncated"):
+        list(iter_records(out))
+
+
+def test_missing_and_empty_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        build_shards(str(tmp_path / "nope.smi"), str(tmp_path / "o"), progress=False)
+    empty = tmp_path / "empty.smi"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        build_shards(str(empty), str(tmp_path / "o"), progress=False)
+    blank = tmp_path / "blank.smi"
+    blank.write_text("\n\nxx\n")
+    with pytest.raises(ValueError, match="no molecule"):
+        build_shards(str(blank), str(tmp_path / "o"), conformers="none", progress=False)
+    assert not os.path.exists(tmp_path / "o" / "metadata.json")
+
+
+def test_csv_labels_stay_aligned(tmp_path):
+    path = tmp_path / "mols.csv"
+    path.write_text(
+        "num,name,SMILES,y1,y2\n0,a,CCO,1.0,\n1,b,C1CC,2.0,20\n2,c,,3.0,30\n3,d,c1ccccc1,4.0,40\n"
+    )
+    out = str(tmp_path / "out")
+    meta = build_shards(str(path), out, num_shards=1, workers=1, conformers="none", progress=False)
+    assert meta["label_names"] == ["y1", "y2"]
+    assert meta["skipped"] == {"empty_smiles": 1, "invalid_smiles": 1}
+    records = {int(r["id"]): r for r in iter_records(out)}
+    assert sorted(records) == [0, 3]
+    assert records[0]["labels"][0] == 1.0 and np.isnan(records[0]["labels"][1])
+    assert records[3]["labels"].tolist() == [4.0, 40.0]
+    assert records[3]["has_coords"] == 0
+
+
+def test_pcqm4mv2_fixture(tmp_path):
+    out = str(tmp_path / "pcqm")
+    sdf = os.path.join(DATA, "pcqm", "pcqm4m-v2-train.sdf")
+    meta = build_shards(sdf, out, num_shards=2, workers=1, progress=False)
+    assert meta["source_kind"] == "pcqm4mv2" and meta["label_names"] == ["homolumogap"]
+    assert meta["skipped"] == {"sdf_parse_error": 1}
+    records = {int(r["id"]): r for r in iter_records(out)}
+    assert sorted(records) == [0, 1, 3]
+    with gzip.open(os.path.join(DATA, "pcqm", "data.csv.gz"), "rt") as f:
+        gaps = {int(line.split(",")[0]): line.split(",")[2] for line in f.readlines()[1:]}
+    for idx, rec in records.items():  # Labels follow the molecule index, not the position.
+        np.testing.assert_allclose(rec["labels"], [float(gaps[idx])], rtol=1e-6)
+        assert rec["has_coords"] == 1
+    # Graph and coordinates come from the SDF (reversed atom order vs. SMILES): O first.
+    assert records[0]["atom_features"][-1, 0] == 7
+    assert meta["conformers"] == {"file": 3}
+
+
+def test_sdf_source(tmp_path):
+    sdf = tmp_path / "mols.sdf"
+    sdf.write_text(open(os.path.join(DATA, "pcqm", "pcqm4m-v2-train.sdf")).read())
+    meta = build_shards(str(sdf), str(tmp_path / "out"), num_shards=1, workers=1, progress=False)
+    assert meta["num_written"] == 3 and meta["label_names"] == []
+    assert json.load(open(tmp_path / "out" / "metadata.json"))["source_kind"] == "sdf"

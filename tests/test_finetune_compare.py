@@ -1,0 +1,89 @@
+"""experiments/compare.py (golden table lines) and experiments/baseline_rf.py (tiny run)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+
+GOLDEN = [
+    "| dataset | metric | init | split | seeds | ours (test, mean ± std) | MoleBLEND (SPEC 8) "
+    "| ours - MoleBLEND | protocol differences |",
+    "|---|---|---|---|---|---|---|---|---|",
+    "| bbbp | ROC-AUC % | pretrained | scaffold | 3 | 71.4 ± 0.8 | 73.0 | -1.6 | selected on valid "
+    "(orig.: tuned on test, 30 trials); pretrained on 100k mols x 20k steps (orig. 3.38M x 200k) |",
+    "| esol | RMSE | scratch | scaffold | 2 | 1.040 ± 0.020 | - | - | no published MoleBLEND "
+    "number; no pretraining (random init) |",
+]
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+
+
+def test_compare_golden_lines(tmp_path):
+    out = tmp_path / "table.md"
+    results = [DATA / "results_example_esol.json", DATA / "results_example.json"]
+    printed = _run("compare.py", *map(str, results), f"--out={out}").stdout
+    assert printed.splitlines()[: len(GOLDEN)] == GOLDEN
+    assert out.read_text() == printed
+    assert "B3DB" in printed and "30 Bayesian-optimisation trials" in printed
+
+
+def test_compare_marks_b3db_and_averages(tmp_path):
+    example = json.loads((DATA / "results_example.json").read_text())
+    paths = []
+    for name in ("bbbp", "tox21", "toxcast", "sider", "clintox", "muv", "hiv", "bace", "b3db"):
+        result = dict(example, dataset=name, test_mean=0.75, config={})
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(result))
+        paths.append(str(path))
+    lines = _run("compare.py", *paths).stdout.splitlines()
+    b3db = next(line for line in lines if line.startswith("| b3db "))
+    assert "| (73.0 BBBP) | n/c | not comparable: B3DB is not BBBP;" in b3db
+    assert "pretraining budget not recorded" in b3db
+    tox21 = next(line for line in lines if line.startswith("| tox21 "))
+    assert "| 75.0 ± 0.8 | 77.8 | -2.8 |" in tox21
+    avg = next(line for line in lines if line.startswith("| avg "))
+    assert "| 75.0 | 76.2 | -1.2 |" in avg
+
+
+def test_compare_rejects_incomplete_results(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"dataset": "esol"}))
+    with pytest.raises(subprocess.CalledProcessError):
+        _run("compare.py", str(path))
+
+
+def test_baseline_rf_writes_results_format(tmp_path):
+    out = tmp_path / "rf.json"
+    _run(
+        "baseline_rf.py", "--dataset=bbbp", f"--path={DATA / 'moleculenet' / 'bbbp.csv'}",
+        "--split=random", "--seeds=0,1", "--n_estimators=5", "--n_jobs=1", f"--out={out}",
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["init"] == "rf_baseline" and result["metric"] == "roc_auc"
+    assert result["higher_is_better"] is True and result["init_checkpoint"] is None
+    assert [s["seed"] for s in result["seeds"]] == [0, 1]
+    keys = {"seed", "best_epoch", "valid", "test", "epochs_run"}
+    assert all(keys <= set(s) for s in result["seeds"])
+    assert {"test_mean", "test_std", "valid_mean", "valid_std", "config"} <= set(result)
+    assert result["config"]["num_molecules"] == 7
+
+
+def test_baseline_rf_regression_on_bundled_set(tmp_path):
+    out = tmp_path / "rf.json"
+    _run("baseline_rf.py", "--dataset=freesolv", "--seeds=0", "--n_estimators=10", f"--out={out}")
+    result = json.loads(out.read_text())
+    assert result["metric"] == "rmse" and result["split"] == "scaffold"
+    assert 0.5 < result["test_mean"] < 10.0

@@ -1,0 +1,354 @@
+"""Whole MoleBlend model: numpy reference, padding, symmetry, edge cases, modes (SPEC 2-5, 9)."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import model_testing as mt
+import numpy as np
+import pytest
+
+from configs import base
+from moleblend_jax.model import (
+    LOGICAL_AXIS_RULES,
+    PAIR_3D,
+    THREE_D_SUBMODULES,
+    TWO_D_SUBMODULES,
+    MoleBlend,
+    MoleBlendEncoder,
+)
+from moleblend_jax.train.losses import pretraining_losses
+
+PAIR_KEYS = ("spd_logits", "edge_logits", "direction")
+ATOM_KEYS = ("atom_repr", "denoise")
+
+
+def make_apply(model):
+    """One jitted eval apply per model; blend masks are traced arguments."""
+    return jax.jit(lambda params, batch, blend: model.apply({"params": params}, batch, blend=blend))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = mt.small_model_config()
+    model = MoleBlend(cfg)
+    batch = mt.make_batch(mt.default_molecules(), num_atoms=6, num_molecules=4)
+    params = mt.random_params(model, batch, scale=0.2)
+    return cfg, model, params, batch, make_apply(model)
+
+
+def random_blend(batch, seed=0):
+    rng = np.random.default_rng(seed)
+    b, n = batch["atom_mask"].shape
+    return {
+        "pair_modality": rng.integers(0, 3, (n, n)).astype(np.int32),
+        "node_blend_3d": rng.random((b, n)) < 0.6,
+        "coord_noise": (0.2 * rng.normal(size=(b, n, 3))).astype(np.float32),
+    }
+
+
+def test_forward_matches_numpy(setup):
+    cfg, _, params, batch, apply = setup
+    blend = random_blend(batch)
+    out = apply(params, batch, blend)
+    p = params["encoder"]
+    noisy = batch["coords"] + blend["coord_noise"] * batch["atom_mask"][..., None]
+    node_3d = blend["node_blend_3d"] & batch["atom_mask"]
+    graph, atoms, atom_bias = mt.np_encoder(p, cfg, batch, blend["pair_modality"], node_3d, noisy)
+    assert_close = mt.assert_close_fp32
+    assert_close(out["graph_repr"], graph)
+    assert_close(out["atom_repr"], atoms)
+    assert_close(out["spd_logits"], mt.np_pair_head(params["spd_head"], atoms))
+    assert_close(
+        out["edge_logits"], mt.np_pair_head(params["edge_head"], atoms).reshape(4, 6, 6, 5, 24)
+    )
+    assert_close(out["direction"], mt.np_direction_head(params["direction_head"], atoms))
+    denoise = mt.np_denoise_head(
+        params["denoise_head"], atoms, atom_bias, noisy, batch["atom_mask"], cfg.num_heads
+    )
+    assert_close(out["denoise"], denoise)
+    np.testing.assert_array_equal(out["node_blend_3d"], node_3d)
+    for key, value in out.items():
+        assert value.dtype == (bool if key == "node_blend_3d" else jnp.float32), key
+
+
+def _pad_blend(blend, b, n):
+    b0, n0 = blend["node_blend_3d"].shape
+    pair = np.zeros((n, n), np.int32)
+    pair[:n0, :n0] = blend["pair_modality"]
+    node = np.zeros((b, n), bool)
+    node[:b0, :n0] = blend["node_blend_3d"]
+    noise = np.zeros((b, n, 3), np.float32)
+    noise[:b0, :n0] = blend["coord_noise"]
+    return {"pair_modality": pair, "node_blend_3d": node, "coord_noise": noise}
+
+
+def test_padding_invariance(setup):
+    _, _, params, batch, apply = setup
+    blend = random_blend(batch, seed=1)
+    out = apply(params, batch, blend)
+    padded = mt.make_batch(mt.default_molecules(), num_atoms=9, num_molecules=6)
+    out_padded = apply(params, padded, _pad_blend(blend, 6, 9))
+    real = batch["mol_mask"]
+    close = mt.assert_close_fp32
+    close(out_padded["graph_repr"][:4][real], out["graph_repr"][real])
+    for key in ATOM_KEYS:
+        close(out_padded[key][:4, :6], out[key])
+    for key in PAIR_KEYS:
+        mask = batch["atom_mask"][:, :, None] & batch["atom_mask"][:, None, :]
+        close(out_padded[key][:4, :6, :6][mask], out[key][mask])
+    losses = jax.jit(pretraining_losses)
+    weights = dict(base.get_config().loss_weights)
+    loss, _ = losses(out, batch, weights)
+    loss_padded, _ = losses(out_padded, padded, weights)
+    np.testing.assert_allclose(loss_padded, loss, rtol=1e-5)
+
+
+def test_rigid_motion_invariance(setup):
+    _, _, params, batch, apply = setup
+    blend = random_blend(batch, seed=2)
+    rot = mt.rotation_matrix(3).astype(np.float32)
+    moved = dict(batch)
+    moved["coords"] = (batch["coords"] @ rot.T + np.float32([3.0, -1.0, 2.0])) * batch["atom_mask"][
+        ..., None
+    ]
+    moved_blend = dict(blend, coord_noise=blend["coord_noise"] @ rot.T)
+    out = apply(params, batch, blend)
+    out_moved = apply(params, moved, moved_blend)
+    for key in ("graph_repr", "atom_repr", "spd_logits", "edge_logits", "direction"):
+        mt.assert_close_fp32(out_moved[key], out[key], tol=1e-4)
+    losses = jax.jit(pretraining_losses)
+    weights = dict(base.get_config().loss_weights)
+    _, metrics = losses(out, batch, weights)
+    _, metrics_moved = losses(out_moved, moved, weights)
+    for key in ("spd_loss", "edge_loss"):
+        np.testing.assert_allclose(metrics_moved[key], metrics[key], rtol=1e-5, atol=1e-6)
+
+
+def test_atom_permutation_equivariance(setup):
+    _, _, params, batch, apply = setup
+    blend = random_blend(batch, seed=4)
+    blend["node_blend_3d"] = np.ones_like(blend["node_blend_3d"])
+    perm = np.array([2, 0, 1, 4, 3, 5])  # permutes within every molecule's padded slots
+    permuted = dict(batch)
+    for key in ("atom_features", "atom_mask", "coords"):
+        permuted[key] = batch[key][:, perm]
+    permuted["spd"] = batch["spd"][:, perm][:, :, perm]
+    permuted["path_edges"] = batch["path_edges"][:, perm][:, :, perm]
+    permuted_blend = {
+        "pair_modality": blend["pair_modality"][perm][:, perm],
+        "node_blend_3d": blend["node_blend_3d"][:, perm],
+        "coord_noise": blend["coord_noise"][:, perm],
+    }
+    out = apply(params, batch, blend)
+    out_perm = apply(params, permuted, permuted_blend)
+    close = mt.assert_close_fp32
+    close(out_perm["graph_repr"], out["graph_repr"])
+    for key in ATOM_KEYS:
+        close(out_perm[key], out[key][:, perm])
+    for key in PAIR_KEYS:
+        close(out_perm[key], out[key][:, perm][:, :, perm])
+
+
+def test_eval_without_blend_rng_is_all_3d(setup):
+    _, model, params, batch, apply = setup
+    out = jax.jit(lambda p, b: model.apply({"params": p}, b))(params, batch)
+    forced = apply(
+        params,
+        batch,
+        {
+            "pair_modality": np.full((6, 6), PAIR_3D, np.int32),
+            "node_blend_3d": batch["atom_mask"],
+            "coord_noise": np.zeros((4, 6, 3), np.float32),
+        },
+    )
+    for key in out:
+        mt.assert_close_fp32(out[key], forced[key])
+    np.testing.assert_array_equal(out["coord_noise"], 0.0)
+    with pytest.raises(ValueError, match="blend"):
+        model.apply({"params": params}, batch, train=True, rngs={"dropout": jax.random.key(0)})
+
+
+def test_degenerate_molecules_train_step_finite():
+    """1-atom molecule, coincident atoms, fragments, fully padded filler: finite outputs, grads."""
+    # One layer and "rbg" keys keep this backward-pass compile cheap on CPU.
+    model = MoleBlend(mt.small_model_config(num_layers=1))
+    batch = mt.make_batch([mt.single_atom(), mt.coincident(), mt.two_fragments()], 6, 4)
+    params = mt.random_params(model, batch, scale=0.2)
+    weights = base.get_config().loss_weights
+
+    def loss_fn(params, key):
+        keys = jax.random.split(key, 3)
+        rngs = {"dropout": keys[0], "blend": keys[1], "noise": keys[2]}
+        out = model.apply({"params": params}, batch, train=True, rngs=rngs)
+        loss, metrics = pretraining_losses(out, batch, weights)
+        return loss, (metrics, out)
+
+    key = jax.random.key(0, impl="rbg")
+    # XLA:CPU backend optimisation off: this backward pass otherwise dominates the suite's time.
+    grad_fn = (
+        jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+        .lower(params, key)
+        .compile({"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
+    )
+    (loss, (metrics, out)), grads = grad_fn(params, key)
+    for tree in (metrics, out, grads):
+        for leaf in jax.tree_util.tree_leaves(tree):
+            assert bool(jnp.all(jnp.isfinite(leaf))), tree
+    assert float(loss) > 0
+    # The filler molecule (index 3) has no real atoms: noise and node blend stay off.
+    np.testing.assert_array_equal(out["coord_noise"][3], 0.0)
+    assert not bool(out["node_blend_3d"][3].any())
+    assert float(jnp.abs(out["coord_noise"][:3]).sum()) > 0
+
+
+def _encoder_params(cfg, batch):
+    shapes = jax.eval_shape(lambda: MoleBlend(cfg).init({"params": jax.random.key(0)}, batch))[
+        "params"
+    ]
+    return nn.unbox(shapes)
+
+
+def test_modes_drop_modules_and_share_encoder_names(setup):
+    cfg, _, _, batch, _ = setup
+    full = _encoder_params(cfg, batch)
+    assert set(full) == {"encoder", "spd_head", "edge_head", "direction_head", "denoise_head"}
+    p2d = _encoder_params(mt.small_model_config(mode="2d"), batch)
+    p3d = _encoder_params(mt.small_model_config(mode="3d"), batch)
+    assert set(p2d) == set(p3d) == {"encoder"}
+    assert not set(THREE_D_SUBMODULES) & set(p2d["encoder"])
+    assert not set(TWO_D_SUBMODULES) & set(p3d["encoder"])
+    # Fine-tuning loads pretrained params["encoder"] minus the dropped modality's modules.
+    for sub in (p2d, p3d):
+        same = jax.tree_util.tree_map(
+            lambda a, b: a.shape == b.shape,
+            sub["encoder"],
+            {k: full["encoder"][k] for k in sub["encoder"]},
+        )
+        assert all(jax.tree_util.tree_leaves(same))
+
+    for mode in ("2d", "3d"):
+        cfg_mode = mt.small_model_config(mode=mode)
+        model = MoleBlend(cfg_mode)
+        params = mt.random_params(model, batch)
+        out = jax.jit(lambda p, b: model.apply({"params": p}, b))(params, batch)  # noqa: B023
+        assert set(out) == {"graph_repr", "atom_repr"}
+        assert out["graph_repr"].shape == (4, 32) and out["atom_repr"].shape == (4, 6, 32)
+        assert bool(jnp.isfinite(out["graph_repr"]).all())
+
+
+def test_encoder_usable_standalone(setup):
+    """A fine-tuning module can wrap MoleBlendEncoder under the name "encoder"."""
+
+    cfg = mt.small_model_config(mode="2d")
+
+    class Finetune(nn.Module):
+        config: object
+
+        @nn.compact
+        def __call__(self, batch):
+            graph_repr, atom_repr, _ = MoleBlendEncoder(self.config, name="encoder")(batch)
+            return nn.Dense(2)(graph_repr)
+
+    batch = setup[3]
+    shapes = jax.eval_shape(lambda: Finetune(cfg).init({"params": jax.random.key(0)}, batch))
+    assert "encoder" in shapes["params"]
+    assert set(nn.unbox(shapes)["params"]["encoder"]) == set(_encoder_params(cfg, batch)["encoder"])
+
+
+def test_base_parameter_count():
+    cfg = base.get_config().model
+    batch = mt.make_batch(mt.default_molecules(), num_atoms=6)
+    params = _encoder_params(cfg, batch)
+
+    def count(tree):
+        return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
+    backbone = count(params["encoder"])
+    head_counts = {k: count(v) for k, v in params.items() if k != "encoder"}
+    print(
+        f"\nbase backbone params: {backbone:,}; "
+        f"heads: {head_counts} = {sum(head_counts.values()):,}"
+    )
+    assert 46.0e6 < backbone < 48.0e6  # Transformer-M: 47.1M (SPEC 2, 8).
+    assert 2.0e6 < sum(head_counts.values()) < 2.6e6
+
+
+def test_logical_partitioning_rules():
+    cfg = mt.small_model_config()
+    batch = mt.make_batch(mt.default_molecules(), num_atoms=6)
+    boxed = jax.eval_shape(lambda: MoleBlend(cfg).init({"params": jax.random.key(0)}, batch))
+    specs = nn.get_partition_spec(boxed)["params"]
+    leaves = jax.tree_util.tree_leaves(
+        specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
+    )
+    assert leaves and all(isinstance(s, jax.sharding.PartitionSpec) for s in leaves)
+    assert specs["encoder"]["layer_0"]["fc1"]["kernel"] == jax.sharding.PartitionSpec(
+        "embed", "mlp"
+    )
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "fsdp"))
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_AXIS_RULES)
+    fc1 = shardings["encoder"]["layer_0"]["fc1"]["kernel"]
+    assert fc1.spec == jax.sharding.PartitionSpec("fsdp", None)
+
+
+def test_real_init_follows_spec():
+    """SPEC 2: N(0, 0.02) weights, zero biases, zero pad rows, ones LayerNorm scale."""
+    cfg = mt.small_model_config(mode="2d", num_layers=1, hidden_dim=64, ffn_dim=64)
+    batch = mt.make_batch(mt.default_molecules(), num_atoms=6)
+    model = MoleBlend(cfg)
+    key = jax.random.key(0, impl="rbg")  # cheaper to compile on CPU than threefry
+    params = nn.unbox(jax.jit(lambda k: model.init({"params": k}, batch))(key))
+    enc = params["params"]["encoder"]
+    atom_table = enc["atom_embed"]["embed"]["embedding"]
+    np.testing.assert_array_equal(atom_table[:, 0], 0.0)
+    assert abs(float(jnp.std(atom_table[:, 1:])) - 0.02) < 1e-3
+    np.testing.assert_array_equal(enc["spd_bias"]["embed"]["embedding"][0, 0], 0.0)
+    fc1 = enc["layer_0"]["fc1"]
+    assert abs(float(jnp.std(fc1["kernel"])) - 0.02) < 2e-3
+    np.testing.assert_array_equal(fc1["bias"], 0.0)
+    np.testing.assert_array_equal(enc["layer_0"]["ffn_norm"]["scale"], 1.0)
+
+
+def test_bf16_matches_fp32_and_compiles_once_per_shape(setup):
+    cfg, model, params, batch, apply = setup
+    blend = random_blend(batch, seed=5)
+    model_bf16 = MoleBlend(mt.small_model_config(dtype="bfloat16"))
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def apply_bf16(params, batch, blend):
+        return model_bf16.apply({"params": params}, batch, blend=blend)
+
+    out32 = apply(params, batch, blend)
+    out16 = apply_bf16(params, batch, blend)
+    for key in ("graph_repr", "atom_repr", "spd_logits", "denoise"):
+        assert out16[key].dtype == jnp.float32
+        scale = float(jnp.abs(out32[key]).max())
+        err = float(jnp.abs(out16[key] - out32[key]).max())
+        assert err < 0.05 * max(scale, 1.0), (key, err, scale)
+    # Same shapes, new values (other molecules, masks, noise): no retrace (max_traces n=1).
+    apply_bf16(params, mt.make_batch([mt.ring5(), mt.chain3()], 6, 4), random_blend(batch, 6))
+
+
+def test_real_molecules_through_pad_batch(setup):
+    """RDKit molecules via moleblend_jax.chem + data.pad_batch (the data engineer's batches)."""
+    chem = pytest.importorskip("moleblend_jax.chem")
+    from moleblend_jax.data.batching import pad_batch
+
+    _, model, params, _, _ = setup
+    records = [
+        chem.smiles_to_record("CC(=O)Oc1ccccc1C(=O)O", 0, coords="rdkit"),
+        chem.smiles_to_record("C/C=C/Cl.O", 1, coords="rdkit"),
+        chem.smiles_to_record("[Na+]", 2, coords="rdkit"),
+        chem.smiles_to_record("c1ccncc1", 3, coords="none"),
+    ]
+    batch = pad_batch(records, num_atoms=16, batch_size=5)
+    out = jax.jit(lambda p, b: model.apply({"params": p}, b))(params, batch)
+    for key, value in out.items():
+        assert bool(jnp.all(jnp.isfinite(value))) if value.dtype != bool else True, key
+    # Pyridine has no coordinates: no 3D node term; the filler molecule has nothing.
+    assert not bool(out["node_blend_3d"][3].any()) and not bool(out["node_blend_3d"][4].any())
+    assert bool(out["node_blend_3d"][0, : len(records[0]["atom_features"])].all())
+    total, metrics = jax.jit(pretraining_losses)(out, batch, dict(base.get_config().loss_weights))
+    assert all(bool(jnp.isfinite(v)) for v in metrics.values())

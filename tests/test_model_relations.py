@@ -1,0 +1,121 @@
+"""Relation encoders, embeddings and the blend against direct numpy evaluations (SPEC 2-4)."""
+
+import jax
+import jax.numpy as jnp
+import model_testing as mt
+import numpy as np
+import pytest
+
+from moleblend_jax.model import blend, embeddings, relations
+from moleblend_jax.model.layers import padded_embedding_init
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return mt.make_batch([mt.chain3(), mt.ring5(), mt.two_fragments(), mt.long_chain(7)], 8, 5)
+
+
+def test_spd_bias_matches_numpy(batch):
+    module = relations.SpdBias(num_heads=4, num_spd_ids=512)
+    params = mt.random_params(module, batch["spd"])
+    got = module.apply({"params": params}, batch["spd"])
+    want = mt.np_spd_bias(params["embed"]["embedding"], batch["spd"])
+    np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_edge_bias_matches_numpy(batch):
+    module = relations.EdgeBias(num_heads=4, num_bond_features=3, bond_vocab_size=16, max_hops=5)
+    args = (batch["path_edges"], batch["spd"])
+    params = mt.random_params(module, *args)
+    got = module.apply({"params": params}, *args)
+    want = mt.np_edge_bias(
+        params["bond_embed"]["embedding"], params["hop_weights"], *args, max_hops=5
+    )
+    np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_gaussian_bias_and_centrality_match_numpy(batch):
+    distance = mt.np_distances(batch["coords"].astype(np.float64))[0].astype(np.float32)
+    types = batch["atom_features"][..., 0]
+    basis = relations.GaussianBasis(num_kernels=16, num_atom_types=128)
+    basis_params = mt.random_params(basis, distance, types, scale=0.5)
+    psi = basis.apply({"params": basis_params}, distance, types)
+    want_psi = mt.np_gaussian_basis(basis_params, batch["coords"], types)
+    np.testing.assert_allclose(psi, want_psi, **TOL)
+
+    bias_module = relations.GaussianBias(num_heads=4)
+    bias_params = mt.random_params(bias_module, psi)
+    got = bias_module.apply({"params": bias_params}, psi)
+    np.testing.assert_allclose(got, mt.np_gaussian_bias(bias_params, want_psi), **TOL)
+
+    centrality = relations.Centrality(hidden_dim=32, scale=0.01)
+    cent_params = mt.random_params(centrality, psi, batch["atom_mask"])
+    got = centrality.apply({"params": cent_params}, psi, batch["atom_mask"])
+    want = mt.np_centrality(cent_params, want_psi, batch["atom_mask"])
+    np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_atom_and_degree_embeddings(batch):
+    atom = embeddings.AtomEmbedding(9, 128, 32)
+    params = mt.random_params(atom, batch["atom_features"])
+    got = atom.apply({"params": params}, batch["atom_features"])
+    table = np.asarray(params["embed"]["embedding"], np.float64)
+    want = sum(table[f][batch["atom_features"][..., f]] for f in range(9))
+    np.testing.assert_allclose(got, want, **TOL)
+
+    ids = embeddings.atom_degree(batch["spd"], batch["atom_mask"], 16)
+    # chain3: degrees 1, 2, 1; ring5: all 2; padding: 0 (ids are degree + 1).
+    np.testing.assert_array_equal(ids[0, :4], [2, 3, 2, 0])
+    np.testing.assert_array_equal(ids[1, :5], [3, 3, 3, 3, 3])
+    np.testing.assert_array_equal(ids[4], 0)
+
+
+def test_graph_token_bias_layout():
+    atom_bias = jnp.arange(2 * 3 * 2 * 2, dtype=jnp.float32).reshape(2, 3, 2, 2) + 100
+    t = jnp.array([1.0, 2.0, 3.0])
+    full = np.asarray(embeddings.with_graph_token_bias(atom_bias, t))
+    assert full.shape == (2, 3, 3, 3)
+    for h in range(3):
+        np.testing.assert_array_equal(full[:, h, 0, :], t[h])
+        np.testing.assert_array_equal(full[:, h, 1:, 0], t[h])
+    np.testing.assert_array_equal(full[:, :, 1:, 1:], atom_bias)
+
+
+def test_padded_embedding_init_zero_row_and_std():
+    table = padded_embedding_init(0.02)(jax.random.key(0), (3, 512, 64))
+    np.testing.assert_array_equal(table[:, 0], 0.0)
+    assert abs(float(jnp.std(table[:, 1:])) - 0.02) < 1e-3
+
+
+def test_blend_pair_bias_selects_one_modality():
+    rng = np.random.default_rng(0)
+    biases = [jnp.asarray(rng.normal(size=(2, 3, 4, 4)), jnp.float32) for _ in range(3)]
+    shared = jnp.asarray(rng.integers(0, 3, (4, 4)), jnp.int32)
+    per_mol = jnp.asarray(rng.integers(0, 3, (2, 4, 4)), jnp.int32)
+    for modality in (shared, per_mol):
+        got = blend.blend_pair_bias(modality, *biases)
+        m = np.broadcast_to(np.asarray(modality), (2, 4, 4))[:, None]
+        want = np.choose(np.broadcast_to(m, (2, 3, 4, 4)), [np.asarray(b) for b in biases])
+        np.testing.assert_array_equal(got, want)
+
+
+def test_blend_statistics_match_probabilities():
+    probs = (0.2, 0.2, 0.6)
+    draws = blend.sample_pair_modality(jax.random.key(0), probs, 1, 160, False)  # 25,600 pairs
+    assert draws.shape == (160, 160)
+    freq = np.bincount(np.asarray(draws).ravel(), minlength=3) / draws.size
+    np.testing.assert_allclose(freq, probs, atol=0.012)  # ~4 standard errors
+    per_mol = blend.sample_pair_modality(jax.random.key(1), probs, 3, 5, True)
+    assert per_mol.shape == (3, 5, 5)
+    # Ordered pairs are independent: the mask is not symmetric.
+    assert not np.array_equal(np.asarray(draws), np.asarray(draws).T)
+
+    mask = jnp.ones((64, 64), bool).at[:, 60:].set(False)
+    node = blend.sample_node_blend(jax.random.key(2), 0.6, mask)
+    assert not bool(node[:, 60:].any())
+    assert abs(float(node[:, :60].mean()) - 0.6) < 0.02
+    noise = blend.sample_coord_noise(jax.random.key(3), 0.2, mask)
+    assert abs(float(noise[:, :60].std()) - 0.2) < 0.01
+    np.testing.assert_array_equal(noise[:, 60:], 0.0)

@@ -1,0 +1,102 @@
+"""The pretraining loop end to end: resume, learning, fail-fast checks, outputs."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from train_testing import small_config
+
+from moleblend_jax.train import checkpoint, loop
+from moleblend_jax.train.metrics_writer import read_jsonl
+
+
+def _final_params(workdir):
+    return checkpoint.restore_params(workdir / "checkpoints")
+
+
+def test_kill_and_resume_matches_uninterrupted_run(qm9_shards, tmp_path):
+    config = small_config(qm9_shards, total_steps=8)
+    loop.train_and_evaluate(config, tmp_path / "straight")
+
+    interrupted = small_config(qm9_shards, total_steps=8, max_steps_per_run=4)
+    loop.train_and_evaluate(interrupted, tmp_path / "resumed")  # Stops at step 4.
+    assert read_jsonl(tmp_path / "resumed" / "metrics.jsonl")[-1]["step"] == 4
+    loop.train_and_evaluate(interrupted, tmp_path / "resumed")  # Resumes 4 -> 8.
+
+    straight = read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    resumed = read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+    assert [r["step"] for r in straight] == [2, 4, 6, 8]
+    assert straight == resumed
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        _final_params(tmp_path / "resumed"),
+        _final_params(tmp_path / "straight"),
+    )
+
+
+def test_run_writes_metrics_tensorboard_and_plot(qm9_shards, tmp_path):
+    loop.train_and_evaluate(small_config(qm9_shards, total_steps=4), tmp_path)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    for key in ("step", "loss", "spd_loss", "edge_loss", "direction_loss", "denoise_loss"):
+        assert key in records[-1]
+    assert (tmp_path / "loss_curve.png").stat().st_size > 1000
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert checkpoint.Checkpointer(tmp_path / "checkpoints", 1, 1).latest_step() == 4
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_on_qm9(qm9_shards, tmp_path):
+    config = small_config(qm9_shards, total_steps=240)
+    config.model.num_layers, config.model.hidden_dim, config.model.ffn_dim = 3, 64, 64
+    config.optimizer.warmup_steps = 20
+    config.log_every = 20
+    config.checkpoint_every = 240
+    loop.train_and_evaluate(config, tmp_path)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    first, last = records[0], records[-1]
+    assert last["loss"] < 0.7 * first["loss"], (first, last)
+    assert last["spd_accuracy"] > 0.5  # Chance over 11 classes is 1/11; QM9 pairs are 1-8 hops.
+    assert last["edge_accuracy"] > 0.3  # Chance over 24 joint bond classes is 1/24.
+    assert last["direction_cosine"] > first["direction_cosine"]
+
+
+def test_unreadable_data_dir_fails_before_compiling(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nonexistent"):
+        loop.train_and_evaluate(small_config(tmp_path / "nonexistent"), tmp_path / "w")
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_indivisible_batch_fails_before_compiling(qm9_shards, tmp_path):
+    with pytest.raises(ValueError, match="not divisible"):
+        loop.train_and_evaluate(small_config(qm9_shards, batch_size=12), tmp_path)
+
+
+def test_wrong_config_key_is_rejected_by_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    from train_testing import REPO
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "experiments" / "pretrain.py"),
+            "--config=configs/base.py:tiny",
+            f"--workdir={tmp_path}",
+            "--config.optimizer.learning_rat=1e-3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "learning_rat" in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_metrics_jsonl_is_one_json_object_per_line(qm9_shards, tmp_path):
+    loop.train_and_evaluate(small_config(qm9_shards, total_steps=2), tmp_path)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [2]

@@ -1,0 +1,102 @@
+"""The sharded train step: 8 devices == 1 device, finite-guard, schedule."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+from train_testing import small_config
+
+from moleblend_jax import model as model_lib
+from moleblend_jax.data import pipeline
+from moleblend_jax.train import loop, optim, sharding
+from moleblend_jax.train import state as state_lib
+from moleblend_jax.train.step import pretraining_loss_fn, train_step
+
+
+def _run_steps(config, devices, batches, num_steps):
+    mesh = sharding.make_mesh(config.mesh, devices)
+    model = model_lib.MoleBlend(config=config.model)
+    schedule = optim.make_schedule(config)
+    tx = optim.make_optimizer(config, schedule)
+    example = loop.dummy_batch(len(devices), 16)
+    state, shardings = state_lib.create_sharded_state(
+        model, tx, example, jax.random.PRNGKey(0), mesh, model_lib.LOGICAL_AXIS_RULES
+    )
+    step_fn = jax.jit(
+        functools.partial(
+            train_step,
+            loss_fn=pretraining_loss_fn(model, dict(config.loss_weights)),
+            tx=tx,
+            schedule=schedule,
+        ),
+        in_shardings=(shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(shardings, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+    losses = []
+    for batch in batches[:num_steps]:
+        state, metrics = step_fn(state, sharding.global_batch(batch, mesh))
+        losses.append(jax.device_get(metrics))
+    return jax.device_get(state), losses
+
+
+@pytest.fixture(scope="module")
+def real_batches(qm9_shards):
+    it = pipeline.make_batches(qm9_shards, 16, (16,), seed=0, shuffle=True, repeat=True)
+    return [next(it) for _ in range(3)]
+
+
+@pytest.mark.parametrize("mesh_shape", [(8, 1), (2, 4)])
+def test_sharded_step_matches_single_device(real_batches, mesh_shape):
+    assert jax.device_count() == 8
+    config = small_config()
+    # Attention key biases have an exactly-zero true gradient (softmax is shift invariant);
+    # with Adam's eps at 1e-8 their float-noise gradients (~1e-11, different per reduction
+    # order) become updates of ~lr * 1e-3. eps 1e-6 keeps that noise below the tolerance.
+    config.optimizer.eps = 1e-6
+    state_1, metrics_1 = _run_steps(config, jax.devices()[:1], real_batches, 3)
+    config.mesh.data, config.mesh.fsdp = mesh_shape
+    state_8, metrics_8 = _run_steps(config, jax.devices(), real_batches, 3)
+    for m1, m8 in zip(metrics_1, metrics_8, strict=True):
+        for key in ("loss", "spd_loss", "edge_loss", "direction_loss", "denoise_loss", "grad_norm"):
+            np.testing.assert_allclose(m8[key], m1[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    jax.tree_util.tree_map_with_path(
+        lambda path, a, b: np.testing.assert_allclose(
+            a, b, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path)
+        ),
+        state_8.params,
+        state_1.params,
+    )
+    assert int(state_8.step) == 3
+
+
+def test_step_changes_params_and_reports_metrics(real_batches):
+    config = small_config()
+    state, metrics = _run_steps(config, jax.devices()[:1], real_batches, 2)
+    assert int(state.step) == 2
+    for key in ("loss", "spd_accuracy", "edge_accuracy", "grad_norm", "learning_rate"):
+        assert np.isfinite(metrics[-1][key]), key
+    # Warm-up: the first step runs at lr 0, the second at peak_lr / warmup_steps.
+    assert metrics[0]["learning_rate"] == 0.0
+    np.testing.assert_allclose(metrics[1]["learning_rate"], config.optimizer.peak_lr / 2, rtol=1e-6)
+
+
+def test_non_finite_step_keeps_state(real_batches):
+    config = small_config()
+    batch = dict(real_batches[0])
+    batch["coords"] = np.full_like(batch["coords"], np.nan)
+    state_before, _ = _run_steps(config, jax.devices()[:1], real_batches, 1)
+    state_after, metrics = _run_steps(config, jax.devices()[:1], [real_batches[0], batch], 2)
+    assert metrics[1]["is_finite"] == 0.0
+    jax.tree.map(np.testing.assert_array_equal, state_after.params, state_before.params)
+
+
+def test_schedule_warmup_then_cosine_to_end():
+    config = small_config(total_steps=100, **{"optimizer.warmup_steps": 10})
+    schedule = optim.make_schedule(config)
+    peak = config.optimizer.peak_lr
+    np.testing.assert_allclose(schedule(5), peak / 2, rtol=1e-6)
+    np.testing.assert_allclose(schedule(10), peak, rtol=1e-6)
+    np.testing.assert_allclose(schedule(55), peak / 2, rtol=1e-5)
+    np.testing.assert_allclose(schedule(100), 0.0, atol=1e-12)

@@ -1,0 +1,37 @@
+"""Shared helpers for the training tests: a small config and a small real QM9 shard set."""
+
+import importlib.util
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_base_config(variant: str = "tiny"):
+    spec = importlib.util.spec_from_file_location("base_config", REPO / "configs" / "base.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def small_config(data_dir=None, **overrides):
+    """The tiny variant shrunk further so a step costs milliseconds on one CPU core."""
+    config = load_base_config("tiny")
+    m = config.model
+    m.num_layers, m.hidden_dim, m.ffn_dim, m.num_heads, m.num_kernels = 2, 32, 32, 4, 16
+    m.dtype = "float32"
+    config.batch_size = 16
+    config.total_steps = 8
+    config.optimizer.warmup_steps = 2
+    config.optimizer.peak_lr = 1e-3
+    config.data.buckets = (16,)
+    config.data.max_atoms = 16
+    config.data.dir = str(data_dir) if data_dir else None
+    config.log_every = 2
+    config.checkpoint_every = 4
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
