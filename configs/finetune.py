@@ -1,0 +1,69 @@
+"""Fine-tuning recipe (SPEC 7).
+
+  python experiments/finetune.py --config=configs/finetune.py --config.dataset=esol --workdir=DIR \
+      [--config.init_checkpoint=PRETRAIN_WORKDIR/checkpoints]
+  --config=configs/finetune.py:tiny   the CPU-sized model (to fine-tune a base.py:tiny checkpoint)
+
+The model section must match the pretrained checkpoint's; the 3D modules are dropped for 2D
+data sets and the 2D ones for QM9.
+"""
+
+import importlib.util
+import pathlib
+
+import ml_collections
+
+_spec = importlib.util.spec_from_file_location(
+    "configs_base", pathlib.Path(__file__).with_name("base.py")
+)
+base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(base)
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    variant = variant or "base"
+    pretrain = base.get_config(variant)
+    config = ml_collections.ConfigDict()
+    config.variant = variant
+    config.model = pretrain.model
+    config.model.mode = "2d"  # Set from the data set: "3d" for QM9.
+    config.model.activation_dropout = 0.0  # SPEC 7: attention dropout 0.1 only.
+    config.model.stochastic_depth = 0.0
+    config.mesh = pretrain.mesh
+
+    config.dataset = "esol"
+    config.dataset_path = ml_collections.FieldReference(None, field_type=str)  # MoleculeNet CSV.
+    config.split = ""  # "scaffold" | "random"; empty = the data set's default.
+    config.split_file = ml_collections.FieldReference(None, field_type=str)  # Saved on first use.
+    config.init_checkpoint = ml_collections.FieldReference(None, field_type=str)
+    config.num_seeds = 3
+    config.max_molecules = 0  # 0 = all (QM9 on CPU: use a prefix).
+
+    config.batch_size = 128
+    config.epochs = 80
+    config.warmup_epochs = 8
+    config.patience = 20  # Early stopping on the validation metric.
+    config.optimizer = ml_collections.ConfigDict(
+        dict(
+            peak_lr=1e-5,
+            end_lr=0.0,
+            warmup_steps=0,  # Derived from warmup_epochs.
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            weight_decay=5e-5,
+            grad_clip_norm=5.0,
+        )
+    )
+    config.total_steps = 0  # Derived from epochs.
+    config.data = ml_collections.ConfigDict(dict(buckets=(32, 64, 128, 256), max_atoms=256))
+    config.seed = 0
+    if variant == "tiny":
+        config.batch_size = 64
+        config.epochs = 30
+        config.warmup_epochs = 3
+        config.patience = 10
+        config.optimizer.peak_lr = 3e-4
+        config.data.buckets = (32, 64)
+        config.data.max_atoms = 64
+    return config

@@ -1,0 +1,41 @@
+"""Fine-tunes a (pretrained) MoleBLEND encoder on one data set over several seeds.
+
+  python experiments/finetune.py --config=configs/finetune.py --config.dataset=esol \
+      [--config.init_checkpoint=PRETRAIN_WORKDIR/checkpoints] --workdir=DIR
+  python experiments/finetune.py --config=configs/finetune.py:tiny ...   # CPU-sized model
+
+Writes DIR/results.json (per seed and aggregated; model selection on the validation split
+only) and DIR/metrics.jsonl (one line per seed and epoch).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "configs/finetune.py[:variant].")
+flags.DEFINE_string("workdir", None, "Output directory.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from moleblend_jax.finetune import trainer
+
+    results = trainer.run(FLAGS.config, FLAGS.workdir)
+    logging.info(
+        "%s %s: test %.4f +- %.4f (valid %.4f)",
+        results["dataset"],
+        results["metric"],
+        results["test_mean"],
+        results["test_std"],
+        results["valid_mean"],
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)

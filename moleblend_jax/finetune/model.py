@@ -1,0 +1,62 @@
+"""The fine-tuning model: the pretrained encoder plus a graph-token head (SPEC 7)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from moleblend_jax.model import MoleBlendEncoder
+
+
+class FinetuneModel(nn.Module):
+    """[batch per docs/batch_format.md] -> [B, num_tasks] float32 logits or standardised values.
+
+    Head on the graph token: Linear(D, D) -> GELU -> Linear(D, num_tasks). The encoder is
+    named "encoder" as in MoleBlend, so pretrained parameters load by name.
+    """
+
+    config: ml_collections.ConfigDict
+    num_tasks: int
+
+    @nn.compact
+    def __call__(self, batch: dict, train: bool = False) -> jax.Array:
+        graph_repr = MoleBlendEncoder(self.config, name="encoder")(batch, train)[0]
+        init = nn.initializers.normal(self.config.init_std)
+        hidden = nn.Dense(self.config.hidden_dim, kernel_init=init, name="head_hidden")(graph_repr)
+        hidden = nn.gelu(hidden, approximate=False)
+        out = nn.Dense(self.num_tasks, kernel_init=init, name="head_out")(hidden)
+        return out.astype(jnp.float32)
+
+
+def load_pretrained_encoder(params: dict, pretrained: dict) -> tuple[dict, list[str]]:
+    """Copies pretrained["encoder"] into params["encoder"] wherever the fine-tuning encoder has
+    the same parameter; modules it lacks (3D modules for 2D tasks, pretraining heads) are
+    dropped, as the original does.
+
+    Returns (new params, sorted names of dropped pretrained encoder submodules). Raises if a
+    shared parameter has a different shape (a checkpoint of another model size).
+    """
+    if "encoder" not in pretrained:
+        raise ValueError(
+            "The checkpoint has no 'encoder' parameters; is it a MoleBLEND checkpoint?"
+        )
+    source = pretrained["encoder"]
+    dropped = sorted(set(source) - set(params["encoder"]))
+
+    def take(path, current):
+        node = source
+        for key in path:
+            node = node.get(key.key) if isinstance(node, dict) else None
+            if node is None:
+                return current  # Only in the fine-tuning model: keep its initialisation.
+        if np.shape(node) != np.shape(current):
+            name = "/".join(k.key for k in path)
+            raise ValueError(
+                f"encoder/{name}: checkpoint shape {np.shape(node)} != model shape "
+                f"{np.shape(current)}; fine-tune with the config variant it was pretrained with."
+            )
+        return jnp.asarray(node, current.dtype)
+
+    encoder = jax.tree_util.tree_map_with_path(take, params["encoder"])
+    return {**params, "encoder": encoder}, dropped

@@ -1,0 +1,114 @@
+"""Fine-tuning: masked losses, loading a pretrained checkpoint without its 3D modules, a run
+whose validation metric improves, results.json."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from train_testing import REPO, small_config
+
+from moleblend_jax import model as model_lib
+from moleblend_jax.finetune import trainer
+from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
+from moleblend_jax.train import checkpoint, loop
+from moleblend_jax.train.state import TrainState
+
+
+def _load_finetune_config(**overrides):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ft", REPO / "configs" / "finetune.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("tiny")
+    m = config.model
+    m.num_layers, m.hidden_dim, m.ffn_dim, m.num_heads, m.num_kernels = 2, 32, 32, 4, 16
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def test_masked_bce_ignores_missing_labels():
+    logits = jnp.array([[2.0, -1.0], [0.5, 30.0]])
+    labels = jnp.array([[1.0, 0.0], [0.0, 0.0]])
+    mask = jnp.array([[True, True], [True, False]])  # The huge wrong logit is unlabelled.
+    expected = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(-1.0)), np.log1p(np.exp(0.5))])
+    np.testing.assert_allclose(trainer.masked_bce_loss(logits, labels, mask), expected, rtol=1e-6)
+
+
+def test_masked_mse_ignores_missing_labels():
+    preds = jnp.array([[1.0, 5.0], [2.0, 0.0]])
+    targets = jnp.array([[0.0, 0.0], [0.0, 0.0]])
+    mask = jnp.array([[True, False], [True, False]])
+    np.testing.assert_allclose(trainer.masked_mse_loss(preds, targets, mask), 2.5, rtol=1e-6)
+
+
+def test_standardizer_round_trip_and_label_mask():
+    train = np.array([[1.0, np.nan], [3.0, 4.0], [5.0, 8.0]], np.float32)
+    std = trainer.Standardizer(train, enabled=True)
+    np.testing.assert_allclose(std.mean, [3.0, 6.0])
+    batch = {"labels": np.array([[5.0, 0.0]], np.float32), "label_mask": np.array([[True, False]])}
+    encoded = std.encode(batch)["labels"]
+    np.testing.assert_allclose(encoded, [[(5 - 3) / np.std([1, 3, 5]), 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(std.decode(encoded)[0, 0], 5.0, rtol=1e-6)
+
+
+def test_pretrained_checkpoint_loads_without_3d_modules(tmp_path):
+    pretrain_config = small_config()
+    pretrain_model = model_lib.MoleBlend(config=pretrain_config.model)
+    example = loop.dummy_batch(1, 8)
+    pretrained = pretrain_model.init({"params": jax.random.PRNGKey(1)}, example)["params"]
+    from flax import linen as nn
+
+    pretrained = nn.unbox(pretrained)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), params=pretrained, opt_state={}, rng=jax.random.PRNGKey(0)
+    )
+    ckpt = checkpoint.Checkpointer(tmp_path / "ckpt", save_every=1, keep=1)
+    ckpt.save(5, state, data_position=5, force=True)
+    ckpt.close()
+
+    restored = checkpoint.restore_params(tmp_path / "ckpt")
+    config = _load_finetune_config()
+    config.model.mode = "2d"
+    model = FinetuneModel(config=config.model, num_tasks=3)
+    params = nn.unbox(model.init({"params": jax.random.PRNGKey(2)}, example)["params"])
+    loaded, dropped = load_pretrained_encoder(params, restored)
+    assert dropped == sorted(model_lib.THREE_D_SUBMODULES)
+    for name in model_lib.TWO_D_SUBMODULES + ("atom_embed",):
+        jax.tree.map(
+            np.testing.assert_array_equal, loaded["encoder"][name], pretrained["encoder"][name]
+        )
+    # The task head keeps its fresh initialisation.
+    jax.tree.map(np.testing.assert_array_equal, loaded["head_out"], params["head_out"])
+
+    bigger = _load_finetune_config()
+    bigger.model.mode, bigger.model.hidden_dim = "2d", 48
+    big_params = nn.unbox(
+        FinetuneModel(config=bigger.model, num_tasks=3).init(
+            {"params": jax.random.PRNGKey(2)}, example
+        )["params"]
+    )
+    with pytest.raises(ValueError, match="checkpoint shape"):
+        load_pretrained_encoder(big_params, restored)
+
+
+def test_short_finetuning_run_improves_validation(tmp_path):
+    config = _load_finetune_config(
+        dataset="esol", max_molecules=240, epochs=12, warmup_epochs=1, patience=12, num_seeds=1
+    )
+    config.batch_size = 32
+    config.optimizer.peak_lr = 1e-3
+    config.data.buckets = (32,)
+    results = trainer.run(config, tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == results["seeds"][0]["epochs_run"]
+    first_valid = lines[0]["valid"]
+    assert results["valid_mean"] < 0.95 * first_valid, (first_valid, results["valid_mean"])
+    best = results["seeds"][0]
+    assert lines[best["best_epoch"] - 1]["valid"] == best["valid"]
+    assert lines[best["best_epoch"] - 1]["test"] == best["test"]
+    assert results["metric"] == "rmse" and results["init"] == "scratch"
+    assert (tmp_path / "split_scaffold_seed0.json").exists()
