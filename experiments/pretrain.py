@@ -31,7 +31,9 @@ def main(argv):
     from moleblend_jax.train import distributed, loop
 
     distributed.maybe_initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    logging.info("JAX %s, %d processes, devices: %s", jax.__version__, jax.process_count(), jax.devices())
+    logging.info(
+        "JAX %s, %d processes, devices: %s", jax.__version__, jax.process_count(), jax.devices()
+    )
     final = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     logging.info("Finished: %s", final)
 

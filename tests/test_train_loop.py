@@ -55,10 +55,14 @@ def test_tiny_model_learns_on_qm9(qm9_shards, tmp_path):
     loop.train_and_evaluate(config, tmp_path)
     records = read_jsonl(tmp_path / "metrics.jsonl")
     first, last = records[0], records[-1]
-    assert last["loss"] < 0.7 * first["loss"], (first, last)
-    assert last["spd_accuracy"] > 0.5  # Chance over 11 classes is 1/11; QM9 pairs are 1-8 hops.
-    assert last["edge_accuracy"] > 0.3  # Chance over 24 joint bond classes is 1/24.
-    assert last["direction_cosine"] > first["direction_cosine"]
+    # Measured: loss 6.28 -> 5.15 (6 x denoise dominates), spd 1.51 -> 0.74, edge 1.92 -> 0.30.
+    assert last["loss"] < 0.9 * first["loss"], (first, last)
+    assert last["spd_loss"] < 0.7 * first["spd_loss"], (first, last)
+    assert last["edge_loss"] < 0.5 * first["edge_loss"], (first, last)
+    assert last["denoise_loss"] < first["denoise_loss"], (first, last)
+    assert last["spd_accuracy"] > 0.5  # Chance over 11 classes is 1/11.
+    assert last["edge_accuracy"] > 0.6  # Chance over 24 joint bond classes is 1/24.
+    assert last["direction_cosine"] > first["direction_cosine"] + 0.1
 
 
 def test_unreadable_data_dir_fails_before_compiling(tmp_path):

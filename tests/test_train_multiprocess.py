@@ -21,7 +21,15 @@ def _run(num_processes: int, data_dir, out) -> dict:
     port = _free_port()
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(i), str(num_processes), str(port), str(data_dir), str(out)],
+            [
+                sys.executable,
+                str(WORKER),
+                str(i),
+                str(num_processes),
+                str(port),
+                str(data_dir),
+                str(out),
+            ],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class Checkpointer:
@@ -16,7 +17,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | pathlib.Path, save_every: int, keep: int):
-        self.directory = pathlib.Path(directory).absolute()
+        self.directory = _path(directory)
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -69,7 +70,7 @@ def restore_params(directory: str | pathlib.Path, step: int | None = None) -> di
 
     Used by fine-tuning, which builds a different model around the same encoder.
     """
-    directory = pathlib.Path(directory).absolute()
+    directory = _path(directory)
     if not directory.exists():
         raise FileNotFoundError(f"Checkpoint directory {directory} does not exist.")
     with ocp.CheckpointManager(directory) as manager:
@@ -88,3 +89,9 @@ def restore_params(directory: str | pathlib.Path, step: int | None = None) -> di
             args=ocp.args.Composite(state=ocp.args.StandardRestore(target)),
         )
     return jax.device_get(restored["state"]["params"])
+
+
+def _path(directory: str | pathlib.Path) -> epath.Path:
+    """Local paths made absolute (orbax needs that); gs:// and other URLs kept as they are."""
+    directory = epath.Path(directory)
+    return directory if "://" in str(directory) else epath.Path(pathlib.Path(directory).absolute())

@@ -22,7 +22,8 @@ def maybe_initialize(
             num_processes=num_processes,
             process_id=process_id,
         )
-    elif "," in os.environ.get("TPU_WORKER_HOSTNAMES", "") or os.environ.get(
-        "MOLEBLEND_DISTRIBUTED"
-    ) == "1":
+    elif (
+        "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+        or os.environ.get("MOLEBLEND_DISTRIBUTED") == "1"
+    ):
         jax.distributed.initialize()

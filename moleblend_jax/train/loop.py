@@ -46,7 +46,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"{jax.device_count()} devices."
         )
     if config.model.mode != "pretrain":
-        raise ValueError(f"Pretraining needs config.model.mode='pretrain', not {config.model.mode!r}.")
+        raise ValueError(
+            f"Pretraining needs config.model.mode='pretrain', not {config.model.mode!r}."
+        )
     missing = set(LOSS_TERMS) - set(config.loss_weights)
     if missing:
         raise ValueError(f"config.loss_weights lacks {sorted(missing)}.")
@@ -64,7 +66,9 @@ def resolve_data_dir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
     else:
         data_dir = workdir / "data" / config.data.default_source
         if not (data_dir / "metadata.json").exists() and jax.process_index() == 0:
-            logging.info("No data configured: building %s shards in %s", config.data.default_source, data_dir)
+            logging.info(
+                "No data configured: building %s shards in %s", config.data.default_source, data_dir
+            )
             shards.build_shards(
                 config.data.default_source,
                 data_dir,
@@ -105,7 +109,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         model, tx, example, jax.random.PRNGKey(config.seed), mesh, rules
     )
 
-    checkpointer = Checkpointer(workdir / "checkpoints", config.checkpoint_every, config.keep_checkpoints)
+    checkpointer = Checkpointer(
+        workdir / "checkpoints", config.checkpoint_every, config.keep_checkpoints
+    )
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     start_step = 0
     if checkpointer.latest_step() is not None:

@@ -25,7 +25,8 @@ def make_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> Mesh:
     shape = tuple(sizes[a] for a in MESH_AXES)
     if int(np.prod(shape)) != devices.size:
         raise ValueError(
-            f"Mesh {dict(zip(MESH_AXES, shape))} does not use all {devices.size} devices; "
+            f"Mesh {dict(zip(MESH_AXES, shape, strict=True))} does not use all "
+            f"{devices.size} devices; "
             "set config.mesh.data / config.mesh.fsdp so their product is the device count."
         )
     return Mesh(devices.reshape(shape), MESH_AXES)
