@@ -37,7 +37,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.split_file = ml_collections.FieldReference(None, field_type=str)  # Saved on first use.
     config.init_checkpoint = ml_collections.FieldReference(None, field_type=str)
     config.num_seeds = 3
-    config.max_molecules = 0  # 0 = all (QM9 on CPU: use a prefix).
+    # 0 = all; else a fixed random subset (QM9: the first max_molecules of the source).
+    config.max_molecules = 0
 
     config.batch_size = 128
     config.epochs = 80

@@ -50,16 +50,16 @@ def load_config(variant: str):
 
 def real_batch(batch_size: int, num_atoms: int) -> dict[str, np.ndarray]:
     """The first `batch_size` bundled ESOL molecules with 8..num_atoms heavy atoms."""
-    from moleblend_jax.chem import records
-    from moleblend_jax.data.batching import pad_batch
+    from moleblend_jax.chem import SkipMolecule, smiles_to_record
+    from moleblend_jax.data import pad_batch
     from moleblend_jax.finetune import datasets
 
     smiles, _, _ = datasets.load_dataset("esol")
     chosen = []
     for i, smi in enumerate(smiles):
         try:
-            record = records.smiles_to_record(smi, i, conformers="rdkit")
-        except records.SkipMolecule:
+            record = smiles_to_record(smi, i, coords="rdkit")
+        except SkipMolecule:
             continue
         if 8 <= len(record["atom_features"]) <= num_atoms:
             chosen.append(record)

@@ -145,8 +145,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
         records, task_names, skipped = qm9_records(workdir, config.max_molecules)
     else:
         smiles, labels, task_names = datasets.load_dataset(spec.name, config.dataset_path)
-        if config.max_molecules:
-            smiles, labels = smiles[: config.max_molecules], labels[: config.max_molecules]
+        if 0 < config.max_molecules < len(smiles):
+            # A fixed random subset (seed 0), not a prefix: some files are sorted by label.
+            keep = np.sort(
+                np.random.default_rng(0).permutation(len(smiles))[: config.max_molecules]
+            )
+            smiles, labels = [smiles[i] for i in keep], labels[keep]
         records, skipped = featurize(
             smiles, labels, needs_3d=spec.needs_3d, max_atoms=config.data.buckets[-1]
         )
