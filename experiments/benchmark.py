@@ -12,7 +12,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import functools  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
@@ -86,6 +85,7 @@ def machine_info() -> dict:
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
         "device_count": jax.device_count(),
+        "load_average": os.getloadavg(),  # Other jobs on the machine skew every timing.
     }
 
 
@@ -93,7 +93,7 @@ def time_step(variant: str, dtype: str, batch_np: dict) -> dict:
     from moleblend_jax import model as model_lib
     from moleblend_jax.train import loop, optim, sharding
     from moleblend_jax.train import state as state_lib
-    from moleblend_jax.train.step import pretraining_loss_fn, train_step
+    from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
 
     config = load_config(variant)
     config.model.dtype = dtype
@@ -107,14 +107,8 @@ def time_step(variant: str, dtype: str, batch_np: dict) -> dict:
     )
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     batch = sharding.global_batch(batch_np, mesh)
-    step_fn = jax.jit(
-        functools.partial(
-            train_step,
-            loss_fn=pretraining_loss_fn(model, dict(config.loss_weights)),
-            tx=tx,
-            schedule=schedule,
-        ),
-        donate_argnums=0,
+    step_fn = jit_train_step(
+        pretraining_loss_fn(model, dict(config.loss_weights)), tx, schedule, shardings, mesh
     )
     start = time.perf_counter()
     compiled = step_fn.lower(state, batch).compile()

@@ -25,7 +25,6 @@ def main(process_id: int, num_processes: int, port: int, data_dir: str, out: str
             num_processes=num_processes,
             process_id=process_id,
         )
-    import functools
 
     from train_testing import small_config
 
@@ -33,7 +32,7 @@ def main(process_id: int, num_processes: int, port: int, data_dir: str, out: str
     from moleblend_jax.data import pipeline
     from moleblend_jax.train import loop, optim, sharding
     from moleblend_jax.train import state as state_lib
-    from moleblend_jax.train.step import pretraining_loss_fn, train_step
+    from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
 
     config = small_config(data_dir)
     mesh = sharding.make_mesh(config.mesh)
@@ -48,16 +47,8 @@ def main(process_id: int, num_processes: int, port: int, data_dir: str, out: str
         mesh,
         model_lib.LOGICAL_AXIS_RULES,
     )
-    step_fn = jax.jit(
-        functools.partial(
-            train_step,
-            loss_fn=pretraining_loss_fn(model, dict(config.loss_weights)),
-            tx=tx,
-            schedule=schedule,
-        ),
-        in_shardings=(shardings, sharding.batch_sharding(mesh)),
-        out_shardings=(shardings, sharding.replicated(mesh)),
-        donate_argnums=0,
+    step_fn = jit_train_step(
+        pretraining_loss_fn(model, dict(config.loss_weights)), tx, schedule, shardings, mesh
     )
     batches = pipeline.make_batches(data_dir, 16, (16,), seed=0, shuffle=True, repeat=True)
     rows = slice(process_id * 16 // num_processes, (process_id + 1) * 16 // num_processes)

@@ -1,7 +1,5 @@
 """The sharded train step: 8 devices == 1 device, finite-guard, schedule."""
 
-import functools
-
 import jax
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ from moleblend_jax import model as model_lib
 from moleblend_jax.data import pipeline
 from moleblend_jax.train import loop, optim, sharding
 from moleblend_jax.train import state as state_lib
-from moleblend_jax.train.step import pretraining_loss_fn, train_step
+from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
 
 
 def _run_steps(config, devices, batches, num_steps):
@@ -23,16 +21,8 @@ def _run_steps(config, devices, batches, num_steps):
     state, shardings = state_lib.create_sharded_state(
         model, tx, example, jax.random.PRNGKey(0), mesh, model_lib.LOGICAL_AXIS_RULES
     )
-    step_fn = jax.jit(
-        functools.partial(
-            train_step,
-            loss_fn=pretraining_loss_fn(model, dict(config.loss_weights)),
-            tx=tx,
-            schedule=schedule,
-        ),
-        in_shardings=(shardings, sharding.batch_sharding(mesh)),
-        out_shardings=(shardings, sharding.replicated(mesh)),
-        donate_argnums=0,
+    step_fn = jit_train_step(
+        pretraining_loss_fn(model, dict(config.loss_weights)), tx, schedule, shardings, mesh
     )
     losses = []
     for batch in batches[:num_steps]:
@@ -47,15 +37,25 @@ def real_batches(qm9_shards):
     return [next(it) for _ in range(3)]
 
 
-@pytest.mark.parametrize("mesh_shape", [(8, 1), (2, 4)])
-def test_sharded_step_matches_single_device(real_batches, mesh_shape):
-    assert jax.device_count() == 8
+def _sharding_test_config():
     config = small_config()
     # Attention key biases have an exactly-zero true gradient (softmax is shift invariant);
     # with Adam's eps at 1e-8 their float-noise gradients (~1e-11, different per reduction
     # order) become updates of ~lr * 1e-3. eps 1e-6 keeps that noise below the tolerance.
     config.optimizer.eps = 1e-6
-    state_1, metrics_1 = _run_steps(config, jax.devices()[:1], real_batches, 3)
+    return config
+
+
+@pytest.fixture(scope="module")
+def single_device_run(real_batches):
+    return _run_steps(_sharding_test_config(), jax.devices()[:1], real_batches, 3)
+
+
+@pytest.mark.parametrize("mesh_shape", [(8, 1), (2, 4)])
+def test_sharded_step_matches_single_device(real_batches, single_device_run, mesh_shape):
+    assert jax.device_count() == 8
+    state_1, metrics_1 = single_device_run
+    config = _sharding_test_config()
     config.mesh.data, config.mesh.fsdp = mesh_shape
     state_8, metrics_8 = _run_steps(config, jax.devices(), real_batches, 3)
     for m1, m8 in zip(metrics_1, metrics_8, strict=True):

@@ -4,7 +4,6 @@ Reuses the pretraining machinery: the same optimizer, sharded `train_step`, mesh
 writer; only the loss and the model head differ.
 """
 
-import functools
 import json
 import logging
 import pathlib
@@ -23,7 +22,7 @@ from moleblend_jax.model import LOGICAL_AXIS_RULES
 from moleblend_jax.train import checkpoint, optim, sharding
 from moleblend_jax.train import state as state_lib
 from moleblend_jax.train.metrics_writer import MetricWriter
-from moleblend_jax.train.step import train_step
+from moleblend_jax.train.step import jit_train_step
 
 HARTREE_QM9_TASKS = frozenset(t[0] for t in datasets.QM9_TARGETS if t[2] != 1.0)
 
@@ -230,15 +229,7 @@ def _run_seed(
         state = state.replace(params=jax.device_put(params, shardings.params))
         logging.info("Loaded pretrained encoder; dropped %s", dropped)
 
-    batch_sharding = sharding.batch_sharding(mesh)
-    step_fn = jax.jit(
-        functools.partial(
-            train_step, loss_fn=finetune_loss_fn(model, classification), tx=tx, schedule=schedule
-        ),
-        in_shardings=(shardings, batch_sharding),
-        out_shardings=(shardings, sharding.replicated(mesh)),
-        donate_argnums=0,
-    )
+    step_fn = jit_train_step(finetune_loss_fn(model, classification), tx, schedule, shardings, mesh)
     predict = jax.jit(lambda params, batch: model.apply({"params": params}, batch, train=False))
     eval_batches = {
         name: make_batches(parts[name], config.batch_size, buckets) for name in ("valid", "test")

@@ -1,6 +1,5 @@
 """The pretraining loop: data, sharded state, jitted step, logging, checkpoints, resume."""
 
-import functools
 import logging
 import pathlib
 import signal
@@ -17,7 +16,7 @@ from moleblend_jax.train import optim, sharding
 from moleblend_jax.train import state as state_lib
 from moleblend_jax.train.checkpoint import Checkpointer
 from moleblend_jax.train.metrics_writer import MetricWriter, plot_loss_curve
-from moleblend_jax.train.step import pretraining_loss_fn, train_step
+from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
 
 LOSS_TERMS = ("spd", "edge", "direction", "denoise")
 
@@ -132,17 +131,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         num_shards_total=num_processes,
         start_batch=start_step,
     )
-    batch_sharding = sharding.batch_sharding(mesh)
-    jitted_step = jax.jit(
-        functools.partial(
-            train_step,
-            loss_fn=pretraining_loss_fn(model, dict(config.loss_weights)),
-            tx=tx,
-            schedule=schedule,
-        ),
-        in_shardings=(state_shardings, batch_sharding),
-        out_shardings=(state_shardings, sharding.replicated(mesh)),
-        donate_argnums=0,
+    jitted_step = jit_train_step(
+        pretraining_loss_fn(model, dict(config.loss_weights)), tx, schedule, state_shardings, mesh
     )
 
     preempted, restore_sigterm = _install_sigterm_flag()

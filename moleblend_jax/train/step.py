@@ -1,5 +1,6 @@
 """One optimizer step, shared by pretraining and fine-tuning: loss, backward, clip, AdamW."""
 
+import functools
 from collections.abc import Callable, Mapping
 
 import flax.linen as nn
@@ -7,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from moleblend_jax.train import sharding
 from moleblend_jax.train.losses import pretraining_losses
 from moleblend_jax.train.state import TrainState
 
@@ -62,3 +64,20 @@ def train_step(
     metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
     metrics["is_finite"] = is_finite.astype(jnp.float32)
     return new_state, metrics
+
+
+def jit_train_step(
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    state_shardings,
+    mesh: jax.sharding.Mesh,
+):
+    """`train_step` compiled over `mesh`: state in its shardings (donated), batch split along
+    the batch dimension over all devices, metrics replicated."""
+    return jax.jit(
+        functools.partial(train_step, loss_fn=loss_fn, tx=tx, schedule=schedule),
+        in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(state_shardings, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
