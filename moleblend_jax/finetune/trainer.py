@@ -64,7 +64,7 @@ def featurize(smiles, labels, *, needs_3d: bool, max_atoms: int) -> tuple[list[d
                 max_atoms=max_atoms,
             )
         except SkipMolecule as skip:
-            skipped[str(skip)] = skipped.get(str(skip), 0) + 1
+            skipped[skip.reason] = skipped.get(skip.reason, 0) + 1
             continue
         records.append(record)
     return records, skipped
