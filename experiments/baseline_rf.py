@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # Run as a script from a checkout: make the packa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from moleblend_jax.finetune import datasets, metrics, splits  # noqa: E402
+from moleblend_jax.finetune.results import summarize  # noqa: E402
 
 _DATASET = flags.DEFINE_string("dataset", None, "Registered data set name.", required=True)
 _PATH = flags.DEFINE_string("path", None, "MoleculeNet CSV; default: the bundled copy.")
@@ -125,21 +126,13 @@ def run(
                 "seconds": round(time.time() - start, 1),
             }
         )
-    valid = np.array([s["valid"] for s in per_seed])
-    test = np.array([s["test"] for s in per_seed])
-    return {
-        "dataset": spec.name,
-        "metric": spec.metric,
-        "higher_is_better": spec.higher_is_better,
-        "split": split_kind,
-        "init": "rf_baseline",
-        "init_checkpoint": None,
-        "seeds": per_seed,
-        "test_mean": float(test.mean()),
-        "test_std": float(test.std()),
-        "valid_mean": float(valid.mean()),
-        "valid_std": float(valid.std()),
-        "config": {
+    return summarize(
+        spec,
+        split_kind,
+        init="rf_baseline",
+        init_checkpoint=None,
+        seeds=per_seed,
+        config={
             "model": "RandomForest",
             "n_estimators": n_estimators,
             "fingerprint": f"morgan r={radius} {bits} bits",
@@ -147,7 +140,7 @@ def run(
             "tasks": task_names,
             "source": path or "bundled",
         },
-    }
+    )
 
 
 def main(argv: Sequence[str]) -> None:

@@ -18,6 +18,7 @@ from moleblend_jax.chem import SkipMolecule, smiles_to_record
 from moleblend_jax.data import pad_batch
 from moleblend_jax.finetune import datasets, metrics, splits
 from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
+from moleblend_jax.finetune.results import summarize
 from moleblend_jax.model import LOGICAL_AXIS_RULES
 from moleblend_jax.train import checkpoint, optim, sharding
 from moleblend_jax.train import state as state_lib
@@ -185,7 +186,17 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
             )
         )
     writer.close()
-    results = _aggregate(config, spec, split_kind, seeds, len(records), skipped, task_names)
+    results = summarize(
+        spec,
+        split_kind,
+        init="pretrained" if config.init_checkpoint else "scratch",
+        init_checkpoint=config.init_checkpoint,
+        seeds=seeds,
+        config=config.to_dict(),
+        tasks=list(task_names),
+        num_molecules=len(records),
+        skipped=skipped,
+    )
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
@@ -283,25 +294,3 @@ def _evaluate(predict, params, batches, standardizer, classification, metric_nam
             metric_name, np.concatenate(labels), np.concatenate(preds), np.concatenate(masks)
         )[0]
     )
-
-
-def _aggregate(config, spec, split_kind, seeds, num_molecules, skipped, task_names) -> dict:
-    tests = np.array([s["test"] for s in seeds])
-    valids = np.array([s["valid"] for s in seeds])
-    return {
-        "dataset": spec.name,
-        "metric": spec.metric,
-        "higher_is_better": spec.higher_is_better,
-        "split": split_kind,
-        "init": "pretrained" if config.init_checkpoint else "scratch",
-        "init_checkpoint": config.init_checkpoint,
-        "tasks": list(task_names),
-        "num_molecules": num_molecules,
-        "skipped": skipped,
-        "seeds": seeds,
-        "test_mean": float(tests.mean()),
-        "test_std": float(tests.std()),
-        "valid_mean": float(valids.mean()),
-        "valid_std": float(valids.std()),
-        "config": config.to_dict(),
-    }

@@ -1,0 +1,37 @@
+"""The results.json format shared by fine-tuning and the baselines (read by compare.py)."""
+
+import numpy as np
+
+from moleblend_jax.finetune.datasets import DatasetSpec
+
+
+def summarize(
+    spec: DatasetSpec,
+    split_kind: str,
+    init: str,
+    init_checkpoint: str | None,
+    seeds: list[dict],
+    config: dict,
+    **extra,
+) -> dict:
+    """Per-seed results (each with "valid" and "test") -> the results.json dict.
+
+    Mean and std (ddof 0) over seeds; `extra` keys go beside the standard ones.
+    """
+    test = np.array([s["test"] for s in seeds])
+    valid = np.array([s["valid"] for s in seeds])
+    return {
+        "dataset": spec.name,
+        "metric": spec.metric,
+        "higher_is_better": spec.higher_is_better,
+        "split": split_kind,
+        "init": init,
+        "init_checkpoint": init_checkpoint,
+        **extra,
+        "seeds": seeds,
+        "test_mean": float(test.mean()),
+        "test_std": float(test.std()),
+        "valid_mean": float(valid.mean()),
+        "valid_std": float(valid.std()),
+        "config": config,
+    }
