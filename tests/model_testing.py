@@ -308,7 +308,7 @@ def np_encoder(p, cfg, batch, pair_modality, node_3d, coords=None):
     node = np.where(node_3d[..., None], centrality, degree_emb)
     spd_b = np_spd_bias(p["spd_bias"]["embed"]["embedding"], spd)
     edge_b = np_edge_bias(
-        p["edge_bias"]["bond_embed"]["embedding"],
+        p["edge_bias"]["embedding"],
         p["edge_bias"]["hop_weights"],
         batch["path_edges"],
         spd,

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from moleblend_jax.model import heads
-from moleblend_jax.model.layers import pair_geometry
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 B, N, D, H = 2, 5, 32, 4
@@ -44,9 +43,8 @@ def test_direction_head_matches_numpy(inputs):
 @pytest.mark.parametrize("tied", [False, True])
 def test_denoise_head_matches_numpy(inputs, tied):
     h, mask, coords, bias = inputs
-    _, unit = pair_geometry(coords)
     module = heads.DenoiseHead(H, 0.1, tied, jnp.float32)
-    args = (h, bias, unit, mask, False)
+    args = (h, bias, coords, mask, False)
     params = mt.random_params(module, *args)
     got = module.apply({"params": params}, *args)
     want = mt.np_denoise_head(params, h, bias, coords, mask, H, tied=tied)
@@ -57,11 +55,10 @@ def _rotation_error(tied, inputs):
     h, mask, coords, bias = inputs
     module = heads.DenoiseHead(H, 0.0, tied, jnp.float32)
     rot = mt.rotation_matrix(1).astype(np.float32)
-    _, unit = pair_geometry(coords)
-    params = mt.random_params(module, h, bias, unit, mask, False)
+    params = mt.random_params(module, h, bias, coords, mask, False)
     moved = (coords @ rot.T + np.array([1.0, -2.0, 0.5], np.float32)) * mask[..., None]
-    out = module.apply({"params": params}, h, bias, unit, mask, False)
-    out_moved = module.apply({"params": params}, h, bias, pair_geometry(moved)[1], mask, False)
+    out = module.apply({"params": params}, h, bias, coords, mask, False)
+    out_moved = module.apply({"params": params}, h, bias, moved, mask, False)
     return float(np.abs(np.asarray(out) @ rot.T - np.asarray(out_moved)).max()), float(
         np.abs(out).max()
     )

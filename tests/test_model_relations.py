@@ -30,9 +30,7 @@ def test_edge_bias_matches_numpy(batch):
     args = (batch["path_edges"], batch["spd"])
     params = mt.random_params(module, *args)
     got = module.apply({"params": params}, *args)
-    want = mt.np_edge_bias(
-        params["bond_embed"]["embedding"], params["hop_weights"], *args, max_hops=5
-    )
+    want = mt.np_edge_bias(params["embedding"], params["hop_weights"], *args, max_hops=5)
     np.testing.assert_allclose(got, want, **TOL)
 
 

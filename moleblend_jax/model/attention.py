@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from moleblend_jax.model.layers import Dtype, dense, masked_softmax
+from moleblend_jax.model.layers import Dropout, Dtype, dense, masked_softmax
 
 
 def split_heads(x: jax.Array, num_heads: int) -> jax.Array:
@@ -36,7 +36,7 @@ class BiasedSelfAttention(nn.Module):
         v = split_heads(proj("value")(x), self.num_heads)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         probs = masked_softmax(logits + bias, key_mask)
-        probs = nn.Dropout(self.dropout_rate)(probs, deterministic=not train)
+        probs = Dropout(self.dropout_rate)(probs, deterministic=not train)
         context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
         context = context.reshape(*x.shape[:-1], hidden)
         return dense(hidden, ("kv", "embed"), std=self.init_std, dtype=self.dtype, name="out")(

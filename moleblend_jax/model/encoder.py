@@ -21,7 +21,7 @@ from moleblend_jax.model.embeddings import (
     with_graph_token_bias,
 )
 from moleblend_jax.model.encoder_layer import EncoderLayer
-from moleblend_jax.model.layers import LayerNorm32, pair_geometry
+from moleblend_jax.model.layers import Dropout, LayerNorm32, pair_geometry
 from moleblend_jax.model.relations import (
     Centrality,
     EdgeBias,
@@ -143,7 +143,7 @@ class MoleBlendEncoder(nn.Module):
         tokens = jnp.broadcast_to(token, (batch_size, 1, cfg.hidden_dim))
         x = jnp.concatenate([tokens, atoms + node_term], axis=1)
         x = LayerNorm32(cfg.layer_norm_eps, dtype, name="input_norm")(x)
-        x = nn.Dropout(cfg.embedding_dropout)(x, deterministic=not train)
+        x = Dropout(cfg.embedding_dropout)(x, deterministic=not train)
 
         # SPEC 2: one bias tensor, computed once, added in every layer. The graph token is a key
         # of every row, so no row is ever fully masked.

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from moleblend_jax.model.attention import BiasedSelfAttention
-from moleblend_jax.model.layers import Dtype, LayerNorm32, dense, gelu
+from moleblend_jax.model.layers import Dropout, Dtype, LayerNorm32, dense, gelu
 
 
 class DropPath(nn.Module):
@@ -47,13 +47,13 @@ class EncoderLayer(nn.Module):
         attended = BiasedSelfAttention(
             self.num_heads, self.attention_dropout, self.dtype, self.init_std, name="attention"
         )(x, bias, key_mask, train)
-        attended = nn.Dropout(self.residual_dropout)(attended, deterministic=deterministic)
+        attended = Dropout(self.residual_dropout)(attended, deterministic=deterministic)
         attended = DropPath(self.drop_path_rate, name="attention_drop_path")(attended, train)
         x = LayerNorm32(self.layer_norm_eps, self.dtype, name="attention_norm")(x + attended)
 
         ffn = dense(self.ffn_dim, ("embed", "mlp"), std=self.init_std, dtype=self.dtype, name="fc1")
         out = dense(hidden, ("mlp", "embed"), std=self.init_std, dtype=self.dtype, name="fc2")
-        h = nn.Dropout(self.activation_dropout)(gelu(ffn(x)), deterministic=deterministic)
-        h = nn.Dropout(self.residual_dropout)(out(h), deterministic=deterministic)
+        h = Dropout(self.activation_dropout)(gelu(ffn(x)), deterministic=deterministic)
+        h = Dropout(self.residual_dropout)(out(h), deterministic=deterministic)
         h = DropPath(self.drop_path_rate, name="ffn_drop_path")(h, train)
         return LayerNorm32(self.layer_norm_eps, self.dtype, name="ffn_norm")(x + h)

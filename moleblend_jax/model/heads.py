@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from moleblend_jax.model.attention import split_heads
 from moleblend_jax.model.layers import (
+    Dropout,
     Dtype,
     LayerNorm32,
     dense,
@@ -18,6 +19,7 @@ from moleblend_jax.model.layers import (
     logical,
     masked_softmax,
     normal_init,
+    pair_geometry,
 )
 
 AXES = ("x", "y", "z")
@@ -71,14 +73,18 @@ def outer_product_linear(
     """[B, N, P] r, [B, N, P] c, [P*P, O] kernel, [O] bias -> [B, N, N, O] float32.
 
     Equals flatten(r_i outer c_j) @ kernel + bias (row-major flatten, as torch) without
-    materialising the [B, N, N, P*P] pair features (SPEC 9).
+    materialising the [B, N, N, P*P] pair features (SPEC 9). Two plain matmuls in the
+    layouts XLA:CPU runs fastest: [B*N, P] @ [P, O*P], then per molecule [N*O, P] @ [P, N].
     """
-    p = row.shape[-1]
-    weight = kernel.reshape(p, p, -1).astype(dtype)
-    row_weight = jnp.einsum("bip,pqo->bioq", row.astype(dtype), weight)
+    batch, num_atoms, p = row.shape
+    out_features = kernel.shape[-1]
+    weight = kernel.reshape(p, p, out_features).transpose(0, 2, 1).reshape(p, out_features * p)
+    row_weight = row.reshape(batch * num_atoms, p).astype(dtype) @ weight.astype(dtype)
+    row_weight = row_weight.reshape(batch, num_atoms * out_features, p)  # [b, (i, o), q]
     out = jnp.einsum(
-        "bioq,bjq->bijo", row_weight, col.astype(dtype), preferred_element_type=jnp.float32
+        "bxq,bjq->bxj", row_weight, col.astype(dtype), preferred_element_type=jnp.float32
     )
+    out = out.reshape(batch, num_atoms, out_features, num_atoms).transpose(0, 1, 3, 2)
     return out + bias
 
 
@@ -148,12 +154,12 @@ class DenoiseHead(nn.Module):
         self,
         h: jax.Array,
         atom_bias: jax.Array,
-        unit: jax.Array,
+        coords: jax.Array,
         atom_mask: jax.Array,
         train: bool,
     ) -> jax.Array:
-        """[B, N, D] states, [B, H, N, N] fp32 bias, [B, N, N, 3] unit r_i->r_j, [B, N] bool
-        -> [B, N, 3] float32 predicted noise (zero at padding)."""
+        """[B, N, D] states, [B, H, N, N] fp32 bias, [B, N, 3] coordinates (the noisy ones in
+        pretraining), [B, N] bool -> [B, N, 3] float32 predicted noise (zero at padding)."""
         hidden = h.shape[-1]
         head_dim = hidden // self.num_heads
 
@@ -163,13 +169,12 @@ class DenoiseHead(nn.Module):
         h = h.astype(self.dtype)
         q = split_heads(proj("query")(h), self.num_heads) * jnp.asarray(head_dim**-0.5, self.dtype)
         k = split_heads(proj("key")(h), self.num_heads)
-        v = split_heads(proj("value")(h), self.num_heads)
+        v = split_heads(proj("value")(h), self.num_heads).astype(jnp.float32)  # [B, N, H, d]
         logits = jnp.einsum("bihd,bjhd->bhij", q, k, preferred_element_type=jnp.float32)
         probs = masked_softmax(logits + atom_bias, atom_mask)
-        probs = nn.Dropout(self.dropout_rate)(probs, deterministic=not train)
-        directed = probs[..., None] * unit[:, None].astype(jnp.float32)  # [B, H, N, N, 3]
-        x = jnp.einsum("bhija,bjhd->biahd", directed.astype(self.dtype), v)
-        x = x.reshape(*x.shape[:3], hidden)  # [B, N, 3, D]
+        probs = Dropout(self.dropout_rate)(probs, deterministic=not train)
+        x = _sum_over_unit_vectors(probs, coords, atom_mask, v)  # [B, N, 3, H, d]
+        x = x.reshape(*x.shape[:3], hidden).astype(self.dtype)
         if self.tied:
             out = dense(
                 1,
@@ -194,3 +199,29 @@ class DenoiseHead(nn.Module):
                 axis=-1,
             )
         return jnp.where(atom_mask[..., None], out.astype(jnp.float32), 0.0)
+
+
+def _sum_over_unit_vectors(
+    probs: jax.Array, coords: jax.Array, atom_mask: jax.Array, values: jax.Array
+) -> jax.Array:
+    """sum_j alpha_ij u_ij[a] v_j: [B, H, N, N] alpha, [B, N, 3], [B, N] bool, [B, N, H, d]
+    -> [B, N, 3, H, d] float32, with u_ij the unit vector r_i -> r_j (0 when r_i = r_j).
+
+    Expanded as sum_j w_ij r_j[a] v_j - r_i[a] sum_j w_ij v_j with w_ij = alpha_ij / d_ij: one
+    [N, N] @ [N, 4 d] matmul per head instead of a [B, H, N, N, 3] tensor and its transposes.
+    Coordinates are centred first so the subtraction cancels little; all in float32.
+    """
+    mask = atom_mask[..., None].astype(jnp.float32)
+    coords = coords.astype(jnp.float32)
+    centroid = jnp.sum(coords * mask, axis=1, keepdims=True) / jnp.maximum(
+        jnp.sum(mask, axis=1, keepdims=True), 1.0
+    )
+    coords = (coords - centroid) * mask
+    distance, _ = pair_geometry(coords)
+    weights = (
+        probs * jnp.where(distance > 0, 1.0 / jnp.where(distance > 0, distance, 1.0), 0.0)[:, None]
+    )
+    moments = jnp.concatenate([coords, jnp.ones_like(coords[..., :1])], axis=-1)  # [B, N, 4]
+    weighted_values = moments[:, :, None, :, None] * values[:, :, :, None, :]  # [B, N, H, 4, d]
+    sums = jnp.einsum("bhij,bjhad->biahd", weights, weighted_values)  # [B, N, 4, H, d]
+    return sums[:, :, :3] - coords[:, :, :, None, None] * sums[:, :, 3:]

@@ -15,7 +15,6 @@ from moleblend_jax.model.blend import (
 )
 from moleblend_jax.model.encoder import MoleBlendEncoder
 from moleblend_jax.model.heads import DenoiseHead, DirectionHead, PairHead
-from moleblend_jax.model.layers import pair_geometry
 
 
 class MoleBlend(nn.Module):
@@ -98,7 +97,6 @@ class MoleBlend(nn.Module):
         direction = DirectionHead(cfg.direction_hidden_dim, *pair_args, name="direction_head")(
             atom_repr
         )
-        _, unit = pair_geometry(noisy_coords)
         denoise = DenoiseHead(
             cfg.num_heads,
             cfg.denoise_attention_dropout,
@@ -106,7 +104,7 @@ class MoleBlend(nn.Module):
             dtype,
             std,
             name="denoise_head",
-        )(atom_repr, atom_bias, unit, atom_mask, train)
+        )(atom_repr, atom_bias, noisy_coords, atom_mask, train)
         return {
             "graph_repr": graph_repr,
             "atom_repr": atom_repr,

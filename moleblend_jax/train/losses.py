@@ -63,7 +63,10 @@ def reachable_pairs(batch: Mapping, unreachable_spd: int = UNREACHABLE_SPD) -> j
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """[..., C] logits, [...] int labels -> [...] fp32 negative log-likelihood."""
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    # A one-hot product fuses with the softmax; take_along_axis would gather here and
+    # scatter-add a dense zero tensor in the backward pass (slow on XLA:CPU).
+    one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+    return -jnp.sum(log_probs * one_hot, axis=-1)
 
 
 def spd_targets(spd: jax.Array, num_classes: int) -> jax.Array:
