@@ -60,13 +60,19 @@ def reachable_pairs(batch: Mapping, unreachable_spd: int = UNREACHABLE_SPD) -> j
     return real_pairs(batch) & (spd >= 2) & (spd != unreachable_spd + 1)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """[..., C] logits, [...] int labels -> [...] fp32 negative log-likelihood."""
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    # A one-hot product fuses with the softmax; take_along_axis would gather here and
-    # scatter-add a dense zero tensor in the backward pass (slow on XLA:CPU).
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """[..., C] logits, [...] int labels -> ([...] fp32 negative log-likelihood, [...] bool
+    whether the label has the largest logit, i.e. argmax == label barring exact ties).
+
+    The label logit is picked with a one-hot product (a gather here would scatter-add a dense
+    zero tensor in the backward pass) and the accuracy reuses the softmax's max.
+    """
+    logits = logits.astype(jnp.float32)
+    shifted = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    log_partition = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1))
     one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
-    return -jnp.sum(log_probs * one_hot, axis=-1)
+    label_logit = jnp.sum(shifted * one_hot, axis=-1)
+    return log_partition - label_logit, label_logit >= 0.0
 
 
 def spd_targets(spd: jax.Array, num_classes: int) -> jax.Array:
@@ -137,13 +143,15 @@ def pretraining_losses(
 
     spd_logits = outputs["spd_logits"]
     spd_labels = spd_targets(spd, spd_logits.shape[-1])
-    spd_loss = masked_mean(cross_entropy(spd_logits, spd_labels), pairs)
-    spd_accuracy = masked_mean(jnp.argmax(spd_logits, -1) == spd_labels, pairs)
+    spd_nll, spd_correct = cross_entropy(spd_logits, spd_labels)
+    spd_loss = masked_mean(spd_nll, pairs)
+    spd_accuracy = masked_mean(spd_correct, pairs)
 
     edge_logits = outputs["edge_logits"]
     edge_labels, edge_valid = edge_targets(batch["path_edges"], spd, pairs)
-    edge_loss = masked_mean(cross_entropy(edge_logits, edge_labels), edge_valid)
-    edge_accuracy = masked_mean(jnp.argmax(edge_logits, -1) == edge_labels, edge_valid)
+    edge_nll, edge_correct = cross_entropy(edge_logits, edge_labels)
+    edge_loss = masked_mean(edge_nll, edge_valid)
+    edge_accuracy = masked_mean(edge_correct, edge_valid)
 
     coord_atoms = atoms_with_coords(batch)
     coord_pairs = real_pairs(batch) & coord_atoms[:, :, None] & coord_atoms[:, None, :]
