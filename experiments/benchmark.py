@@ -67,6 +67,22 @@ def real_batch(batch_size: int, num_atoms: int) -> dict[str, np.ndarray]:
     return pad_batch(chosen, num_atoms, batch_size)
 
 
+def measured_matmul_flops(dtype: str = "float32", size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of one large square matmul on the default device (median): the practical peak
+    a compute-bound train step can approach here."""
+    import jax.numpy as jnp
+
+    a = jnp.ones((size, size), dtype)
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, a).block_until_ready()
+    durations = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        durations.append(time.perf_counter() - start)
+    return 2 * size**3 / float(np.median(durations))
+
+
 def machine_info() -> dict:
     cpu = platform.processor()
     try:
@@ -153,6 +169,13 @@ def time_step(variant: str, dtype: str, batch_np: dict) -> dict:
     peak = next((p[dtype] for k, p in PEAK_FLOPS.items() if k in device.device_kind), None)
     if peak and "xla_flops_per_step" in result:
         result["mfu"] = result["xla_flops_per_step"] / median_s / peak
+    if "xla_flops_per_step" in result:
+        # Throughput if every FLOP ran at the measured large-matmul rate: an upper bound.
+        matmul_flops = measured_matmul_flops(dtype)
+        result["matmul_peak_flops_measured"] = round(matmul_flops / 1e9, 1) * 1e9
+        result["molecules_per_s_at_matmul_peak"] = round(
+            batch_size * matmul_flops / result["xla_flops_per_step"], 1
+        )
     return result
 
 

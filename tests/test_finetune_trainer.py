@@ -111,4 +111,7 @@ def test_short_finetuning_run_improves_validation(tmp_path):
     assert lines[best["best_epoch"] - 1]["valid"] == best["valid"]
     assert lines[best["best_epoch"] - 1]["test"] == best["test"]
     assert results["metric"] == "rmse" and results["init"] == "scratch"
+    # One task: its per-task RMSE is the headline number.
+    assert best["test_per_task"] == {results["tasks"][0]: best["test"]}
+    assert results["test_per_task_mean"] == {results["tasks"][0]: results["test_mean"]}
     assert (tmp_path / "split_scaffold_seed0.json").exists()

@@ -16,10 +16,16 @@ def summarize(
 ) -> dict:
     """Per-seed results (each with "valid" and "test") -> the results.json dict.
 
-    Mean and std (ddof 0) over seeds; `extra` keys go beside the standard ones.
+    Mean and std (ddof 0) over seeds; `extra` keys go beside the standard ones. Seeds with a
+    "test_per_task" dict (task -> metric) also give "test_per_task_mean".
     """
     test = np.array([s["test"] for s in seeds])
     valid = np.array([s["valid"] for s in seeds])
+    if seeds and all("test_per_task" in s for s in seeds):
+        tasks = seeds[0]["test_per_task"]
+        extra["test_per_task_mean"] = {
+            t: float(np.mean([s["test_per_task"][t] for s in seeds])) for t in tasks
+        }
     return {
         "dataset": spec.name,
         "metric": spec.metric,
