@@ -12,10 +12,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import collections  # noqa: E402
+import glob  # noqa: E402
+import gzip  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import resource  # noqa: E402
 import time  # noqa: E402
 
@@ -30,6 +34,12 @@ flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Activation dtypes to time.
 flags.DEFINE_integer("batch_size", 32, "Molecules per step.")
 flags.DEFINE_integer("num_atoms", 32, "Padded atom count.")
 flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
+flags.DEFINE_string(
+    "profile_dir",
+    None,
+    "If set, trace 3 steps with jax.profiler into this directory and add the time per model "
+    "module (forward / backward) to the JSON.",
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Peak dense throughput used for MFU, by device kind substring and dtype (FLOP/s).
@@ -81,6 +91,42 @@ def measured_matmul_flops(dtype: str = "float32", size: int = 2048, repeats: int
         matmul(a, a).block_until_ready()
         durations.append(time.perf_counter() - start)
     return 2 * size**3 / float(np.median(durations))
+
+
+def profile_by_module(compiled, run_step, trace_dir: str, num_steps: int = 3) -> dict:
+    """ms per step spent in each top-level model module, forward and backward, from a
+    jax.profiler trace of `num_steps` calls of `run_step`.
+
+    Kernels are mapped to modules through the op_name metadata of the compiled HLO; the sum
+    can exceed the step time where the runtime runs independent kernels concurrently.
+    """
+    op_names = {}
+    for match in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*$", compiled.as_text(), re.M):
+        name = re.search(r'op_name="([^"]*)"', match.group(0))
+        if name:
+            op_names[match.group(1)] = name.group(1)
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        for _ in range(num_steps):
+            run_step()
+    trace_file = max(
+        glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True), key=os.path.getmtime
+    )
+    with gzip.open(trace_file) as f:
+        events = json.load(f)["traceEvents"]
+    totals = collections.Counter()
+    for event in events:
+        op_name = op_names.get(event.get("name")) if event.get("ph") == "X" else None
+        if op_name is None:
+            continue
+        op_name = op_name.split("/", 1)[-1]  # Drop "jit(train_step)".
+        direction = "backward" if op_name.startswith("transpose(") else "forward"
+        parts = [p for p in re.split(r"[/()]", op_name) if p]
+        parts = [p for p in parts if p not in ("transpose", "jvp", "MoleBlend", "encoder")]
+        module = re.sub(r"^layer_\d+$", "transformer_layers", parts[0]) if parts else "other"
+        if not module.endswith(("_head", "_bias", "_basis", "_embed", "layers", "centrality")):
+            module = "losses_optimizer_other"
+        totals[f"{module} ({direction})"] += event["dur"] / 1000 / num_steps
+    return {k: round(v, 1) for k, v in totals.most_common()}
 
 
 def machine_info() -> dict:
@@ -166,6 +212,15 @@ def time_step(variant: str, dtype: str, batch_np: dict) -> dict:
     if stats and "peak_bytes_in_use" in stats:
         result["peak_device_bytes"] = int(stats["peak_bytes_in_use"])
     result["peak_host_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if FLAGS.profile_dir:
+
+        def run_step():
+            nonlocal state
+            state, step_metrics = compiled(state, batch)
+            jax.block_until_ready(step_metrics)
+
+        trace_dir = f"{FLAGS.profile_dir}/{variant}_{dtype}"
+        result["profile_ms_per_step"] = profile_by_module(compiled, run_step, trace_dir)
     peak = next((p[dtype] for k, p in PEAK_FLOPS.items() if k in device.device_kind), None)
     if peak and "xla_flops_per_step" in result:
         result["mfu"] = result["xla_flops_per_step"] / median_s / peak
