@@ -114,3 +114,31 @@ def test_corrupt_shard_named_by_pipeline(tmp_path):
     open(path, "wb").write(bytes(data))
     with pytest.raises(CorruptRecordError, match=meta["shards"][0]["file"]):
         list(make_batches(out, 16, (16,), seed=0, repeat=False, drop_remainder=False))
+
+
+def test_salts_rings_and_long_paths_equal_pad_batch(tmp_path):
+    # Unreachable pairs, single atoms, paths longer than 5 bonds, more bonds than atoms (cubane)
+    # and several buckets with partial batches.
+    smiles = [
+        "[Na+].[Cl-]",
+        "C",
+        "CC(=O)[O-].[Na+]",
+        "C1CCCCCCCCCCCC1.CCO",
+        "C12C3C4C1C5C2C3C45",
+        "c1ccc2ccccc2c1",
+        "[NH4+].[O-][N+](=O)[O-]",
+        "CCCCCCCCCCCC",
+        "O=C([O-])c1ccccc1.[K+]",
+    ]
+    path = tmp_path / "mols.smi"
+    path.write_text("".join(f"{s} m{i}\n" for i, s in enumerate(smiles)))
+    out = str(tmp_path / "d")
+    build_shards(str(path), out, num_shards=2, workers=1, conformers="none", progress=False)
+    records = {int(r["id"]): r for r in iter_records(out)}
+    seen = []
+    for batch in make_batches(out, 4, (2, 8, 16), seed=1, repeat=False, drop_remainder=False):
+        ids = batch["id"][batch["mol_mask"]]
+        expected = pad_batch([records[int(i)] for i in ids], batch["atom_mask"].shape[1], 4)
+        _assert_batches_equal(batch, expected)
+        seen.extend(ids.tolist())
+    assert sorted(seen) == sorted(records) and len(records) == len(smiles)

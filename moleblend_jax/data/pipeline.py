@@ -32,161 +32,127 @@ from moleblend_jax.data.schema import (  # noqa: E402
 tf.config.set_visible_devices([], "GPU")
 tf.get_logger().setLevel("ERROR")
 
-_KEY_BATCH = 1024  # Records parsed together to read their atom counts.
+_CHUNK = 1024  # Records bucketed together (one parse of their atom counts).
 
-
-def _ragged(strings: tf.Tensor, dtype: tf.DType) -> tf.RaggedTensor:
-    """[b] byte strings -> [b, (len)] ragged values, decoded in one op for the whole batch."""
-    flat = tf.io.decode_raw(tf.strings.reduce_join(strings), dtype)
-    lengths = tf.strings.length(strings) // dtype.size
-    return tf.RaggedTensor.from_row_lengths(flat, tf.cast(lengths, tf.int64))
-
-
-def _square(strings: tf.Tensor, n: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-    """[b] flat uint8 [n_i, n_i] blobs -> [b, size, size] int32 (0 outside [n_i, n_i])."""
-    b = tf.shape(strings)[0]
-    flat = _ragged(strings, tf.uint8).to_tensor()
-    flat = tf.concat([tf.cast(flat, tf.int32), tf.zeros([b, 1], tf.int32)], axis=1)
-    rows = tf.range(size)[None, :, None]
-    cols = tf.range(size)[None, None, :]
-    n = n[:, None, None]
-    inside = (rows < n) & (cols < n)
-    index = tf.where(inside, rows * n + cols, tf.shape(flat)[1] - 1)  # Last column is 0.
-    # int64 indices: TF's CPU gather is several times slower with int32 ones.
-    return tf.gather(flat, tf.cast(index, tf.int64), batch_dims=1)
+_shl, _shr = tf.bitwise.left_shift, tf.bitwise.right_shift
 
 
 @tf.function(jit_compile=True)
-def _walk_paths(next_hop, hops, ends, feats, n_bonds):
-    """Dense part of the path-edge decode, compiled by XLA (one fused kernel per bucket shape
-    instead of ~40 small TF ops).
+def _pad_graphs(atoms, spd, next_hop, ends, feats, n, n_bonds):
+    """Graph tensors of one batch, compiled by XLA (one fused program per bucket shape).
 
-    next_hop, hops [b, N, N] int32; ends [b, E, 2], feats [b, E, 3] raw ids (padded rows
-    beyond n_bonds [b]) -> [b, N, N, 5, 3] bond-feature ids + 1, 0 past each path.
+    atoms [B, N, 9] uint8 raw ids; spd, next_hop [B, N * N] uint8 flat [n_i, n_i] blobs (stored
+    hops, next atom on the path); ends [B, E, 2], feats [B, E, 3] uint8 raw ids (rows past
+    n_bonds [B] ignored); n [B] atom counts (0 for filler molecules). Returns atom_features
+    [B, N, 9], atom_mask [B, N], spd [B, N, N] and path_edges [B, N, N, 5, 3] (int32 ids + 1).
     """
-    b, size, num_bonds = tf.shape(hops)[0], tf.shape(hops)[1], tf.shape(ends)[1]
-    # Row 0 of the table is "no bond" (all 0); bond k is row k + 1.
-    table = tf.concat([tf.zeros([b, 1, NUM_BOND_FEATURES], tf.int32), feats + 1], axis=1)
-    bond_ids = tf.broadcast_to(tf.range(1, num_bonds + 1)[None], [b, num_bonds])
-    real = bond_ids <= n_bonds[:, None]
-    # [b, N, N] 1-based bond index of each bonded pair, from a one-hot sum over bonds (padded
-    # bonds contribute nothing).
-    atoms = tf.range(size)
-    one_u = tf.cast((ends[..., 0:1] == atoms) & real[..., None], tf.int32)  # [b, E, N]
-    one_v = tf.cast((ends[..., 1:2] == atoms) & real[..., None], tf.int32)
-    weighted = one_u * bond_ids[..., None]
-    bond_index = tf.einsum("beu,bev->buv", weighted, one_v) + tf.einsum(
-        "beu,bev->bvu", weighted, one_v
+    b, size, num_bonds = tf.shape(atoms)[0], tf.shape(atoms)[1], tf.shape(ends)[1]
+    atom = tf.range(size)
+    atom_mask = atom[None] < n[:, None]
+    pair_mask = atom_mask[:, :, None] & atom_mask[:, None, :]
+    # Both [n_i, n_i] blobs re-laid out to [N, N] by one gather (hops | next atom << 8).
+    pairs = tf.cast(spd, tf.int32) | _shl(tf.cast(next_hop, tf.int32), 8)
+    pairs = tf.gather(pairs, atom[:, None] * n[:, None, None] + atom, batch_dims=1)
+    pairs = tf.where(pair_mask, pairs, 0)
+    hops, next_hop = pairs & 255, _shr(pairs, 8)
+
+    # SPEC 1: stored hops (off-diagonal 0 = unreachable) -> hops + 1, unreachable 511.
+    unreachable = pair_mask & (hops == 0) & (atom[:, None] != atom)
+    spd = tf.where(unreachable, UNREACHABLE_SPD + 1, tf.where(pair_mask, hops + 1, 0))
+    hops = tf.where(unreachable, 0, hops)
+
+    # bond_code [B, N, N]: bond-feature ids + 1 of each bonded pair, one byte per feature.
+    feats = tf.cast(feats, tf.int32) + 1
+    code = feats[..., 0] | _shl(feats[..., 1], 8) | _shl(feats[..., 2], 16)
+    ends = tf.cast(ends, tf.int32)
+    first = tf.range(b)[:, None] * size * size
+    index = tf.concat(
+        [first + ends[..., 0] * size + ends[..., 1], first + ends[..., 1] * size + ends[..., 0]],
+        axis=1,
     )
-    rows = tf.range(b)[:, None, None]
-    target = tf.broadcast_to(atoms[None, None, :], [b, size, size])
-    current = tf.broadcast_to(atoms[None, :, None], [b, size, size])
-    batch = tf.broadcast_to(rows, [b, size, size])
-    steps = []
-    for k in range(MAX_PATH_HOPS):
-        on_path = hops > k
-        step = tf.gather_nd(next_hop, tf.stack([batch, current, target], -1))
-        bond = tf.gather_nd(bond_index, tf.stack([batch, current, step], -1))
-        bond = tf.where(on_path, bond, 0)
-        steps.append(tf.gather(table, bond, batch_dims=1))  # [b, N, N, 3]
-        current = tf.where(on_path, step, current)
-    return tf.stack(steps, axis=3)
+    real = tf.range(num_bonds)[None] < n_bonds[:, None]
+    index = tf.where(tf.concat([real, real], 1), index, b * size * size)  # Padding: extra slot.
+    bond_code = tf.scatter_nd(
+        tf.reshape(index, [-1, 1]),
+        tf.reshape(tf.concat([code, code], 1), [-1]),
+        [b * size * size + 1],
+    )
+    bond_code = tf.reshape(bond_code[:-1], [b, size, size])
+
+    # step[b, j, m] = bond code << 8 | next atom of the step from m towards j; a path stays put
+    # (code 0) once at j and on unreachable pairs. Since next_hop follows shortest paths (hops
+    # drop by one per step), walking 5 steps gives the path bonds without per-pair masks.
+    step = _shl(tf.gather(bond_code, next_hop, batch_dims=2), 8) | next_hop
+    step = tf.transpose(tf.where(hops > 0, step, atom[:, None]), [0, 2, 1])
+    current = tf.broadcast_to(atom, [b, size, size])  # [b, j, i]
+    codes = []
+    for _ in range(MAX_PATH_HOPS):
+        taken = tf.gather(step, current, batch_dims=2)
+        codes.append(_shr(taken, 8))
+        current = taken & 255
+    codes = tf.transpose(tf.stack(codes, -1), [0, 2, 1, 3])  # [B, N, N, 5]
+    path_edges = _shr(codes[..., None], tf.constant([0, 8, 16])) & 255
+    atom_features = tf.where(atom_mask[..., None], tf.cast(atoms, tf.int32) + 1, 0)
+    return atom_features, atom_mask, spd, path_edges
 
 
 class BatchDecoder:
-    """Raw serialized records of one batch -> padded batch tensors (docs/batch_format.md)."""
+    """Serialized records of one batch -> padded batch tensors (docs/batch_format.md).
 
-    def __init__(self, batch_size: int, num_labels: int):
-        self.batch_size = batch_size
+    Empty strings decode as filler molecules (all padding, id -1, no labels).
+    """
+
+    def __init__(self, num_labels: int):
         self.num_labels = num_labels
         self.spec = {
-            k: tf.io.FixedLenFeature([], tf.int64)
+            k: tf.io.FixedLenFeature([], tf.int64, default_value=-1 if k == "id" else 0)
             for k in ("id", "n_atoms", "n_bonds", "has_coords")
         }
         for k in ("atom_features", "bond_features", "bond_atoms", "spd", "next_hop", "coords"):
-            self.spec[k] = tf.io.FixedLenFeature([], tf.string)
+            self.spec[k] = tf.io.FixedLenFeature([], tf.string, default_value="")
         if num_labels:
-            self.spec["labels"] = tf.io.FixedLenFeature([], tf.string)
+            missing = np.full(num_labels, np.nan, "<f4").tobytes()
+            self.spec["labels"] = tf.io.FixedLenFeature([], tf.string, default_value=missing)
 
     def __call__(self, raw: tf.Tensor, size: tf.Tensor) -> dict:
-        """raw [b] serialized records (b <= batch_size), size = bucket atom count N."""
+        """raw [B] serialized records or "", size = bucket atom count N."""
         f = tf.io.parse_example(raw, self.spec)
         b = tf.shape(raw)[0]
         size = tf.cast(size, tf.int32)
-        n = tf.cast(f["n_atoms"], tf.int32)
-        atom_mask = tf.range(size)[None, :] < n[:, None]  # [b, N]
+        n_bonds = tf.cast(f["n_bonds"], tf.int32)
+        # Bonds padded to a multiple of N: each bucket compiles once or twice.
+        bonds = (tf.reduce_max(tf.concat([n_bonds, [1]], 0)) + size - 1) // size * size
 
-        atoms = _ragged(f["atom_features"], tf.uint8).to_tensor(shape=[None, None])
-        atoms = tf.pad(tf.cast(atoms, tf.int32), [[0, 0], [0, size * NUM_ATOM_FEATURES]])
-        atoms = tf.reshape(atoms[:, : size * NUM_ATOM_FEATURES], [b, size, NUM_ATOM_FEATURES])
-        atom_features = tf.where(atom_mask[..., None], atoms + 1, 0)
+        def dense(key, dtype, *shape):
+            """[B] blobs -> [B, *shape] values, zero beyond each blob."""
+            length = tf.reduce_prod(shape) * dtype.size
+            return tf.reshape(tf.io.decode_raw(f[key], dtype, fixed_length=length), [b, *shape])
 
-        coords = _ragged(f["coords"], tf.float32).to_tensor()
-        coords = tf.pad(coords, [[0, 0], [0, size * 3]])
-        coords = tf.reshape(coords[:, : size * 3], [b, size, 3])
-
-        # SPEC 1: stored hops (off-diagonal 0 = unreachable) -> hops + 1, unreachable 511.
-        stored = _square(f["spd"], n, size)
-        pair_mask = atom_mask[:, :, None] & atom_mask[:, None, :]
-        eye = tf.eye(size, dtype=tf.bool)[None]
-        unreachable = pair_mask & ~eye & (stored == 0)
-        spd = tf.where(unreachable, UNREACHABLE_SPD + 1, tf.where(pair_mask, stored + 1, 0))
-        hops = tf.where(unreachable, 0, stored)
-
-        path_edges = self._path_edges(f, n, size, hops, b)
+        atom_features, atom_mask, spd, path_edges = _pad_graphs(
+            dense("atom_features", tf.uint8, size, NUM_ATOM_FEATURES),
+            dense("spd", tf.uint8, size * size),
+            dense("next_hop", tf.uint8, size * size),
+            dense("bond_atoms", tf.uint8, bonds, 2),
+            dense("bond_features", tf.uint8, bonds, NUM_BOND_FEATURES),
+            tf.cast(f["n_atoms"], tf.int32),
+            n_bonds,
+        )
         out = dict(
             atom_features=atom_features,
             atom_mask=atom_mask,
             spd=spd,
             path_edges=path_edges,
-            coords=coords,
+            coords=dense("coords", tf.float32, size, 3),
             has_coords=f["has_coords"] > 0,
-            mol_mask=tf.ones([b], tf.bool),
+            mol_mask=f["n_atoms"] > 0,
             id=f["id"],
         )
         if self.num_labels:
-            labels = tf.reshape(
-                tf.io.decode_raw(tf.strings.reduce_join(f["labels"]), tf.float32),
-                [b, self.num_labels],
-            )
+            labels = dense("labels", tf.float32, self.num_labels)
             present = ~tf.math.is_nan(labels)
             out["labels"] = tf.where(present, labels, 0.0)
             out["label_mask"] = present
-        return self._fill(out, b)
-
-    def _path_edges(self, f, n, size, hops, b) -> tf.Tensor:
-        """[b, N, N, 5, 3] bond-feature ids + 1 along the stored shortest paths (SPEC 1)."""
-        next_hop = _square(f["next_hop"], n, size)  # [b, N, N]
-        ends = _ragged(f["bond_atoms"], tf.uint8).to_tensor()
-        feats = _ragged(f["bond_features"], tf.uint8).to_tensor()
-        n_bonds = tf.cast(f["n_bonds"], tf.int32)
-        # Fixed shapes for XLA: batch padded to batch_size, bonds to a multiple of N, so each
-        # bucket compiles once or twice.
-        num_bonds = tf.reduce_max(tf.concat([n_bonds, [1]], 0))
-        bonds_pad = (num_bonds + size - 1) // size * size
-        missing = self.batch_size - b
-        ends = tf.pad(ends, [[0, missing], [0, 2 * bonds_pad - tf.shape(ends)[1]]])
-        feats = tf.pad(
-            feats, [[0, missing], [0, NUM_BOND_FEATURES * bonds_pad - tf.shape(feats)[1]]]
-        )
-        edges = _walk_paths(
-            tf.pad(next_hop, [[0, missing], [0, 0], [0, 0]]),
-            tf.pad(hops, [[0, missing], [0, 0], [0, 0]]),
-            tf.reshape(tf.cast(ends, tf.int32), [self.batch_size, -1, 2]),
-            tf.reshape(tf.cast(feats, tf.int32), [self.batch_size, -1, NUM_BOND_FEATURES]),
-            tf.pad(n_bonds, [[0, missing]]),
-        )
-        return edges[:b]
-
-    def _fill(self, out: dict, b) -> dict:
-        """Pads a partial batch to batch_size with filler molecules (all padding, id -1)."""
-        missing = self.batch_size - b
-        filled = {}
-        for key, value in out.items():
-            pad = [[0, missing]] + [[0, 0]] * (len(value.shape) - 1)
-            constant = -1 if key == "id" else False if value.dtype == tf.bool else 0
-            filled[key] = tf.pad(value, pad, constant_values=constant)
-        return filled
+        return out
 
 
 class BatchIterator:
@@ -292,14 +258,32 @@ def make_batches(
     first_epoch, skip_in_epoch = divmod(int(start_batch), per_epoch)
     if not repeat and first_epoch > 0:
         first_epoch, skip_in_epoch = 0, per_epoch  # Past the end: empty iterator.
-    decoder = BatchDecoder(batch_size, int(metadata.get("num_labels", 0)))
+    decoder = BatchDecoder(int(metadata.get("num_labels", 0)))
     bucket_sizes = tf.constant(buckets, tf.int32)
     file_names = tf.constant(mine)
 
-    def key_record(raw):
+    def group(pending, chunk):
+        """Scan step: adds a chunk of raw records [c] to each bucket's pending records and
+        returns its full batches [m, batch_size] with their bucket slots [m]; the epoch's
+        end marker (last) also flushes partial batches, filled up with "" (filler molecules).
+        """
+        raw, last = chunk
         n = tf.io.parse_example(raw, {"n_atoms": tf.io.FixedLenFeature([], tf.int64)})["n_atoms"]
-        slot = tf.searchsorted(bucket_sizes, tf.cast(n, tf.int32), side="left")
-        return raw, tf.cast(slot, tf.int64)
+        slot = tf.searchsorted(bucket_sizes, tf.cast(n, tf.int32), side="left")  # Oversize: K.
+        left, out, slots = [], [], []
+        for k, waiting in enumerate(pending):
+            records = tf.concat([waiting, tf.boolean_mask(raw, slot == k)], 0)
+            full = tf.size(records) // batch_size
+            rows = full
+            if not drop_remainder:
+                rows += tf.cast(last & (tf.size(records) > full * batch_size), tf.int32)
+            fill = tf.fill([tf.maximum(rows * batch_size - tf.size(records), 0)], "")
+            out.append(
+                tf.reshape(tf.concat([records, fill], 0)[: rows * batch_size], [-1, batch_size])
+            )
+            slots.append(tf.fill([rows], k))
+            left.append(records[full * batch_size :])
+        return tuple(left), (tf.concat(out, 0), tf.concat(slots, 0))
 
     def epoch(index):
         epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + index
@@ -315,15 +299,10 @@ def make_batches(
         )
         if shuffle:
             records = records.shuffle(shuffle_buffer, seed=epoch_seed + 1)
-        keyed = records.batch(_KEY_BATCH).map(key_record).unbatch()
-        keyed = keyed.filter(lambda raw, slot: slot < len(buckets))
-        batches = keyed.group_by_window(
-            key_func=lambda raw, slot: slot,
-            reduce_func=lambda slot, window: window.batch(batch_size),
-            window_size=batch_size,
-        )
-        if drop_remainder:
-            batches = batches.filter(lambda raw, slot: tf.shape(raw)[0] == batch_size)
+        chunks = records.batch(_CHUNK).map(lambda raw: (raw, False))
+        end = tf.data.Dataset.from_tensors((tf.constant([], tf.string), True))
+        pending = tuple(tf.constant([], tf.string) for _ in buckets)
+        batches = chunks.concatenate(end).scan(pending, group).unbatch()
         skip = tf.where(index == first_epoch, skip_in_epoch, 0)
         return batches.skip(tf.cast(skip, tf.int64))
 
@@ -333,7 +312,7 @@ def make_batches(
     )
     dataset = epochs.flat_map(epoch)
     dataset = dataset.map(
-        lambda raw, slot: decoder(raw, tf.gather(bucket_sizes, slot[0])),
+        lambda raw, slot: decoder(raw, tf.gather(bucket_sizes, slot)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
