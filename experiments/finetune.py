@@ -25,7 +25,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from moleblend_jax.finetune import trainer
+    from moleblend_jax.train import checkpoint
 
+    checkpoint.quiet_orbax_info_logs()
     results = trainer.run(FLAGS.config, FLAGS.workdir)
     logging.info(
         "%s %s: test %.4f +- %.4f (valid %.4f)",

@@ -28,8 +28,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import jax
 
-    from moleblend_jax.train import distributed, loop
+    from moleblend_jax.train import checkpoint, distributed, loop
 
+    checkpoint.quiet_orbax_info_logs()
     distributed.maybe_initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     logging.info(
         "JAX %s, %d processes, devices: %s", jax.__version__, jax.process_count(), jax.devices()

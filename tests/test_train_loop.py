@@ -106,3 +106,17 @@ def test_metrics_jsonl_is_one_json_object_per_line(qm9_shards, tmp_path):
     loop.train_and_evaluate(small_config(qm9_shards, total_steps=8, max_steps_per_run=2), tmp_path)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [2]
+
+
+def test_orbax_info_logs_are_dropped_but_warnings_kept():
+    import logging
+
+    dropper = checkpoint._DropOrbaxInfo()
+
+    def record(level, path):
+        return logging.LogRecord("absl", level, path, 1, "message", None, None)
+
+    orbax_file = "/venv/site-packages/orbax/checkpoint/checkpoint_manager.py"
+    assert not dropper.filter(record(logging.INFO, orbax_file))
+    assert dropper.filter(record(logging.WARNING, orbax_file))
+    assert dropper.filter(record(logging.INFO, "/repo/moleblend_jax/train/loop.py"))

@@ -1,11 +1,25 @@
 """Orbax checkpoints of the train state plus the input-pipeline position."""
 
+import logging
 import pathlib
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from etils import epath
+
+
+class _DropOrbaxInfo(logging.Filter):
+    """Drops orbax's INFO records (about 40 lines per checkpoint); its warnings pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_orbax_info_logs() -> None:
+    """Keeps the command-line scripts' logs readable; call once from a main()."""
+    absl_logging.get_absl_handler().addFilter(_DropOrbaxInfo())
 
 
 class Checkpointer:
