@@ -10,15 +10,10 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+from moleblend_jax.model.layers import safe_norm
+
 UNREACHABLE_SPD = 510  # Raw hop value of disconnected pairs (docs/batch_format.md).
 MAX_BOND_TYPE, MAX_STEREO, MAX_CONJUGATED = 4, 3, 2  # SPEC 5 edge-class ranges (24 classes).
-
-
-def safe_norm(x: jax.Array, axis: int = -1) -> jax.Array:
-    """Euclidean norm with a zero (not NaN) gradient at the zero vector (SPEC 9)."""
-    squared = jnp.sum(jnp.square(x), axis=axis)
-    nonzero = squared > 0
-    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, squared, 1.0)), 0.0)
 
 
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
