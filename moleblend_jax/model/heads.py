@@ -99,14 +99,18 @@ class PairHead(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
-        """[B, N, D] atom states -> [B, N, N, out] float32 logits."""
+        """[B, N, D] atom states -> [B, N, N, out'] float32, out' from `output_map`."""
         args = (self.pair_dim, self.layer_norm_eps, self.dtype, self.init_std)
         row = PairTransform(*args, name="row")(h)
         col = PairTransform(*args, name="col")(h)
         kernel, bias = DenseParams(
             self.pair_dim**2, self.out_features, self.init_std, name="linear"
         )()
-        return outer_product_linear(row, col, kernel, bias, self.dtype)
+        return outer_product_linear(row, col, *self.output_map(kernel, bias), self.dtype)
+
+    def output_map(self, kernel: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The linear map applied to z_ij: here Linear(P*P -> out) itself."""
+        return kernel, bias
 
 
 class DirectionHead(PairHead):
@@ -114,26 +118,18 @@ class DirectionHead(PairHead):
 
     The original has no activation between the two, so the chain is linear: it is contracted as
     one [P*P, 3] map (kernel @ [w_x w_y w_z]) with the outer product, same numbers, no
-    [B, N, N, hidden] tensor. Here out_features is the hidden width (256).
+    [B, N, N, hidden] tensor. Here out_features is the hidden width (256); the output is
+    [B, N, N, 3], the predicted r_j - r_i directions.
     """
 
-    @nn.compact
-    def __call__(self, h: jax.Array) -> jax.Array:
-        """[B, N, D] atom states -> [B, N, N, 3] float32 predicted r_j - r_i directions."""
-        args = (self.pair_dim, self.layer_norm_eps, self.dtype, self.init_std)
-        row = PairTransform(*args, name="row")(h)
-        col = PairTransform(*args, name="col")(h)
-        kernel, bias = DenseParams(
-            self.pair_dim**2, self.out_features, self.init_std, name="linear"
-        )()
+    def output_map(self, kernel: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """[P*P, hidden], [hidden] -> the composed [P*P, 3] kernel and [3] bias."""
         axis_params = [
             DenseParams(self.out_features, 1, self.init_std, name=f"proj_{a}")() for a in AXES
         ]
         axis_kernel = jnp.concatenate([k for k, _ in axis_params], axis=1)  # [hidden, 3]
         axis_bias = jnp.concatenate([b for _, b in axis_params], axis=0)  # [3]
-        composed_kernel = kernel @ axis_kernel
-        composed_bias = bias @ axis_kernel + axis_bias
-        return outer_product_linear(row, col, composed_kernel, composed_bias, self.dtype)
+        return kernel @ axis_kernel, bias @ axis_kernel + axis_bias
 
 
 class DenoiseHead(nn.Module):
