@@ -1,5 +1,6 @@
 """Shared building blocks: initialisers with logical axes, fp32 LayerNorm, gathers, safe norms."""
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -136,10 +137,13 @@ def masked_softmax(logits: jax.Array, key_mask: jax.Array) -> jax.Array:
 
 
 class Dropout(nn.Module):
-    """nn.Dropout (same "dropout" rng stream and mask) whose keep mask is computed once.
+    """Dropout on the "dropout" rng stream whose keep mask is cheap and computed once.
 
     XLA otherwise fuses the cheap-looking threefry mask into every consumer and recomputes
     it there (the backward pass, broadcasts over extra axes), which cost ~15% of a CPU step.
+    Each 32-bit threefry draw gives two 16-bit uniforms (half the hashing); an element is
+    dropped when its uniform is below round(rate * 2^16), and kept ones are scaled by the
+    inverse of that quantised keep probability, so the expectation stays exact.
     """
 
     rate: float
@@ -149,12 +153,22 @@ class Dropout(nn.Module):
         """[...] -> [...] with elements zeroed with prob `rate`, the rest scaled by 1/(1-rate)."""
         if deterministic or self.rate == 0.0:
             return x
-        keep_prob = 1.0 - self.rate
-        keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, x.shape)
-        keep = jax.lax.optimization_barrier(keep)
+        keep = jax.lax.optimization_barrier(keep_mask(self.make_rng("dropout"), self.rate, x.shape))
+        keep_prob = 1.0 - round(self.rate * 2**16) / 2**16
         return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
 
 
+def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
+    """-> bool `shape`, each True with probability 1 - round(rate * 2^16) / 2^16."""
+    size = math.prod(shape)
+    bits = jax.random.bits(key, ((size + 1) // 2,), jnp.uint32)
+    halves = jnp.stack([bits & 0xFFFF, bits >> 16], axis=-1).reshape(-1)[:size]
+    return (halves >= round(rate * 2**16)).reshape(shape)
+
+
 def gelu(x: jax.Array) -> jax.Array:
-    """Exact (erf) GELU, as torch.nn.functional.gelu."""
-    return nn.gelu(x, approximate=False)
+    """Exact (erf) GELU, as torch.nn.functional.gelu.
+
+    Written with erf: jax.nn.gelu uses erfc, whose exp makes it ~2x dearer on CPU.
+    """
+    return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(math.sqrt(0.5), x.dtype)))
