@@ -27,7 +27,8 @@ def case():
     b, n = batch["atom_mask"].shape
     outputs = {
         "spd_logits": rng.normal(size=(b, n, n, 11)).astype(np.float32),
-        "edge_logits": rng.normal(size=(b, n, n, 5, 24)).astype(np.float32),
+        # [b, i, k, c, j] (docs/model.md).
+        "edge_logits": rng.normal(size=(b, n, 5, 24, n)).astype(np.float32),
         "direction": rng.normal(size=(b, n, n, 3)).astype(np.float32),
         "denoise": rng.normal(size=(b, n, 3)).astype(np.float32),
         "coord_noise": (0.2 * rng.normal(size=(b, n, 3)) * batch["atom_mask"][..., None]).astype(
@@ -68,8 +69,9 @@ def np_pretraining_losses(out, batch):
                         bt, st, cj = batch["path_edges"][m, i, j, k] - 1
                         if bt < 4 and st < 3 and cj < 2:
                             label = 6 * bt + 2 * st + cj
-                            edge_items.append(_ce(out["edge_logits"][m, i, j, k], label))
-                            edge_hits.append(out["edge_logits"][m, i, j, k].argmax() == label)
+                            logits = out["edge_logits"][m, i, k, :, j]
+                            edge_items.append(_ce(logits, label))
+                            edge_hits.append(logits.argmax() == label)
                 target = coords[j] - coords[i]
                 if batch["has_coords"][m] and np.linalg.norm(target) > 0:
                     dir_terms.append(_cos(out["direction"][m, i, j], target))
@@ -149,7 +151,7 @@ def test_zero_vectors_have_finite_gradients():
     def f(direction, denoise):
         out = {
             "spd_logits": jnp.zeros((1, 2, 2, 11)),
-            "edge_logits": jnp.zeros((1, 2, 2, 5, 24)),
+            "edge_logits": jnp.zeros((1, 2, 5, 24, 2)),
             "direction": direction,
             "denoise": denoise,
             "coord_noise": jnp.zeros((1, 2, 3)),

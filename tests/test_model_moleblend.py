@@ -59,9 +59,8 @@ def test_forward_matches_numpy(setup):
     assert_close(out["graph_repr"], graph)
     assert_close(out["atom_repr"], atoms)
     assert_close(out["spd_logits"], mt.np_pair_head(params["spd_head"], atoms))
-    assert_close(
-        out["edge_logits"], mt.np_pair_head(params["edge_head"], atoms).reshape(4, 6, 6, 5, 24)
-    )
+    edge_logits = mt.np_pair_head(params["edge_head"], atoms).reshape(4, 6, 6, 5, 24)
+    assert_close(out["edge_logits"], edge_logits.transpose(0, 1, 3, 4, 2))
     assert_close(out["direction"], mt.np_direction_head(params["direction_head"], atoms))
     denoise = mt.np_denoise_head(
         params["denoise_head"], atoms, atom_bias, noisy, batch["atom_mask"], cfg.num_heads
@@ -83,6 +82,12 @@ def _pad_blend(blend, b, n):
     return {"pair_modality": pair, "node_blend_3d": node, "coord_noise": noise}
 
 
+def _pair_major(out, key):
+    """out[key] as [B, N, N, ...]; edge_logits are stored [B, N, K, C, N] (docs/model.md)."""
+    value = np.asarray(out[key])
+    return value.transpose(0, 1, 4, 2, 3) if key == "edge_logits" else value
+
+
 def test_padding_invariance(setup):
     _, _, params, batch, apply = setup
     blend = random_blend(batch, seed=1)
@@ -96,7 +101,7 @@ def test_padding_invariance(setup):
         close(out_padded[key][:4, :6], out[key])
     for key in PAIR_KEYS:
         mask = batch["atom_mask"][:, :, None] & batch["atom_mask"][:, None, :]
-        close(out_padded[key][:4, :6, :6][mask], out[key][mask])
+        close(_pair_major(out_padded, key)[:4, :6, :6][mask], _pair_major(out, key)[mask])
     losses = jax.jit(pretraining_losses)
     weights = dict(base.get_config().loss_weights)
     loss, _ = losses(out, batch, weights)
@@ -147,7 +152,7 @@ def test_atom_permutation_equivariance(setup):
     for key in ATOM_KEYS:
         close(out_perm[key], out[key][:, perm])
     for key in PAIR_KEYS:
-        close(out_perm[key], out[key][:, perm][:, :, perm])
+        close(_pair_major(out_perm, key), _pair_major(out, key)[:, perm][:, :, perm])
 
 
 def test_eval_without_blend_rng_is_all_3d(setup):

@@ -68,9 +68,15 @@ class DenseParams(nn.Module):
 
 
 def outer_product_linear(
-    row: jax.Array, col: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: Dtype
+    row: jax.Array,
+    col: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array,
+    dtype: Dtype,
+    classes_before_j: bool = False,
 ) -> jax.Array:
-    """[B, N, P] r, [B, N, P] c, [P*P, O] kernel, [O] bias -> [B, N, N, O] float32.
+    """[B, N, P] r, [B, N, P] c, [P*P, O] kernel, [O] bias -> [B, N, N, O] float32
+    ([B, N, O, N] with classes_before_j: the matmul's own layout, no transpose).
 
     Equals flatten(r_i outer c_j) @ kernel + bias (row-major flatten, as torch) without
     materialising the [B, N, N, P*P] pair features (SPEC 9). Two plain matmuls in the
@@ -84,8 +90,10 @@ def outer_product_linear(
     out = jnp.einsum(
         "bxq,bjq->bxj", row_weight, col.astype(dtype), preferred_element_type=jnp.float32
     )
-    out = out.reshape(batch, num_atoms, out_features, num_atoms).transpose(0, 1, 3, 2)
-    return out + bias
+    out = out.reshape(batch, num_atoms, out_features, num_atoms)
+    if classes_before_j:
+        return out + bias[:, None]
+    return out.transpose(0, 1, 3, 2) + bias
 
 
 class PairHead(nn.Module):
@@ -96,6 +104,7 @@ class PairHead(nn.Module):
     layer_norm_eps: float
     dtype: Dtype
     init_std: float = 0.02
+    classes_before_j: bool = False  # Output [B, N, out', N] instead.
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
@@ -106,7 +115,8 @@ class PairHead(nn.Module):
         kernel, bias = DenseParams(
             self.pair_dim**2, self.out_features, self.init_std, name="linear"
         )()
-        return outer_product_linear(row, col, *self.output_map(kernel, bias), self.dtype)
+        kernel, bias = self.output_map(kernel, bias)
+        return outer_product_linear(row, col, kernel, bias, self.dtype, self.classes_before_j)
 
     def output_map(self, kernel: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The linear map applied to z_ij: here Linear(P*P -> out) itself."""

@@ -88,11 +88,17 @@ class MoleBlend(nn.Module):
         std = cfg.init_std
         pair_args = (cfg.pair_head_dim, cfg.head_layer_norm_eps, dtype, std)
         spd_logits = PairHead(cfg.num_spd_classes, *pair_args, name="spd_head")(atom_repr)
+        # Edge logits stay in the matmul's [B, N, K*C, N] layout: transposing the step's largest
+        # tensor cost more than the loss saves by reading classes last (docs/model.md).
         edge_logits = PairHead(
-            cfg.max_path_hops * cfg.num_edge_classes, *pair_args, name="edge_head"
+            cfg.max_path_hops * cfg.num_edge_classes,
+            *pair_args,
+            name="edge_head",
+            classes_before_j=True,
         )(atom_repr)
+        batch_size, num_atoms = atom_repr.shape[:2]
         edge_logits = edge_logits.reshape(
-            *edge_logits.shape[:3], cfg.max_path_hops, cfg.num_edge_classes
+            batch_size, num_atoms, cfg.max_path_hops, cfg.num_edge_classes, num_atoms
         )
         direction = DirectionHead(cfg.direction_hidden_dim, *pair_args, name="direction_head")(
             atom_repr

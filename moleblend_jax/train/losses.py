@@ -55,18 +55,21 @@ def reachable_pairs(batch: Mapping, unreachable_spd: int = UNREACHABLE_SPD) -> j
     return real_pairs(batch) & (spd >= 2) & (spd != unreachable_spd + 1)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+def cross_entropy(
+    logits: jax.Array, labels: jax.Array, axis: int = -1
+) -> tuple[jax.Array, jax.Array]:
     """[..., C] logits, [...] int labels -> ([...] fp32 negative log-likelihood, [...] bool
     whether the label has the largest logit, i.e. argmax == label barring exact ties).
+    `axis` is the class axis of `logits`; `labels` has the shape of `logits` without it.
 
     The label logit is picked with a one-hot product (a gather here would scatter-add a dense
     zero tensor in the backward pass) and the accuracy reuses the softmax's max.
     """
     logits = logits.astype(jnp.float32)
-    shifted = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-    log_partition = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1))
-    one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
-    label_logit = jnp.sum(shifted * one_hot, axis=-1)
+    shifted = logits - jax.lax.stop_gradient(jnp.max(logits, axis=axis, keepdims=True))
+    log_partition = jnp.log(jnp.sum(jnp.exp(shifted), axis=axis))
+    one_hot = jax.nn.one_hot(labels, logits.shape[axis], dtype=jnp.float32, axis=axis)
+    label_logit = jnp.sum(shifted * one_hot, axis=axis)
     return log_partition - label_logit, label_logit >= 0.0
 
 
@@ -142,9 +145,10 @@ def pretraining_losses(
     spd_loss = masked_mean(spd_nll, pairs)
     spd_accuracy = masked_mean(spd_correct, pairs)
 
-    edge_logits = outputs["edge_logits"]
-    edge_labels, edge_valid = edge_targets(batch["path_edges"], spd, pairs)
-    edge_nll, edge_correct = cross_entropy(edge_logits, edge_labels)
+    edge_logits = outputs["edge_logits"]  # [B, N, K, C, N]
+    edge_labels, edge_valid = edge_targets(batch["path_edges"], spd, pairs)  # [B, N, N, K]
+    edge_labels, edge_valid = (jnp.transpose(x, (0, 1, 3, 2)) for x in (edge_labels, edge_valid))
+    edge_nll, edge_correct = cross_entropy(edge_logits, edge_labels, axis=3)
     edge_loss = masked_mean(edge_nll, edge_valid)
     edge_accuracy = masked_mean(edge_correct, edge_valid)
 
