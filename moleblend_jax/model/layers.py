@@ -159,11 +159,15 @@ class Dropout(nn.Module):
 
 
 def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
-    """-> bool `shape`, each True with probability 1 - round(rate * 2^16) / 2^16."""
+    """-> bool `shape`, each True with probability 1 - round(rate * 2^16) / 2^16.
+
+    Element e takes the low half of 32-bit draw e, element e + ceil(size / 2) the high half.
+    """
     size = math.prod(shape)
     bits = jax.random.bits(key, ((size + 1) // 2,), jnp.uint32)
-    halves = jnp.stack([bits & 0xFFFF, bits >> 16], axis=-1).reshape(-1)[:size]
-    return (halves >= round(rate * 2**16)).reshape(shape)
+    threshold = round(rate * 2**16)
+    keep = jnp.concatenate([(bits & 0xFFFF) >= threshold, (bits >> 16) >= threshold])
+    return keep[:size].reshape(shape)
 
 
 def gelu(x: jax.Array) -> jax.Array:
