@@ -150,7 +150,7 @@ class Dropout(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-        """[...] -> [...] with elements zeroed with prob `rate`, the rest scaled by 1/(1-rate)."""
+        """[...] -> [...], elements zeroed with prob ~`rate`, the rest scaled by 1/keep_prob."""
         if deterministic or self.rate == 0.0:
             return x
         keep = jax.lax.optimization_barrier(keep_mask(self.make_rng("dropout"), self.rate, x.shape))
