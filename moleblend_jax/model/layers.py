@@ -154,8 +154,16 @@ class Dropout(nn.Module):
         if deterministic or self.rate == 0.0:
             return x
         keep = jax.lax.optimization_barrier(keep_mask(self.make_rng("dropout"), self.rate, x.shape))
-        keep_prob = 1.0 - round(self.rate * 2**16) / 2**16
+        keep_prob = 1.0 - _drop_threshold(self.rate) / _UNIFORM_LEVELS
         return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+
+
+_UNIFORM_LEVELS = 2**16  # Dropout draws 16-bit uniforms.
+
+
+def _drop_threshold(rate: float) -> int:
+    """16-bit uniforms below this are dropped: `rate` rounded to a multiple of 1/2^16."""
+    return round(rate * _UNIFORM_LEVELS)
 
 
 def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
@@ -165,7 +173,7 @@ def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
     """
     size = math.prod(shape)
     bits = jax.random.bits(key, ((size + 1) // 2,), jnp.uint32)
-    threshold = round(rate * 2**16)
+    threshold = _drop_threshold(rate)
     keep = jnp.concatenate([(bits & 0xFFFF) >= threshold, (bits >> 16) >= threshold])
     return keep[:size].reshape(shape)
 
