@@ -53,7 +53,7 @@ def path_hop_count(spd: jax.Array, max_hops: int) -> jax.Array:
 class EdgeBias(nn.Module):
     """SPEC 3 Graphormer multi-hop edge bias: (1/n) sum_k mean_f(Emb_f(bond_k)) W_k.
 
-    Params are the original's: "bond_embed/embedding" [F, V, H] and "hop_weights" [K, H, H].
+    Params have the original's shapes: "embedding" [F, V, H] and "hop_weights" [K, H, H].
     Both maps are linear, so they are folded into one table per hop over whole bonds,
     T_k[(a, b, c)] = mean(Emb_0[a], Emb_1[b], Emb_2[c]) W_k, of V^3 rows: one gather per hop
     instead of F gathers and an einsum over all pairs (4-12x faster on CPU, same numbers).
