@@ -10,6 +10,10 @@ a batch of real molecules (bundled ESOL SMILES with RDKit conformers), padded to
 
 import os
 
+from moleblend_jax.host_allocator import reexec_with_malloc_tunables
+
+if __name__ == "__main__":  # First thing: glibc reads malloc settings only at start-up.
+    reexec_with_malloc_tunables()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import collections  # noqa: E402
@@ -148,6 +152,7 @@ def machine_info() -> dict:
         "device_kind": device.device_kind,
         "device_count": jax.device_count(),
         "load_average": os.getloadavg(),  # Other jobs on the machine skew every timing.
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }
 
 
@@ -180,11 +185,13 @@ def time_step(variant: str, dtype: str, batch_np: dict) -> dict:
         state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     durations = []
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(FLAGS.steps):
         start = time.perf_counter()
         state, metrics = compiled(state, batch)
         jax.block_until_ready(metrics)
         durations.append(time.perf_counter() - start)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
     median_s = float(np.median(durations))
     batch_size = batch_np["atom_mask"].shape[0]
     result = {
@@ -197,6 +204,8 @@ def time_step(variant: str, dtype: str, batch_np: dict) -> dict:
         "step_s_median": round(median_s, 4),
         "step_s_all": [round(d, 4) for d in durations],
         "molecules_per_s": round(batch_size / median_s, 1),
+        # Pages the host touched afresh per step; see moleblend_jax/host_allocator.py.
+        "host_page_faults_per_step": round(faults / FLAGS.steps),
         "loss": float(metrics["loss"]),
     }
     cost = compiled.cost_analysis()

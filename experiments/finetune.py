@@ -10,6 +10,10 @@ only) and DIR/metrics.jsonl (one line per seed and epoch).
 
 import os
 
+from moleblend_jax.host_allocator import reexec_with_malloc_tunables
+
+if __name__ == "__main__":  # First thing: glibc reads malloc settings only at start-up.
+    reexec_with_malloc_tunables()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags, logging  # noqa: E402

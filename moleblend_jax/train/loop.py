@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from moleblend_jax import host_allocator
 from moleblend_jax import model as model_lib
 from moleblend_jax.train import optim, sharding
 from moleblend_jax.train import state as state_lib
@@ -88,6 +89,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
     workdir = pathlib.Path(workdir)
     validate_config(config)
+    if jax.default_backend() == "cpu" and (tunables := host_allocator.missing_tunables()):
+        logging.info(
+            "XLA:CPU steps run faster with GLIBC_TUNABLES=%s set before Python starts "
+            "(moleblend_jax/host_allocator.py; experiments/pretrain.py sets it itself).",
+            tunables,
+        )
     data_dir = resolve_data_dir(config, workdir)
 
     num_processes = jax.process_count()
