@@ -72,7 +72,9 @@ def main(argv):
             summary[config] = {
                 "runs": runs,
                 "step_s_median_of_runs": {n: round(m, 4) for n, m in step_s.items()},
-                "molecules_per_s_median_of_runs": median_over_runs(runs, "molecules_per_s"),
+                "molecules_per_s_median_of_runs": {
+                    n: round(m, 1) for n, m in median_over_runs(runs, "molecules_per_s").items()
+                },
                 "speedup": round(step_s["default"] / step_s["tuned"], 3),
             }
             print(json.dumps(summary[config]["step_s_median_of_runs"]), summary[config]["speedup"])
