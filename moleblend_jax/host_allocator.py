@@ -56,8 +56,8 @@ def reexec_with_malloc_tunables() -> None:
     Does nothing when `missing_tunables()` is empty. Call it at the top of an entry point,
     before anything slow is imported and before any thread starts.
     """
-    if os.environ.get(_REEXECED_ENV) == "1" or not missing_tunables():
-        return
+    if os.environ.pop(_REEXECED_ENV, None) == "1" or not missing_tunables():
+        return  # Popped: child processes inherit the tunables, not the marker.
     tunables = tunables_with_defaults(os.environ.get("GLIBC_TUNABLES", ""))
     env = dict(os.environ, GLIBC_TUNABLES=tunables, **{_REEXECED_ENV: "1"})
     sys.stdout.flush()

@@ -10,7 +10,7 @@ import pytest
 from moleblend_jax import host_allocator
 
 # Frees and re-allocates a 64 MiB block (as XLA:CPU does with its temp buffer every step) and
-# prints "pid|GLIBC_TUNABLES|fewest page faults of a re-allocation". numpy's own
+# prints "pid|GLIBC_TUNABLES|fewest page faults of a re-allocation|env names". numpy's own
 # MADV_HUGEPAGE is turned off so that only malloc's settings decide how many pages fault.
 PROBE = """
 import os, resource
@@ -23,7 +23,8 @@ for _ in range(4):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     np.ones(16 * 2**20, np.float32).sum()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(f"{os.getpid()}|{os.environ.get('GLIBC_TUNABLES', '')}|{min(faults[1:])}")
+tunables = os.environ.get("GLIBC_TUNABLES", "")
+print(f"{os.getpid()}|{tunables}|{min(faults[1:])}|{sorted(os.environ)}")
 """
 PAGES_OF_64_MIB = 16 * 2**20 * 4 // 4096
 
@@ -45,7 +46,8 @@ def run_probe(**env_overrides) -> tuple[bool, str, int]:
     )
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0
-    pid, tunables, faults = out.strip().splitlines()[-1].split("|")
+    pid, tunables, faults, env_names = out.strip().splitlines()[-1].split("|")
+    assert "MOLEBLEND_MALLOC_REEXECED" not in env_names  # Children must not skip the restart.
     return int(pid) == proc.pid, tunables, int(faults)
 
 
