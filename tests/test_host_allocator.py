@@ -36,7 +36,7 @@ def run_probe(**env_overrides) -> tuple[bool, str, int]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("GLIBC_TUNABLES", host_allocator.OPT_OUT_ENV, "MOLEBLEND_MALLOC_REEXECED")
+        if k not in ("GLIBC_TUNABLES", host_allocator.OPT_OUT_ENV, host_allocator._REEXECED_ENV)
     }
     proc = subprocess.Popen(
         [sys.executable, "-c", PROBE],
@@ -47,7 +47,7 @@ def run_probe(**env_overrides) -> tuple[bool, str, int]:
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0
     pid, tunables, faults, env_names = out.strip().splitlines()[-1].split("|")
-    assert "MOLEBLEND_MALLOC_REEXECED" not in env_names  # Children must not skip the restart.
+    assert host_allocator._REEXECED_ENV not in env_names  # Children must not skip the restart.
     return int(pid) == proc.pid, tunables, int(faults)
 
 
