@@ -1,14 +1,7 @@
-"""CPU-sized pretraining config: 4 layers, hidden 128, 8 heads, K=32 (same as base.py:tiny)."""
+"""`--config=configs/tiny.py`: the CPU-sized pretraining config (= `configs/base.py:tiny`)."""
 
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location(
-    "configs_base", pathlib.Path(__file__).with_name("base.py")
-)
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+from moleblend_jax.configs.base import get_config as _get_base_config
 
 
 def get_config():
-    return base.get_config("tiny")
+    return _get_base_config("tiny")

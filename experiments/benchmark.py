@@ -19,7 +19,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import collections  # noqa: E402
 import glob  # noqa: E402
 import gzip  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import platform  # noqa: E402
@@ -30,6 +29,8 @@ import time  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from moleblend_jax.configs import base  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output JSON file.", required=True)
@@ -52,13 +53,6 @@ PEAK_FLOPS = {
     "H200": {"bfloat16": 989e12, "float32": 67e12},
     "A100": {"bfloat16": 312e12, "float32": 19.5e12},
 }
-
-
-def load_config(variant: str):
-    spec = importlib.util.spec_from_file_location("base_config", REPO / "configs" / "base.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
 
 
 def real_batch(batch_size: int, num_atoms: int) -> dict[str, np.ndarray]:
@@ -162,15 +156,14 @@ def time_step(variant: str, dtype: str, batch_np: dict) -> dict:
     from moleblend_jax.train import state as state_lib
     from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
 
-    config = load_config(variant)
+    config = base.get_config(variant)
     config.model.dtype = dtype
     mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
     model = model_lib.MoleBlend(config=config.model)
-    schedule = optim.make_schedule(config)
-    tx = optim.make_optimizer(config, schedule)
+    schedule, tx = optim.pretraining_optimizer(config)
     example = loop.dummy_batch(1, batch_np["atom_mask"].shape[1])
     state, shardings = state_lib.create_sharded_state(
-        model, tx, example, jax.random.PRNGKey(0), mesh, model_lib.LOGICAL_AXIS_RULES
+        model, tx, example, jax.random.PRNGKey(0), mesh, config.mesh.rules
     )
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     batch = sharding.global_batch(batch_np, mesh)

@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from configs import base
+from moleblend_jax.configs import base
 
 UNREACHABLE_SPD = 510
 

@@ -37,15 +37,14 @@ def main(process_id: int, num_processes: int, port: int, data_dir: str, out: str
     config = small_config(data_dir)
     mesh = sharding.make_mesh(config.mesh)
     model = model_lib.MoleBlend(config=config.model)
-    schedule = optim.make_schedule(config)
-    tx = optim.make_optimizer(config, schedule)
+    schedule, tx = optim.pretraining_optimizer(config)
     state, shardings = state_lib.create_sharded_state(
         model,
         tx,
         loop.dummy_batch(jax.device_count(), 16),
         jax.random.PRNGKey(0),
         mesh,
-        model_lib.LOGICAL_AXIS_RULES,
+        config.mesh.rules,
     )
     step_fn = jit_train_step(
         pretraining_loss_fn(model, dict(config.loss_weights)), tx, schedule, shardings, mesh

@@ -7,9 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from train_testing import REPO, small_config
+from train_testing import small_config
 
 from moleblend_jax import model as model_lib
+from moleblend_jax.configs import finetune as finetune_configs
 from moleblend_jax.finetune import trainer
 from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
 from moleblend_jax.train import checkpoint, loop
@@ -17,12 +18,7 @@ from moleblend_jax.train.state import TrainState
 
 
 def _load_finetune_config(**overrides):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ft", REPO / "configs" / "finetune.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("tiny")
+    config = finetune_configs.get_config("tiny")
     m = config.model
     m.num_layers, m.hidden_dim, m.ffn_dim, m.num_heads, m.num_kernels = 2, 32, 32, 4, 16
     for key, value in overrides.items():
@@ -72,7 +68,6 @@ def test_pretrained_checkpoint_loads_without_3d_modules(tmp_path):
 
     restored = checkpoint.restore_params(tmp_path / "ckpt")
     config = _load_finetune_config()
-    config.model.mode = "2d"
     model = FinetuneModel(config=config.model, num_tasks=3)
     params = nn.unbox(model.init({"params": jax.random.PRNGKey(2)}, example)["params"])
     loaded, dropped = load_pretrained_encoder(params, restored)
@@ -85,7 +80,7 @@ def test_pretrained_checkpoint_loads_without_3d_modules(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, loaded["head_out"], params["head_out"])
 
     bigger = _load_finetune_config()
-    bigger.model.mode, bigger.model.hidden_dim = "2d", 48
+    bigger.model.hidden_dim = 48
     big_params = nn.unbox(
         FinetuneModel(config=bigger.model, num_tasks=3).init(
             {"params": jax.random.PRNGKey(2)}, example

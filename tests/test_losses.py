@@ -6,7 +6,7 @@ import model_testing as mt
 import numpy as np
 import pytest
 
-from configs import base
+from moleblend_jax.configs import base
 from moleblend_jax.train import losses
 
 WEIGHTS = dict(base.get_config().loss_weights)

@@ -8,9 +8,8 @@ import model_testing as mt
 import numpy as np
 import pytest
 
-from configs import base
+from moleblend_jax.configs import base
 from moleblend_jax.model import (
-    LOGICAL_AXIS_RULES,
     PAIR_3D,
     THREE_D_SUBMODULES,
     TWO_D_SUBMODULES,
@@ -207,10 +206,26 @@ def test_degenerate_molecules_train_step_finite():
     assert float(jnp.abs(out["coord_noise"][:3]).sum()) > 0
 
 
-def _encoder_params(cfg, batch):
-    shapes = jax.eval_shape(lambda: MoleBlend(cfg).init({"params": jax.random.key(0)}, batch))[
-        "params"
-    ]
+class Backbone(nn.Module):
+    """A fine-tuning backbone: the encoder of one modality under the name "encoder"."""
+
+    config: object
+    use_2d: bool = True
+    use_3d: bool = True
+
+    @nn.compact
+    def __call__(self, batch):
+        encoder = MoleBlendEncoder(self.config, self.use_2d, self.use_3d, name="encoder")
+        graph_repr, atom_repr, _ = encoder(batch)
+        return {"graph_repr": graph_repr, "atom_repr": atom_repr}
+
+
+MODALITIES = {"2d": dict(use_2d=True, use_3d=False), "3d": dict(use_2d=False, use_3d=True)}
+
+
+def _encoder_params(cfg, batch, modality=None):
+    model = MoleBlend(cfg) if modality is None else Backbone(cfg, **MODALITIES[modality])
+    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, batch))["params"]
     return nn.unbox(shapes)
 
 
@@ -218,8 +233,8 @@ def test_modes_drop_modules_and_share_encoder_names(setup):
     cfg, _, _, batch, _ = setup
     full = _encoder_params(cfg, batch)
     assert set(full) == {"encoder", "spd_head", "edge_head", "direction_head", "denoise_head"}
-    p2d = _encoder_params(mt.small_model_config(mode="2d"), batch)
-    p3d = _encoder_params(mt.small_model_config(mode="3d"), batch)
+    p2d = _encoder_params(cfg, batch, "2d")
+    p3d = _encoder_params(cfg, batch, "3d")
     assert set(p2d) == set(p3d) == {"encoder"}
     assert not set(THREE_D_SUBMODULES) & set(p2d["encoder"])
     assert not set(TWO_D_SUBMODULES) & set(p3d["encoder"])
@@ -232,9 +247,8 @@ def test_modes_drop_modules_and_share_encoder_names(setup):
         )
         assert all(jax.tree_util.tree_leaves(same))
 
-    for mode in ("2d", "3d"):
-        cfg_mode = mt.small_model_config(mode=mode)
-        model = MoleBlend(cfg_mode)
+    for modality in MODALITIES.values():
+        model = Backbone(cfg, **modality)
         params = mt.random_params(model, batch)
         out = jax.jit(lambda p, b: model.apply({"params": p}, b))(params, batch)  # noqa: B023
         assert set(out) == {"graph_repr", "atom_repr"}
@@ -245,20 +259,22 @@ def test_modes_drop_modules_and_share_encoder_names(setup):
 def test_encoder_usable_standalone(setup):
     """A fine-tuning module can wrap MoleBlendEncoder under the name "encoder"."""
 
-    cfg = mt.small_model_config(mode="2d")
+    cfg = mt.small_model_config()
 
     class Finetune(nn.Module):
         config: object
 
         @nn.compact
         def __call__(self, batch):
-            graph_repr, atom_repr, _ = MoleBlendEncoder(self.config, name="encoder")(batch)
+            encoder = MoleBlendEncoder(self.config, use_3d=False, name="encoder")
+            graph_repr, atom_repr, _ = encoder(batch)
             return nn.Dense(2)(graph_repr)
 
     batch = setup[3]
     shapes = jax.eval_shape(lambda: Finetune(cfg).init({"params": jax.random.key(0)}, batch))
     assert "encoder" in shapes["params"]
-    assert set(nn.unbox(shapes)["params"]["encoder"]) == set(_encoder_params(cfg, batch)["encoder"])
+    encoder_2d = _encoder_params(cfg, batch, "2d")["encoder"]
+    assert set(nn.unbox(shapes)["params"]["encoder"]) == set(encoder_2d)
 
 
 def test_base_parameter_count():
@@ -292,16 +308,16 @@ def test_logical_partitioning_rules():
         "embed", "mlp"
     )
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "fsdp"))
-    shardings = nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_AXIS_RULES)
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, base.mesh_config().rules)
     fc1 = shardings["encoder"]["layer_0"]["fc1"]["kernel"]
     assert fc1.spec == jax.sharding.PartitionSpec("fsdp", None)
 
 
 def test_real_init_follows_spec():
     """SPEC 2: N(0, 0.02) weights, zero biases, zero pad rows, ones LayerNorm scale."""
-    cfg = mt.small_model_config(mode="2d", num_layers=1, hidden_dim=64, ffn_dim=64)
+    cfg = mt.small_model_config(num_layers=1, hidden_dim=64, ffn_dim=64)
     batch = mt.make_batch(mt.default_molecules(), num_atoms=6)
-    model = MoleBlend(cfg)
+    model = Backbone(cfg, **MODALITIES["2d"])
     key = jax.random.key(0, impl="rbg")  # cheaper to compile on CPU than threefry
     params = nn.unbox(jax.jit(lambda k: model.init({"params": k}, batch))(key))
     enc = params["params"]["encoder"]

@@ -15,11 +15,10 @@ from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
 def _run_steps(config, devices, batches, num_steps):
     mesh = sharding.make_mesh(config.mesh, devices)
     model = model_lib.MoleBlend(config=config.model)
-    schedule = optim.make_schedule(config)
-    tx = optim.make_optimizer(config, schedule)
+    schedule, tx = optim.pretraining_optimizer(config)
     example = loop.dummy_batch(len(devices), 16)
     state, shardings = state_lib.create_sharded_state(
-        model, tx, example, jax.random.PRNGKey(0), mesh, model_lib.LOGICAL_AXIS_RULES
+        model, tx, example, jax.random.PRNGKey(0), mesh, config.mesh.rules
     )
     step_fn = jit_train_step(
         pretraining_loss_fn(model, dict(config.loss_weights)), tx, schedule, shardings, mesh
@@ -94,7 +93,7 @@ def test_non_finite_step_keeps_state(real_batches):
 
 def test_schedule_warmup_then_cosine_to_end():
     config = small_config(total_steps=100, **{"optimizer.warmup_steps": 10})
-    schedule = optim.make_schedule(config)
+    schedule, _ = optim.pretraining_optimizer(config)
     peak = config.optimizer.peak_lr
     np.testing.assert_allclose(schedule(5), peak / 2, rtol=1e-6)
     np.testing.assert_allclose(schedule(10), peak, rtol=1e-6)

@@ -1,21 +1,15 @@
 """Shared helpers for the training tests: a small config and a small real QM9 shard set."""
 
-import importlib.util
 import pathlib
+
+from moleblend_jax.configs import base
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def load_base_config(variant: str = "tiny"):
-    spec = importlib.util.spec_from_file_location("base_config", REPO / "configs" / "base.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
-
-
 def small_config(data_dir=None, **overrides):
     """The tiny variant shrunk further so a step costs milliseconds on one CPU core."""
-    config = load_base_config("tiny")
+    config = base.get_config("tiny")
     m = config.model
     m.num_layers, m.hidden_dim, m.ffn_dim, m.num_heads, m.num_kernels = 2, 32, 32, 4, 16
     m.dtype = "float32"

@@ -18,10 +18,13 @@ class FinetuneModel(nn.Module):
 
     config: ml_collections.ConfigDict
     num_tasks: int
+    use_2d: bool = True
+    use_3d: bool = False
 
     @nn.compact
     def __call__(self, batch: dict, train: bool = False) -> jax.Array:
-        graph_repr = MoleBlendEncoder(self.config, name="encoder")(batch, train)[0]
+        encoder = MoleBlendEncoder(self.config, self.use_2d, self.use_3d, name="encoder")
+        graph_repr = encoder(batch, train)[0]
         init = nn.initializers.normal(self.config.init_std)
         hidden = nn.Dense(self.config.hidden_dim, kernel_init=init, name="head_hidden")(graph_repr)
         hidden = nn.gelu(hidden, approximate=False)

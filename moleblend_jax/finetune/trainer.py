@@ -19,7 +19,6 @@ from moleblend_jax.data import pad_batch
 from moleblend_jax.finetune import datasets, metrics, splits
 from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
 from moleblend_jax.finetune.results import summarize
-from moleblend_jax.model import LOGICAL_AXIS_RULES
 from moleblend_jax.train import checkpoint, optim, sharding
 from moleblend_jax.train import state as state_lib
 from moleblend_jax.train.metrics_writer import MetricWriter
@@ -133,7 +132,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     spec = datasets.get_spec(config.dataset)
     classification = spec.task_type == "classification"
     config = config.copy_and_resolve_references()
-    config.model.mode = "3d" if spec.needs_3d else "2d"
     if config.init_checkpoint and not pathlib.Path(config.init_checkpoint).exists():
         raise FileNotFoundError(f"config.init_checkpoint={config.init_checkpoint} does not exist.")
     if config.batch_size % jax.device_count():
@@ -162,7 +160,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
 
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     mesh = sharding.make_mesh(config.mesh)
-    model = FinetuneModel(config=config.model, num_tasks=len(task_names))
+    model = FinetuneModel(
+        config=config.model,
+        num_tasks=len(task_names),
+        use_2d=not spec.needs_3d,
+        use_3d=spec.needs_3d,
+    )
     pretrained = (
         checkpoint.restore_params(config.init_checkpoint) if config.init_checkpoint else None
     )
@@ -223,16 +226,16 @@ def _run_seed(
     standardizer = Standardizer(train_labels, enabled=not classification)
     buckets = tuple(config.data.buckets)
     steps_per_epoch = len(make_batches(parts["train"], config.batch_size, buckets))
-    config = config.copy_and_resolve_references()
-    config.total_steps = max(1, steps_per_epoch * config.epochs)
-    config.optimizer.warmup_steps = steps_per_epoch * config.warmup_epochs
-    schedule = optim.make_schedule(config)
-    tx = optim.make_optimizer(config, schedule)
+    total_steps = max(1, steps_per_epoch * config.epochs)
+    schedule = optim.make_schedule(
+        config.optimizer, total_steps, steps_per_epoch * config.warmup_epochs
+    )
+    tx = optim.make_optimizer(config.optimizer, schedule)
 
     example = pad_batch(parts["train"][:1], buckets[0], jax.device_count())
     example = sharding.global_batch(example, mesh)
     state, shardings = state_lib.create_sharded_state(
-        model, tx, example, jax.random.PRNGKey(seed), mesh, LOGICAL_AXIS_RULES
+        model, tx, example, jax.random.PRNGKey(seed), mesh, config.mesh.rules
     )
     dropped = []
     if pretrained is not None:

@@ -1,15 +1,13 @@
-"""MoleBLEND model (SPEC 2-5): `MoleBlend`, its backbone `MoleBlendEncoder`, sharding rules."""
+"""MoleBLEND model (SPEC 2-5): `MoleBlend` (pretraining) and its backbone `MoleBlendEncoder`."""
 
 from moleblend_jax.model.blend import PAIR_3D, PAIR_EDGE, PAIR_SPD
 from moleblend_jax.model.encoder import EncoderOutput, MoleBlendEncoder
 from moleblend_jax.model.moleblend import MoleBlend
-from moleblend_jax.model.partitioning import LOGICAL_AXIS_RULES
 
 THREE_D_SUBMODULES = ("gaussian_basis", "gaussian_bias", "centrality")
 TWO_D_SUBMODULES = ("spd_bias", "edge_bias", "degree_embed")
 
 __all__ = [
-    "LOGICAL_AXIS_RULES",
     "PAIR_3D",
     "PAIR_EDGE",
     "PAIR_SPD",

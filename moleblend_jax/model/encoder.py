@@ -2,8 +2,8 @@
 
 Submodule names (kept stable for checkpoints / fine-tuning; see docs/model.md):
   shared: atom_embed, graph_token, input_norm, layer_0 .. layer_{L-1}
-  2D:     spd_bias, edge_bias, degree_embed          (absent in mode "3d")
-  3D:     gaussian_basis, gaussian_bias, centrality  (absent in mode "2d")
+  2D:     spd_bias, edge_bias, degree_embed          (absent when use_2d=False)
+  3D:     gaussian_basis, gaussian_bias, centrality  (absent when use_3d=False)
 """
 
 from typing import NamedTuple
@@ -30,8 +30,6 @@ from moleblend_jax.model.relations import (
     SpdBias,
 )
 
-MODES = ("pretrain", "2d", "3d")
-
 
 class EncoderOutput(NamedTuple):
     """What the backbone returns; unpack as `graph_repr, atom_repr, atom_bias = encoder(...)`."""
@@ -49,9 +47,15 @@ def drop_path_rates(num_layers: int, max_rate: float) -> list[float]:
 
 
 class MoleBlendEncoder(nn.Module):
-    """The Transformer-M backbone of MoleBLEND; `config` is config.model."""
+    """The Transformer-M backbone of MoleBLEND; `config` is config.model.
+
+    Pretraining uses both modalities and blends them; fine-tuning builds the encoder with
+    only the data set's modality (`use_3d=False` for MoleculeNet, `use_2d=False` for QM9).
+    """
 
     config: ml_collections.ConfigDict
+    use_2d: bool = True
+    use_3d: bool = True
 
     @nn.compact
     def __call__(
@@ -67,18 +71,17 @@ class MoleBlendEncoder(nn.Module):
 
         Molecules with batch["has_coords"] false (when the key is present) get no 3D bias and no
         centrality (their 3D terms are zeroed, their atoms take the degree term).
-        pair_modality: [N, N] or [B, N, N] int32 ids (blend.PAIR_*), pretrain mode only;
-          None = all 3D. node_blend_3d: [B, N] bool, True = 3D centrality instead of degree;
-          None = all 3D. coords: [B, N, 3] coordinates the 3D modules see (the noisy ones in
-          pretraining); None = batch["coords"].
+        pair_modality: [N, N] or [B, N, N] int32 ids (blend.PAIR_*), read only when both
+          modalities are used; None = all 3D. node_blend_3d: [B, N] bool, True = 3D
+          centrality instead of degree; None = all 3D. coords: [B, N, 3] coordinates the 3D
+          modules see (the noisy ones in pretraining); None = batch["coords"].
         """
         cfg = self.config
-        if cfg.mode not in MODES:
-            raise ValueError(f"config.mode must be one of {MODES}, got {cfg.mode!r}")
+        use_2d, use_3d = self.use_2d, self.use_3d
+        if not (use_2d or use_3d):
+            raise ValueError("MoleBlendEncoder needs use_2d or use_3d.")
         dtype = jnp.dtype(cfg.dtype)
         std = cfg.init_std
-        use_2d = cfg.mode in ("pretrain", "2d")
-        use_3d = cfg.mode in ("pretrain", "3d")
         atom_mask = batch["atom_mask"].astype(bool)
         atom_features = batch["atom_features"].astype(jnp.int32)
         spd = batch["spd"].astype(jnp.int32)
@@ -123,9 +126,9 @@ class MoleBlendEncoder(nn.Module):
             if node_blend_3d is not None:
                 node_blend_3d = node_blend_3d & has_coords[:, None]
 
-        if cfg.mode == "2d":
+        if not use_3d:
             atom_bias, node_term = spd_bias + edge_bias, degree
-        elif cfg.mode == "3d":
+        elif not use_2d:
             atom_bias, node_term = bias_3d, centrality
         else:  # SPEC 4 blend; default (no masks given) = all 3D.
             if pair_modality is None:

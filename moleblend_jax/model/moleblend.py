@@ -18,7 +18,8 @@ from moleblend_jax.model.heads import DenoiseHead, DirectionHead, PairHead
 
 
 class MoleBlend(nn.Module):
-    """MoleBLEND model; `config` is config.model.
+    """The pretraining model: the encoder over both modalities, blended, and the four heads;
+    `config` is config.model. Fine-tuning wraps `MoleBlendEncoder` instead.
 
     Randomness (train=True): rngs "dropout" (attention/activation dropout, stochastic depth),
     "blend" (pair and node modality masks) and "noise" (coordinate noise, SPEC 4).
@@ -68,11 +69,6 @@ class MoleBlend(nn.Module):
         """Batch per docs/batch_format.md -> dict of float32 outputs (see docs/model.md)."""
         cfg = self.config
         encoder = MoleBlendEncoder(cfg, name="encoder")
-        if cfg.mode != "pretrain":
-            # "2d" / "3d" modes (fine-tuning backbones): no blend, no noise, no heads.
-            graph_repr, atom_repr, _ = encoder(batch, train)
-            return {"graph_repr": graph_repr, "atom_repr": atom_repr}
-
         atom_mask = batch["atom_mask"].astype(bool)
         if "has_coords" in batch:  # No 3D inputs (blend, noise) for molecules without coords.
             atom_mask_3d = atom_mask & batch["has_coords"].astype(bool)[:, None]

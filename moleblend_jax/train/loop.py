@@ -45,10 +45,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.batch_size={config.batch_size} is not divisible by the "
             f"{jax.device_count()} devices."
         )
-    if config.model.mode != "pretrain":
-        raise ValueError(
-            f"Pretraining needs config.model.mode='pretrain', not {config.model.mode!r}."
-        )
     missing = set(LOSS_TERMS) - set(config.loss_weights)
     if missing:
         raise ValueError(f"config.loss_weights lacks {sorted(missing)}.")
@@ -74,7 +70,7 @@ def resolve_data_dir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -
                 data_dir,
                 workers=config.data.num_prep_workers,
                 max_atoms=config.data.max_atoms,
-                limit=config.data.get("max_molecules"),
+                limit=config.data.max_molecules or None,
             )
     reader.shard_paths(str(data_dir))  # Raises, naming the path, if missing or corrupt.
     return data_dir
@@ -107,12 +103,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
     mesh = sharding.make_mesh(config.mesh)
     model = model_lib.MoleBlend(config=config.model)
-    schedule = optim.make_schedule(config)
-    tx = optim.make_optimizer(config, schedule)
+    schedule, tx = optim.pretraining_optimizer(config)
     example = dummy_batch(jax.device_count(), buckets[0])
-    rules = model_lib.LOGICAL_AXIS_RULES
     state, state_shardings = state_lib.create_sharded_state(
-        model, tx, example, jax.random.PRNGKey(config.seed), mesh, rules
+        model, tx, example, jax.random.PRNGKey(config.seed), mesh, config.mesh.rules
     )
 
     checkpointer = Checkpointer(
@@ -137,6 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         shard_index=jax.process_index(),
         num_shards_total=num_processes,
         start_batch=start_step,
+        shuffle_buffer=config.data.shuffle_buffer,
     )
     jitted_step = jit_train_step(
         pretraining_loss_fn(model, dict(config.loss_weights)), tx, schedule, state_shardings, mesh

@@ -49,10 +49,10 @@ def real_pairs(batch: Mapping) -> jax.Array:
     return atoms[:, :, None] & atoms[:, None, :] & ~jnp.eye(n, dtype=bool)
 
 
-def reachable_pairs(batch: Mapping, unreachable_spd: int = UNREACHABLE_SPD) -> jax.Array:
+def reachable_pairs(batch: Mapping) -> jax.Array:
     """[B, N, N] bool: real non-self pairs joined by a path (SPEC 5 SPD/edge targets)."""
     spd = batch["spd"]
-    return real_pairs(batch) & (spd >= 2) & (spd != unreachable_spd + 1)
+    return real_pairs(batch) & (spd >= 2) & (spd != UNREACHABLE_SPD + 1)
 
 
 def cross_entropy(
@@ -129,14 +129,12 @@ def pretraining_losses(
     outputs: Mapping[str, jax.Array],
     batch: Mapping[str, jax.Array],
     weights: Mapping[str, float],
-    *,
-    unreachable_spd: int = UNREACHABLE_SPD,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """MoleBlend pretrain outputs + batch -> (total loss, metrics), all float32 scalars (SPEC 5).
 
     weights: keys spd, edge, direction, denoise (config.loss_weights).
     """
-    pairs = reachable_pairs(batch, unreachable_spd)
+    pairs = reachable_pairs(batch)
     spd = batch["spd"].astype(jnp.int32)
 
     spd_logits = outputs["spd_logits"]

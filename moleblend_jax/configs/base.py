@@ -1,0 +1,154 @@
+"""The paper's pretraining recipe (SPEC sections 2-6).
+
+Usage:
+  python experiments/pretrain.py --config=configs/base.py --workdir=DIR
+  python experiments/pretrain.py --config=configs/base.py:tiny --workdir=DIR   # CPU-sized model
+Every field can be overridden on the command line, e.g. `--config.optimizer.peak_lr=2e-4`.
+"""
+
+import ml_collections
+
+VARIANTS = ("base", "tiny")
+
+
+def model_config() -> ml_collections.ConfigDict:
+    """The Transformer-M backbone, the blend and the prediction heads (SPEC 1-5)."""
+    m = ml_collections.ConfigDict()
+    # Encoder (SPEC 2).
+    m.num_layers = 12
+    m.hidden_dim = 768
+    m.ffn_dim = 768  # Transformer-M uses FFN = hidden, not 4x.
+    m.num_heads = 32
+    m.layer_norm_eps = 1e-5
+    m.init_std = 0.02
+    m.embedding_dropout = 0.0
+    m.residual_dropout = 0.0
+    m.attention_dropout = 0.1
+    m.activation_dropout = 0.1
+    m.stochastic_depth = 0.1  # Max drop rate; rises linearly 0 -> this over layers.
+    m.dtype = "bfloat16"  # Activations; params stay float32 (SPEC 2, STYLE mixed precision).
+    # Input vocabularies (SPEC 1). Ids are shifted by +1; 0 is padding.
+    m.num_atom_features = 9
+    m.atom_vocab_size = 512  # One table per atom feature, 512 rows each as the original.
+    m.num_bond_features = 3
+    m.bond_vocab_size = 16
+    m.num_spd_ids = 512  # Shifted SPD ids: 0 pad, hops + 1, unreachable 511 (schema).
+    m.num_degree_ids = 512
+    m.max_path_hops = 5
+    # 3D encodings (SPEC 3).
+    m.num_kernels = 128
+    m.gaussian_std_floor = 0.01
+    m.centrality_scale = 0.01
+    # Blend and noise (SPEC 4).
+    m.blend_probs = (0.2, 0.2, 0.6)  # (SPD, edge, 3D) per ordered atom pair.
+    m.blend_per_molecule = False  # Released code: one [N, N] mask per step for the whole batch.
+    m.node_blend_probs = (0.4, 0.6)  # (degree, 3D centrality) per atom.
+    m.coord_noise_std = 0.2  # Angstrom.
+    # Heads (SPEC 5).
+    m.pair_head_dim = 32
+    m.head_layer_norm_eps = 1e-12
+    m.num_spd_classes = 11
+    m.num_edge_classes = 24
+    m.direction_hidden_dim = 256
+    m.tied_denoise_head = False  # True: exactly rotation-equivariant denoising head.
+    m.denoise_attention_dropout = 0.1  # Attention-prob dropout in the denoising head (original).
+    return m
+
+
+def mesh_config() -> ml_collections.ConfigDict:
+    """A (data, fsdp) device mesh and the logical-axis rules that map params onto it."""
+    mesh = ml_collections.ConfigDict()
+    mesh.data = -1  # -1 takes the devices the other axis leaves.
+    mesh.fsdp = 1
+    # Logical axis name -> mesh axis (flax lm1b's logical_axis_rules). Params shard their
+    # "embed" (hidden) dimension over fsdp and are replicated otherwise; the batch dimension of
+    # every input goes over (data, fsdp) (train/sharding.py). Override as a whole, e.g.
+    # --config.mesh.rules="(('embed', None),)".
+    mesh.rules = (
+        ("embed", "fsdp"),
+        ("mlp", None),
+        ("kv", None),
+        ("heads", None),
+        ("vocab", None),
+        ("hops", None),
+        ("rbf", None),
+        ("rbf_hidden", None),
+        ("pair", None),
+        ("pair_outer", None),
+        ("classes", None),
+    )
+    return mesh
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    variant = variant or "base"
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r} of configs/base.py; choose from {VARIANTS}.")
+    config = ml_collections.ConfigDict()
+    config.variant = variant
+    config.seed = 0
+    config.model = model_config()
+
+    # Loss weights (SPEC 5, released script).
+    config.loss_weights = ml_collections.ConfigDict(
+        dict(spd=0.1, edge=0.1, direction=0.5, denoise=6.0)
+    )
+
+    # Optimisation (SPEC 6).
+    config.batch_size = 4096  # Global, over all devices and hosts.
+    config.total_steps = 200_000
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.peak_lr = 1e-5
+    config.optimizer.warmup_steps = 20_000
+    config.optimizer.end_lr = 0.0
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.eps = 1e-8
+    config.optimizer.weight_decay = 0.0
+    config.optimizer.grad_clip_norm = 5.0
+
+    # Data. `data.dir=None` builds shards of the bundled QM9 (qm9pack) under WORKDIR/data once.
+    config.data = ml_collections.ConfigDict()
+    config.data.dir = ml_collections.FieldReference(None, field_type=str)
+    config.data.default_source = "qm9"
+    config.data.max_atoms = 256
+    config.data.buckets = (16, 32, 64, 128, 256)  # Padded atom counts; one compile each.
+    config.data.shuffle_buffer = 10_000  # Records; tf.data shuffle after the file shuffle.
+    # Default shards only: build them from the first max_molecules of the source (0 = all).
+    config.data.max_molecules = 0
+    config.data.num_prep_workers = 2
+
+    config.mesh = mesh_config()
+
+    # Logging and checkpoints.
+    config.log_every = 100
+    config.checkpoint_every = 5_000
+    config.keep_checkpoints = 3
+    # Stop (checkpointing) after this many steps of one invocation, e.g. to fit a job's time
+    # limit; rerunning resumes. 0 = run to total_steps.
+    config.max_steps_per_run = 0
+
+    if variant == "tiny":
+        _make_tiny(config)
+    return config
+
+
+def _make_tiny(config: ml_collections.ConfigDict) -> None:
+    """A model and schedule that train in minutes on a 2-core CPU."""
+    m = config.model
+    m.num_layers = 4
+    m.hidden_dim = 128
+    m.ffn_dim = 128
+    m.num_heads = 8
+    m.num_kernels = 32
+    m.dtype = "float32"  # bf16 matmuls are slow on CPU.
+    config.batch_size = 32
+    config.total_steps = 600
+    config.optimizer.peak_lr = 3e-4
+    config.optimizer.warmup_steps = 60
+    config.optimizer.weight_decay = 0.0
+    config.data.max_atoms = 32
+    config.data.buckets = (16, 32)
+    config.data.max_molecules = 20_000  # Prefix of the bundled QM9 to preprocess.
+    config.log_every = 20
+    config.checkpoint_every = 200

@@ -1,0 +1,61 @@
+"""Fine-tuning recipe (SPEC 7).
+
+  python experiments/finetune.py --config=configs/finetune.py --config.dataset=esol --workdir=DIR \
+      [--config.init_checkpoint=PRETRAIN_WORKDIR/checkpoints]
+  --config=configs/finetune.py:tiny   the CPU-sized model (to fine-tune a base.py:tiny checkpoint)
+
+The model section must match the pretrained checkpoint's; the 3D modules are dropped for 2D
+data sets and the 2D ones for QM9.
+"""
+
+import ml_collections
+
+from moleblend_jax.configs import base
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    variant = variant or "base"
+    pretrain = base.get_config(variant)
+    config = ml_collections.ConfigDict()
+    config.variant = variant
+    # The encoder takes its 2D or 3D modules from the data set (3D for QM9).
+    config.model = pretrain.model
+    config.model.activation_dropout = 0.0  # SPEC 7: attention dropout 0.1 only.
+    config.model.stochastic_depth = 0.0
+    config.mesh = pretrain.mesh
+
+    config.dataset = "esol"
+    config.dataset_path = ml_collections.FieldReference(None, field_type=str)  # MoleculeNet CSV.
+    config.split = ""  # "scaffold" | "random"; empty = the data set's default.
+    config.split_file = ml_collections.FieldReference(None, field_type=str)  # Saved on first use.
+    config.init_checkpoint = ml_collections.FieldReference(None, field_type=str)
+    config.num_seeds = 3
+    # 0 = all; else a fixed random subset (QM9: the first max_molecules of the source).
+    config.max_molecules = 0
+
+    config.batch_size = 128
+    config.epochs = 80
+    config.warmup_epochs = 8
+    config.patience = 20  # Early stopping on the validation metric.
+    config.optimizer = ml_collections.ConfigDict(
+        dict(
+            peak_lr=1e-5,
+            end_lr=0.0,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            weight_decay=5e-5,
+            grad_clip_norm=5.0,
+        )
+    )
+    config.data = ml_collections.ConfigDict(dict(buckets=(32, 64, 128, 256), max_atoms=256))
+    config.seed = 0
+    if variant == "tiny":
+        config.batch_size = 64
+        config.epochs = 30
+        config.warmup_epochs = 3
+        config.patience = 10
+        config.optimizer.peak_lr = 3e-4
+        config.data.buckets = (32, 64)
+        config.data.max_atoms = 64
+    return config
