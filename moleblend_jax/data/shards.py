@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import glob
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -147,9 +148,10 @@ def process_chunk(items: list, conformers: str, max_atoms: int, seed: int) -> li
     return out
 
 
-def _chunks(items, size: int, limit: int | None):
+def _chunks(items, size: int, limit: int | None, offset: int = 0):
+    """Lists of `size` source items, from entry `offset` on, at most `limit` in all."""
     chunk = []
-    for count, item in enumerate(items):
+    for count, item in enumerate(itertools.islice(items, offset, None)):
         if limit is not None and count >= limit:
             break
         chunk.append(item)
@@ -203,6 +205,7 @@ def build_shards(
     max_atoms: int = MAX_SUPPORTED_ATOMS,
     conformers: str | None = None,
     limit: int | None = None,
+    offset: int = 0,
     smiles_column: str | None = None,
     label_columns: list[str] | None = None,
     labels_csv: str | None = None,
@@ -213,7 +216,8 @@ def build_shards(
 
     conformers: 'file' (coordinates from the source: SDF / QM9 DFT; SMILES sources get none),
     'rdkit' (ETKDG + MMFF for every molecule) or 'none' (has_coords = 0); default: 'file' for
-    sources with coordinates, else 'rdkit'. limit: only the first `limit` source entries.
+    sources with coordinates, else 'rdkit'. offset, limit: only source entries offset ..
+    offset + limit - 1 (limit None: to the end), e.g. a held-out set after a training prefix.
     Returns the metadata dict. Raises FileNotFoundError / ValueError for a missing or empty
     input and ValueError when no molecule could be written.
     """
@@ -232,6 +236,7 @@ def build_shards(
         max_atoms=max_atoms,
         conformers=conformers,
         limit=limit,
+        **({"offset": offset} if offset else {}),  # Absent at 0: older builds stay valid.
         smiles_column=smiles_column,
         label_columns=label_columns,
         labels_csv=labels_csv,
@@ -254,14 +259,16 @@ def build_shards(
     skipped = collections.Counter()
     conformer_counts = collections.Counter()
     num_written = 0
-    total = source.total if limit is None else min(limit, source.total or limit)
+    total = None if source.total is None else max(source.total - offset, 0)  # Progress bar.
+    if limit is not None:
+        total = limit if total is None else min(limit, total)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="mol", desc=f"shards {os.path.basename(output)}")
     try:
-        chunks = _chunks(source.items(), CHUNK_SIZE, limit)
+        chunks = _chunks(source.items(), CHUNK_SIZE, limit, offset)
         for results in _ordered_map(process_chunk, chunks, workers, (conformers, max_atoms, seed)):
             for result in results:
                 if result[0] == "skip":

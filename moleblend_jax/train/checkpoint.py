@@ -1,13 +1,14 @@
 """Orbax checkpoints of the train state plus the input-pipeline position."""
 
 import logging
-import pathlib
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from etils import epath
+
+from moleblend_jax.train.paths import as_path
 
 
 class _DropOrbaxInfo(logging.Filter):
@@ -30,8 +31,8 @@ class Checkpointer:
     Restoring takes target shardings, so a run may resume on a different device count.
     """
 
-    def __init__(self, directory: str | pathlib.Path, save_every: int, keep: int):
-        self.directory = _path(directory)
+    def __init__(self, directory: str | epath.Path, save_every: int, keep: int):
+        self.directory = as_path(directory)
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -79,12 +80,12 @@ class Checkpointer:
         self._manager.close()
 
 
-def restore_params(directory: str | pathlib.Path, step: int | None = None) -> dict:
+def restore_params(directory: str | epath.Path, step: int | None = None) -> dict:
     """Loads only the parameters of a pretraining checkpoint, as host numpy arrays.
 
     Used by fine-tuning, which builds a different model around the same encoder.
     """
-    directory = _path(directory)
+    directory = as_path(directory)
     if not directory.exists():
         raise FileNotFoundError(f"Checkpoint directory {directory} does not exist.")
     with ocp.CheckpointManager(directory) as manager:
@@ -103,9 +104,3 @@ def restore_params(directory: str | pathlib.Path, step: int | None = None) -> di
             args=ocp.args.Composite(state=ocp.args.StandardRestore(target)),
         )
     return jax.device_get(restored["state"]["params"])
-
-
-def _path(directory: str | pathlib.Path) -> epath.Path:
-    """Local paths made absolute (orbax needs that); gs:// and other URLs kept as they are."""
-    directory = epath.Path(directory)
-    return directory if "://" in str(directory) else epath.Path(pathlib.Path(directory).absolute())

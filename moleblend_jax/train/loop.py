@@ -16,14 +16,11 @@ from moleblend_jax import model as model_lib
 from moleblend_jax.train import optim, sharding
 from moleblend_jax.train import state as state_lib
 from moleblend_jax.train.checkpoint import Checkpointer
+from moleblend_jax.train.finite import NonFiniteError, raise_if_not_finite
 from moleblend_jax.train.metrics_writer import MetricWriter, plot_loss_curve
 from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
 
 LOSS_TERMS = ("spd", "edge", "direction", "denoise")
-
-
-class NonFiniteError(RuntimeError):
-    """The loss or the gradient norm stopped being finite."""
 
 
 def dummy_batch(batch_size: int, num_atoms: int) -> dict[str, jnp.ndarray]:
@@ -190,13 +187,7 @@ def _log(pending, writer: MetricWriter, progress) -> dict:
     if not pending:
         return {}
     fetched = jax.device_get([m for _, m in pending])
-    for (step, _), metrics in zip(pending, fetched, strict=True):
-        if not metrics["is_finite"]:
-            raise NonFiniteError(
-                f"Step {step}: loss={metrics['loss']} grad_norm={metrics['grad_norm']} is not "
-                "finite; the update was skipped and the run stopped (lower the learning rate "
-                "or check the data)."
-            )
+    raise_if_not_finite([step for step, _ in pending], fetched)
     step = pending[-1][0]
     scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1] if k != "is_finite"}
     scalars["learning_rate"] = float(fetched[-1]["learning_rate"])

@@ -1,36 +1,54 @@
-"""One writer for everything a run logs: metrics.jsonl, TensorBoard events, a loss curve."""
+"""One writer for everything a run logs: metrics.jsonl, TensorBoard events, a loss curve.
 
+Paths go through `etils.epath`, so a workdir may be local or `gs://...`.
+"""
+
+import io
 import json
-import pathlib
 from collections.abc import Mapping
 
 import numpy as np
+from etils import epath
+
+from moleblend_jax.train.paths import as_path, is_local
 
 
 class MetricWriter:
     """Appends one JSON object per logged step to `workdir/metrics.jsonl` and mirrors the
-    scalars to TensorBoard. Only the writing process (process 0) should enable it."""
+    scalars to TensorBoard under `workdir/tensorboard/<run>`. Only the writing process
+    (process 0) should enable it.
 
-    def __init__(self, workdir: str | pathlib.Path, enabled: bool = True):
-        self.workdir = pathlib.Path(workdir)
+    Several writers may share one metrics.jsonl (fine-tuning seeds: a `seed` field tells their
+    rows apart); each `run` gets its own TensorBoard directory so runs do not overwrite each
+    other's curves.
+    """
+
+    def __init__(self, workdir: str | epath.Path, enabled: bool = True, run: str = ""):
+        self.workdir = as_path(workdir)
         self.enabled = enabled
         self._tensorboard = None
         if enabled:
             from tensorboardX import SummaryWriter
 
             self.workdir.mkdir(parents=True, exist_ok=True)
-            self._tensorboard = SummaryWriter(str(self.workdir / "tensorboard"))
+            logdir = self.workdir / "tensorboard"
+            self._tensorboard = SummaryWriter(str(logdir / run if run else logdir))
 
     @property
-    def jsonl_path(self) -> pathlib.Path:
+    def jsonl_path(self) -> epath.Path:
         return self.workdir / "metrics.jsonl"
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-        with self.jsonl_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        if is_local(self.jsonl_path):
+            with self.jsonl_path.open("a") as f:
+                f.write(line)
+        else:  # Object stores have no append: rewrite the (small) file.
+            previous = self.jsonl_path.read_text() if self.jsonl_path.exists() else ""
+            self.jsonl_path.write_text(previous + line)
         for name, value in scalars.items():
             self._tensorboard.add_scalar(name, float(value), int(step))
 
@@ -47,19 +65,21 @@ class MetricWriter:
             self._tensorboard.close()
 
 
-def read_jsonl(path: str | pathlib.Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+def read_jsonl(path: str | epath.Path) -> list[dict]:
+    text = as_path(path).read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def plot_loss_curve(jsonl_path: str | pathlib.Path, png_path: str | pathlib.Path) -> None:
+def plot_loss_curve(jsonl_path: str | epath.Path, png_path: str | epath.Path) -> None:
     """Total loss and each loss term against the step, log-scaled, one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_jsonl(jsonl_path)
+    lines = read_jsonl(jsonl_path)
+    records = [r for r in lines if "loss" in r]
+    evals = [r for r in lines if "eval_loss" in r]
     if not records:
         return
     steps = np.array([r["step"] for r in records])
@@ -67,11 +87,17 @@ def plot_loss_curve(jsonl_path: str | pathlib.Path, png_path: str | pathlib.Path
     for key in ("loss", "spd_loss", "edge_loss", "direction_loss", "denoise_loss"):
         if key in records[0]:
             ax.plot(steps, [r[key] for r in records], label=key, lw=2 if key == "loss" else 1)
+    if evals:
+        ax.plot(
+            [r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval_loss"
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
+    as_path(png_path).write_bytes(buffer.getvalue())
