@@ -165,7 +165,7 @@ def time_step(variant: str, dtype: str, batch_np: dict) -> dict:
     state, shardings = state_lib.create_sharded_state(
         model, tx, example, jax.random.PRNGKey(0), mesh, config.mesh.rules
     )
-    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    num_params = state_lib.count_params(state.params)
     batch = sharding.global_batch(batch_np, mesh)
     step_fn = jit_train_step(
         pretraining_loss_fn(model, dict(config.loss_weights)), tx, schedule, shardings, mesh

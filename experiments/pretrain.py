@@ -35,6 +35,8 @@ def main(argv):
     from moleblend_jax.train import checkpoint, distributed, loop
 
     checkpoint.quiet_orbax_info_logs()
+    # Every host <-> device transfer must be explicit (device_put, global_batch, device_get).
+    jax.config.update("jax_transfer_guard", "disallow")
     distributed.maybe_initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     logging.info(
         "JAX %s, %d processes, devices: %s", jax.__version__, jax.process_count(), jax.devices()

@@ -63,7 +63,7 @@ def test_pretrained_checkpoint_loads_without_3d_modules(tmp_path):
         step=jnp.zeros((), jnp.int32), params=pretrained, opt_state={}, rng=jax.random.PRNGKey(0)
     )
     ckpt = checkpoint.Checkpointer(tmp_path / "ckpt", save_every=1, keep=1)
-    ckpt.save(5, state, data_position=5, force=True)
+    ckpt.save(5, state, force=True)
     ckpt.close()
 
     restored = checkpoint.restore_params(tmp_path / "ckpt")

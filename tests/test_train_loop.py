@@ -120,3 +120,41 @@ def test_orbax_info_logs_are_dropped_but_warnings_kept():
     assert not dropper.filter(record(logging.INFO, orbax_file))
     assert dropper.filter(record(logging.WARNING, orbax_file))
     assert dropper.filter(record(logging.INFO, "/repo/moleblend_jax/train/loop.py"))
+
+
+def test_one_compile_per_bucket(qm9_shards, tmp_path, monkeypatch):
+    import chex
+
+    from moleblend_jax.data import reader
+    from moleblend_jax.train import step as step_lib
+
+    sizes = reader.load_metadata(str(qm9_shards))["atom_count_histogram"]
+    median = sorted(int(n) for n, c in sizes.items() for _ in range(c))[sum(sizes.values()) // 2]
+    buckets = (median, 16)  # About half of the molecules in each.
+    traced_shapes = []
+
+    def counted(state, batch, **kwargs):
+        traced_shapes.append(batch["atom_mask"].shape[1])
+        return original(state, batch, **kwargs)
+
+    original = step_lib.train_step
+    monkeypatch.setattr(step_lib, "train_step", chex.assert_max_traces(counted, n=len(buckets)))
+    config = small_config(qm9_shards, total_steps=12, **{"data.buckets": buckets})
+    loop.train_and_evaluate(config, tmp_path)
+    assert sorted(traced_shapes) == sorted(buckets)
+
+
+def test_held_out_loss_joins_the_logged_lines(qm9_shards, tmp_path):
+    overrides = {"data.eval_dir": str(qm9_shards), "eval_every": 4, "eval_batches": 2}
+    loop.train_and_evaluate(small_config(qm9_shards, total_steps=8, **overrides), tmp_path / "a")
+    rows = read_jsonl(tmp_path / "a" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [2, 4, 6, 8]
+    assert [("eval_loss" in r) for r in rows] == [False, True, False, True]
+    for key in ("eval_spd_loss", "eval_edge_loss", "eval_direction_loss", "eval_denoise_loss"):
+        assert np.isfinite(rows[-1][key])
+    weights = small_config().loss_weights
+    terms = sum(weights[t] * rows[-1][f"eval_{t}_loss"] for t in loop.LOSS_TERMS)
+    np.testing.assert_allclose(rows[-1]["eval_loss"], terms, rtol=1e-5)
+    # The same draws every time: a second run evaluates to the same numbers.
+    loop.train_and_evaluate(small_config(qm9_shards, total_steps=8, **overrides), tmp_path / "b")
+    assert read_jsonl(tmp_path / "b" / "metrics.jsonl") == rows

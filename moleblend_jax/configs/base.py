@@ -116,12 +116,20 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.shuffle_buffer = 10_000  # Records; tf.data shuffle after the file shuffle.
     # Default shards only: build them from the first max_molecules of the source (0 = all).
     config.data.max_molecules = 0
+    # Held-out shards for the eval loss. None with default data: the eval_molecules source
+    # entries after the training prefix (none when max_molecules = 0).
+    config.data.eval_dir = ml_collections.FieldReference(None, field_type=str)
+    config.data.eval_molecules = 10_000
     config.data.num_prep_workers = 2
 
     config.mesh = mesh_config()
 
-    # Logging and checkpoints.
+    # Logging, held-out loss and checkpoints.
     config.log_every = 100
+    # Held-out loss every eval_every steps (a multiple of log_every; 0 = only at the end)
+    # over eval_batches global batches, the same ones each time (0 = never).
+    config.eval_every = 5_000
+    config.eval_batches = 16
     config.checkpoint_every = 5_000
     config.keep_checkpoints = 3
     # Stop (checkpointing) after this many steps of one invocation, e.g. to fit a job's time
@@ -150,5 +158,8 @@ def _make_tiny(config: ml_collections.ConfigDict) -> None:
     config.data.max_atoms = 32
     config.data.buckets = (16, 32)
     config.data.max_molecules = 20_000  # Prefix of the bundled QM9 to preprocess.
+    config.data.eval_molecules = 1_000  # QM9 molecules 20,000-20,999.
+    config.eval_every = 200
+    config.eval_batches = 8
     config.log_every = 20
     config.checkpoint_every = 200

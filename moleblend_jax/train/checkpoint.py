@@ -1,9 +1,10 @@
-"""Orbax checkpoints of the train state plus the input-pipeline position."""
+"""Orbax checkpoints of the train state (MaxText's order: restore into the abstract state)."""
 
 import logging
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from etils import epath
@@ -26,9 +27,9 @@ def quiet_orbax_info_logs() -> None:
 class Checkpointer:
     """Saves every `save_every` steps (and on demand); restores the latest step.
 
-    The data-pipeline position (the number of global batches consumed) is stored as JSON
-    beside the state, so a resumed run reads exactly the batches an uninterrupted run would.
-    Restoring takes target shardings, so a run may resume on a different device count.
+    The state's `step` is also the input-pipeline position (global batches consumed), so a
+    resumed run reads exactly the batches an uninterrupted run would. Restoring takes target
+    shardings, so a run may resume on a different device count.
     """
 
     def __init__(self, directory: str | epath.Path, save_every: int, keep: int):
@@ -43,31 +44,23 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, data_position: int, force: bool = False) -> bool:
+    def save(self, step: int, state: Any, force: bool = False) -> bool:
         if step in self._manager.all_steps():  # E.g. the final save right after a periodic one.
             return False
         return self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                meta=ocp.args.JsonSave({"step": step, "data_position": data_position}),
-            ),
-            force=force,
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=force
         )
 
-    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
-        """Restores `step` (default: latest) into the shapes/shardings of `abstract_state`."""
+    def restore(self, abstract_state: Any, step: int | None = None) -> Any:
+        """Restores `step` (default: latest) straight into the shapes and shardings of
+        `abstract_state` (ShapeDtypeStructs): no initialised state is needed first."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"No checkpoint found in {self.directory}.")
         restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                meta=ocp.args.JsonRestore(),
-            ),
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         )
-        return restored["state"], restored["meta"]
+        return restored["state"]
 
     def reached_preemption(self, step: int) -> bool:
         return self._manager.reached_preemption(step)
@@ -81,26 +74,31 @@ class Checkpointer:
 
 
 def restore_params(directory: str | epath.Path, step: int | None = None) -> dict:
-    """Loads only the parameters of a pretraining checkpoint, as host numpy arrays.
+    """Loads only the `params` subtree of a pretraining checkpoint, as host numpy arrays.
 
-    Used by fine-tuning, which builds a different model around the same encoder.
+    The optimizer state (twice the params' size) is never read. Used by fine-tuning, which
+    builds a different model around the same encoder.
     """
     directory = as_path(directory)
     if not directory.exists():
         raise FileNotFoundError(f"Checkpoint directory {directory} does not exist.")
-    with ocp.CheckpointManager(directory) as manager:
+    handlers = {"state": ocp.PyTreeCheckpointHandler()}
+    with ocp.CheckpointManager(directory, item_handlers=handlers) as manager:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"No checkpoint found in {directory}.")
-        metadata = manager.item_metadata(step)
-        state_meta = metadata["state"] if "state" in metadata else metadata
-        target = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
-            state_meta,
-            is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"),
-        )
+        params_meta = manager.item_metadata(step)["state"]["params"]
+        is_leaf = lambda m: hasattr(m, "shape") and hasattr(m, "dtype")
+        target = {
+            "params": jax.tree.map(lambda m: np.zeros((), m.dtype), params_meta, is_leaf=is_leaf)
+        }
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
         restored = manager.restore(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(target)),
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    target, restore_args=restore_args, partial_restore=True
+                )
+            ),
         )
-    return jax.device_get(restored["state"]["params"])
+    return restored["state"]["params"]

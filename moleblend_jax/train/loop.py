@@ -1,9 +1,12 @@
-"""The pretraining loop: data, sharded state, jitted step, logging, checkpoints, resume."""
+"""The pretraining loop: sharded state (fresh or restored), compiled steps, held-out loss,
+logging, checkpoints, preemption. Its input comes from `train/inputs.py`."""
 
+import itertools
 import logging
-import pathlib
 import signal
 import time
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,11 +16,14 @@ import tqdm
 
 from moleblend_jax import host_allocator
 from moleblend_jax import model as model_lib
-from moleblend_jax.train import optim, sharding
+from moleblend_jax.train import inputs, optim, sharding
 from moleblend_jax.train import state as state_lib
 from moleblend_jax.train.checkpoint import Checkpointer
+from moleblend_jax.train.compiled import CompiledPerShape
+from moleblend_jax.train.evaluate import evaluate, jit_eval_step
 from moleblend_jax.train.finite import NonFiniteError, raise_if_not_finite
 from moleblend_jax.train.metrics_writer import MetricWriter, plot_loss_curve
+from moleblend_jax.train.paths import as_path
 from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
 
 LOSS_TERMS = ("spd", "edge", "direction", "denoise")
@@ -36,7 +42,7 @@ def dummy_batch(batch_size: int, num_atoms: int) -> dict[str, jnp.ndarray]:
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Fails fast, before any compilation, on settings that cannot work."""
+    """Fails fast, before any data is built or anything compiled, on settings that cannot work."""
     if config.batch_size % jax.device_count():
         raise ValueError(
             f"config.batch_size={config.batch_size} is not divisible by the "
@@ -48,48 +54,99 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     buckets = tuple(config.data.buckets)
     if list(buckets) != sorted(buckets) or buckets[-1] > config.data.max_atoms:
         raise ValueError(f"config.data.buckets={buckets} must be increasing and <= max_atoms.")
+    if config.eval_every and config.eval_every % config.log_every:
+        raise ValueError(
+            f"config.eval_every={config.eval_every} must be a multiple of "
+            f"config.log_every={config.log_every} (the held-out loss joins that step's line)."
+        )
 
 
-def resolve_data_dir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
-    """The configured shard directory, or default shards built once under WORKDIR/data."""
-    from moleblend_jax.data import reader, shards
+class _Run(NamedTuple):
+    """What the step loop needs, set up before it."""
 
-    if config.data.dir:
-        data_dir = pathlib.Path(config.data.dir)
-    else:
-        data_dir = workdir / "data" / config.data.default_source
-        if not (data_dir / "metadata.json").exists() and jax.process_index() == 0:
-            logging.info(
-                "No data configured: building %s shards in %s", config.data.default_source, data_dir
-            )
-            shards.build_shards(
-                config.data.default_source,
-                data_dir,
-                workers=config.data.num_prep_workers,
-                max_atoms=config.data.max_atoms,
-                limit=config.data.max_molecules or None,
-            )
-    reader.shard_paths(str(data_dir))  # Raises, naming the path, if missing or corrupt.
-    return data_dir
+    mesh: jax.sharding.Mesh
+    state: state_lib.TrainState
+    start_step: int
+    batches: Iterator[dict]
+    train_step: CompiledPerShape
+    held_out: Callable | None
+    checkpointer: Checkpointer
+    writer: MetricWriter
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-    """Pretrains until `config.total_steps`, resuming from the latest checkpoint in workdir.
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Pretrains until `config.total_steps`, resuming from the latest checkpoint in workdir,
+    with the held-out loss every `config.eval_every` steps and at the end.
 
     Returns the metrics of the last logged step.
     """
-    from moleblend_jax.data import pipeline
-
-    workdir = pathlib.Path(workdir)
     validate_config(config)
-    if jax.default_backend() == "cpu" and (tunables := host_allocator.missing_tunables()):
-        logging.info(
-            "XLA:CPU steps run faster with GLIBC_TUNABLES=%s set before Python starts "
-            "(moleblend_jax/host_allocator.py; experiments/pretrain.py sets it itself).",
-            tunables,
-        )
-    data_dir = resolve_data_dir(config, workdir)
+    _hint_allocator()
+    data = inputs.prepare_pretraining_data(config, workdir)
+    workdir = as_path(workdir)
+    # Set-up may move small things to the devices implicitly (keys, constants); the step loop
+    # may not: its inputs reach the devices only through `global_batch`.
+    with jax.transfer_guard("allow"):
+        run = _set_up(config, workdir, data)
+    state, step = run.state, run.start_step
+    preempted, restore_sigterm = _install_sigterm_flag()
+    progress = tqdm.tqdm(
+        total=config.total_steps * config.batch_size,
+        initial=step * config.batch_size,
+        unit="mol",
+        unit_scale=True,
+        disable=jax.process_index() != 0,
+        dynamic_ncols=True,
+    )
+    pending = []  # Device metrics since the last log, fetched together to avoid syncs.
+    last_logged = {}
+    stop_step = config.total_steps
+    if config.max_steps_per_run:
+        stop_step = min(stop_step, step + config.max_steps_per_run)
+    try:
+        with jax.transfer_guard("disallow"):
+            while step < stop_step:
+                state, metrics = run.train_step(
+                    state, sharding.global_batch(next(run.batches), run.mesh)
+                )
+                step += 1
+                pending.append((step, metrics))
+                progress.update(config.batch_size)
+                is_log_step = step % config.log_every == 0 or step == stop_step
+                if is_log_step or step % config.checkpoint_every == 0 or preempted():
+                    scalars = _fetch_mean(pending)
+                    pending = []
+                    is_eval_step = step == config.total_steps or (
+                        config.eval_every and step % config.eval_every == 0
+                    )
+                    if run.held_out and is_eval_step:
+                        scalars.update(run.held_out(state.params))
+                    last_logged = _log(step, scalars, run.writer, progress) or last_logged
+                if preempted() or run.checkpointer.reached_preemption(step):
+                    run.checkpointer.save(step, state, force=True)
+                    logging.warning("Preempted: saved step %d and stopped.", step)
+                    break
+                run.checkpointer.save(step, state)
+            else:
+                run.checkpointer.save(step, state, force=True)
+    except NonFiniteError:
+        latest = run.checkpointer.latest_step()
+        logging.error("Stopped; the last good checkpoint is step %s.", latest)
+        raise
+    finally:
+        restore_sigterm()
+        progress.close()
+        run.checkpointer.close()
+        run.writer.close()
+    if jax.process_index() == 0 and run.writer.jsonl_path.exists():
+        plot_loss_curve(run.writer.jsonl_path, workdir / "loss_curve.png")
+    return last_logged
 
+
+def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
+    """Mesh, model, the state (restored straight into its sharded layout when a checkpoint
+    exists, else initialised in it), the batch iterator from the state's step on, and the
+    compiled steps."""
     num_processes = jax.process_count()
     buckets = tuple(config.data.buckets)
     if num_processes > 1 and len(buckets) > 1:
@@ -101,25 +158,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     mesh = sharding.make_mesh(config.mesh)
     model = model_lib.MoleBlend(config=config.model)
     schedule, tx = optim.pretraining_optimizer(config)
-    example = dummy_batch(jax.device_count(), buckets[0])
-    state, state_shardings = state_lib.create_sharded_state(
-        model, tx, example, jax.random.PRNGKey(config.seed), mesh, config.mesh.rules
+    layout = state_lib.state_layout(
+        model,
+        tx,
+        dummy_batch(jax.device_count(), buckets[0]),
+        jax.random.PRNGKey(config.seed),
+        mesh,
+        config.mesh.rules,
     )
-
+    logging.info("Parameters: %s", f"{state_lib.count_params(layout.abstract.params):,}")
     checkpointer = Checkpointer(
         workdir / "checkpoints", config.checkpoint_every, config.keep_checkpoints
     )
-    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
-    start_step = 0
-    if checkpointer.latest_step() is not None:
-        target = state_lib.abstract_state(state_shardings, model, tx, example)
-        state, meta = checkpointer.restore(target)
-        start_step = int(meta["data_position"])
+    if checkpointer.latest_step() is None:
+        state, start_step = layout.init(), 0
+    else:
+        state = checkpointer.restore(layout.abstract)
+        start_step = int(jax.device_get(state.step))
         logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     writer.truncate_after(start_step)
 
+    from moleblend_jax.data import pipeline
+
     batches = pipeline.make_batches(
-        data_dir,
+        data.train_dir,
         local_batch_size,
         buckets,
         seed=config.seed,
@@ -130,67 +193,75 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         start_batch=start_step,
         shuffle_buffer=config.data.shuffle_buffer,
     )
-    jitted_step = jit_train_step(
-        pretraining_loss_fn(model, dict(config.loss_weights)), tx, schedule, state_shardings, mesh
+    train_step = CompiledPerShape(
+        jit_train_step(
+            pretraining_loss_fn(model, dict(config.loss_weights)),
+            tx,
+            schedule,
+            layout.shardings,
+            mesh,
+        ),
+        "train step",
     )
+    held_out = _held_out_loss(config, model, data.eval_dir, layout, mesh, buckets, local_batch_size)
+    return _Run(mesh, state, start_step, batches, train_step, held_out, checkpointer, writer)
 
-    preempted, restore_sigterm = _install_sigterm_flag()
-    progress = tqdm.tqdm(
-        total=config.total_steps * config.batch_size,
-        initial=start_step * config.batch_size,
-        unit="mol",
-        unit_scale=True,
-        disable=jax.process_index() != 0,
-        dynamic_ncols=True,
+
+def _held_out_loss(config, model, eval_dir, layout, mesh, buckets, local_batch_size):
+    """params -> {"eval_loss": ..., ...} over the first `config.eval_batches` batches of
+    `eval_dir` (the same ones every time), or None without held-out data."""
+    if not (eval_dir and config.eval_batches):
+        logging.info("No held-out data (config.data.eval_dir): no held-out loss.")
+        return None
+    from moleblend_jax.data import pipeline
+
+    eval_step = CompiledPerShape(
+        jit_eval_step(model, config.loss_weights, layout.shardings.params, mesh), "eval step"
     )
-    pending = []  # Device metrics since the last log, fetched together to avoid syncs.
-    last_logged = {}
-    step = start_step
-    stop_step = config.total_steps
-    if config.max_steps_per_run:
-        stop_step = min(stop_step, start_step + config.max_steps_per_run)
-    try:
-        while step < stop_step:
-            batch = sharding.global_batch(next(batches), mesh)
-            state, metrics = jitted_step(state, batch)
-            step += 1
-            pending.append((step, metrics))
-            progress.update(config.batch_size)
-            is_log_step = step % config.log_every == 0 or step == stop_step
-            if is_log_step or step % config.checkpoint_every == 0 or preempted():
-                last_logged = _log(pending, writer, progress) or last_logged
-                pending = []
-            if preempted() or checkpointer.reached_preemption(step):
-                checkpointer.save(step, state, data_position=step, force=True)
-                logging.warning("Preempted: saved step %d and stopped.", step)
-                break
-            checkpointer.save(step, state, data_position=step)
-        else:
-            _log(pending, writer, progress)
-            checkpointer.save(step, state, data_position=step, force=True)
-    except NonFiniteError:
-        logging.error("Stopped; the last good checkpoint is step %s.", checkpointer.latest_step())
-        raise
-    finally:
-        restore_sigterm()
-        progress.close()
-        checkpointer.close()
-        writer.close()
-    if jax.process_index() == 0 and writer.jsonl_path.exists():
-        plot_loss_curve(writer.jsonl_path, workdir / "loss_curve.png")
-    return last_logged
+    rngs = list(jax.random.split(jax.random.PRNGKey(config.seed + 1), config.eval_batches))
+
+    def held_out(params) -> dict[str, float]:
+        batches = pipeline.make_batches(
+            eval_dir,
+            local_batch_size,
+            buckets,
+            seed=0,
+            shuffle=False,
+            repeat=True,  # Every process yields eval_batches batches, however its shards fall.
+            shard_index=jax.process_index(),
+            num_shards_total=jax.process_count(),
+        )
+        return evaluate(
+            eval_step, params, itertools.islice(batches, config.eval_batches), rngs, mesh
+        )
+
+    return held_out
 
 
-def _log(pending, writer: MetricWriter, progress) -> dict:
-    """Fetches the pending steps' metrics, raises on a non-finite step, and logs their mean
-    (the learning rate at the last step) under the last step's number."""
+def _hint_allocator() -> None:
+    if jax.default_backend() == "cpu" and (tunables := host_allocator.missing_tunables()):
+        logging.info(
+            "XLA:CPU steps run faster with GLIBC_TUNABLES=%s set before Python starts "
+            "(moleblend_jax/host_allocator.py; experiments/pretrain.py sets it itself).",
+            tunables,
+        )
+
+
+def _fetch_mean(pending) -> dict[str, float]:
+    """Fetches the pending steps' metrics, raises on a non-finite step, and returns their
+    mean (the learning rate at the last step)."""
     if not pending:
         return {}
     fetched = jax.device_get([m for _, m in pending])
     raise_if_not_finite([step for step, _ in pending], fetched)
-    step = pending[-1][0]
     scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1] if k != "is_finite"}
     scalars["learning_rate"] = float(fetched[-1]["learning_rate"])
+    return scalars
+
+
+def _log(step: int, scalars: dict, writer: MetricWriter, progress) -> dict:
+    if not scalars:
+        return {}
     writer.write(step, scalars)
     progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
     return {"step": step, **scalars}

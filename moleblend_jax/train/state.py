@@ -1,7 +1,7 @@
-"""The train state pytree and its sharded initialisation."""
+"""The train state pytree, its sharded layout, and its initialisation in that layout."""
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -15,13 +15,55 @@ from jax.sharding import Mesh
 class TrainState:
     """Everything a checkpoint needs to continue training bit-for-bit.
 
-    `rng` is a raw uint32[2] key; each step folds the step number into it.
+    `rng` is a raw uint32[2] key; each step folds the step number into it. `step` is also the
+    input-pipeline position: the number of global batches consumed.
     """
 
     step: jax.Array
     params: Any
     opt_state: optax.OptState
     rng: jax.Array
+
+
+class StateLayout(NamedTuple):
+    """A train state before any device memory is used.
+
+    abstract: TrainState of ShapeDtypeStructs carrying their target shardings (a restore
+      target); shardings: TrainState of NamedShardings; init: () -> the initialised
+      TrainState, jitted with `out_shardings`.
+    """
+
+    abstract: TrainState
+    shardings: TrainState
+    init: Callable[[], TrainState]
+
+
+def state_layout(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    example_batch: Mapping[str, jax.Array],
+    rng: jax.Array,
+    mesh: Mesh,
+    logical_axis_rules,
+) -> StateLayout:
+    """Shapes and shardings of the state from `jax.eval_shape` (nothing is allocated).
+
+    Calling `.init()` initialises directly in the sharded layout, so no device ever holds a
+    full copy of a parameter that the fsdp axis shards; a resumed run never calls it and
+    restores into `.abstract` instead, so it holds one state, not two.
+    """
+    init_rng, train_rng = jax.random.split(rng)
+    init_fn = _make_init_fn(model, tx, example_batch, train_rng)
+    abstract_boxed = jax.eval_shape(init_fn, init_rng)
+    logical_specs = nn.get_partition_spec(abstract_boxed)
+    shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, logical_axis_rules)
+    abstract = jax.tree.map(
+        lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
+        nn.unbox(abstract_boxed),
+        shardings,
+    )
+    init = jax.jit(lambda key: nn.unbox(init_fn(key)), out_shardings=shardings)
+    return StateLayout(abstract, shardings, lambda: init(init_rng))
 
 
 def create_sharded_state(
@@ -32,33 +74,13 @@ def create_sharded_state(
     mesh: Mesh,
     logical_axis_rules,
 ) -> tuple[TrainState, Any]:
-    """Initialises the state directly in its sharded layout.
-
-    Shapes and logical partition specs come from `jax.eval_shape` (nothing is allocated); the
-    real initialisation is jitted with `out_shardings`, so no device ever holds a full copy
-    of a parameter that the fsdp axis shards.
-
-    Returns:
-      (state, state_shardings) with `state_shardings` a TrainState of NamedShardings.
-    """
-    init_rng, train_rng = jax.random.split(rng)
-    init_fn = _make_init_fn(model, tx, example_batch, train_rng)
-    abstract_boxed = jax.eval_shape(init_fn, init_rng)
-    logical_specs = nn.get_partition_spec(abstract_boxed)
-    shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, logical_axis_rules)
-    state = jax.jit(lambda key: nn.unbox(init_fn(key)), out_shardings=shardings)(init_rng)
-    return state, shardings
+    """A freshly initialised state in its sharded layout: (state, state_shardings)."""
+    layout = state_layout(model, tx, example_batch, rng, mesh, logical_axis_rules)
+    return layout.init(), layout.shardings
 
 
-def abstract_state(state_shardings: Any, model, tx, example_batch) -> TrainState:
-    """ShapeDtypeStructs with target shardings, for restoring a checkpoint in place."""
-    init_fn = _make_init_fn(model, tx, example_batch, jax.random.PRNGKey(0))
-    shapes = nn.unbox(jax.eval_shape(init_fn, jax.random.PRNGKey(0)))
-    return jax.tree.map(
-        lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
-        shapes,
-        state_shardings,
-    )
+def count_params(params: Any) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
 def _make_init_fn(model, tx, example_batch, train_rng) -> Callable[[jax.Array], TrainState]:

@@ -1,0 +1,54 @@
+"""Ahead-of-time compilation, once per input shape, with the compiled program's memory logged."""
+
+import logging
+from collections.abc import Callable, Mapping
+
+import jax
+
+
+class CompiledPerShape:
+    """Calls `jitted(*args)` through one `lower(*args).compile()` per shape signature of
+    `args[shape_arg]` (the batch: one program per padding bucket), logging each program's
+    memory analysis when it is compiled."""
+
+    def __init__(self, jitted: Callable, name: str, shape_arg: int = 1):
+        self._jitted = jitted
+        self._name = name
+        self._shape_arg = shape_arg
+        self._programs: dict[tuple, jax.stages.Compiled] = {}
+
+    def __call__(self, *args):
+        key = _signature(args[self._shape_arg])
+        program = self._programs.get(key)
+        if program is None:
+            program = self._jitted.lower(*args).compile()
+            self._programs[key] = program
+            _log_memory(self._name, args[self._shape_arg], program)
+        return program(*args)
+
+    @property
+    def num_programs(self) -> int:
+        return len(self._programs)
+
+
+def _signature(batch: Mapping[str, jax.Array]) -> tuple:
+    return tuple(sorted((k, tuple(v.shape), str(v.dtype)) for k, v in batch.items()))
+
+
+def _log_memory(name: str, batch: Mapping[str, jax.Array], program: jax.stages.Compiled) -> None:
+    shape = "x".join(str(d) for d in batch["atom_mask"].shape)
+    memory = program.memory_analysis()
+    if memory is None:  # Not every backend reports it.
+        logging.info("Compiled %s for batch %s.", name, shape)
+        return
+    mib = lambda n: n / 2**20
+    logging.info(
+        "Compiled %s for batch %s: arguments %.1f MiB, outputs %.1f MiB, temporaries %.1f MiB, "
+        "code %.1f MiB per device.",
+        name,
+        shape,
+        mib(memory.argument_size_in_bytes),
+        mib(memory.output_size_in_bytes),
+        mib(memory.temp_size_in_bytes),
+        mib(memory.generated_code_size_in_bytes),
+    )

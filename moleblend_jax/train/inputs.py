@@ -1,0 +1,71 @@
+"""Pretraining input: the shard directories a run reads, and their batch iterators.
+
+`prepare_pretraining_data` runs before the training loop. With no `config.data.dir` it builds
+shards of the bundled default source once under WORKDIR/data, on process 0, while the other
+processes wait at a barrier; every process then checks the directories it will read.
+"""
+
+import logging
+from typing import NamedTuple
+
+import jax
+import ml_collections
+from jax.experimental import multihost_utils
+
+from moleblend_jax.train.paths import as_path, is_local
+
+
+class PretrainingData(NamedTuple):
+    train_dir: str
+    eval_dir: str | None  # None: no held-out loss.
+
+
+def prepare_pretraining_data(config: ml_collections.ConfigDict, workdir: str) -> PretrainingData:
+    """The configured shard directories, or default shards built once (see module doc).
+
+    Raises (naming the path) if a directory is missing or corrupt.
+    """
+    from moleblend_jax.data import reader
+
+    data = config.data
+    if data.dir:
+        dirs = PretrainingData(data.dir, data.eval_dir)
+    else:
+        dirs = _default_dirs(config, workdir)
+        if jax.process_index() == 0:
+            _build_default_shards(config, dirs)
+        # Processes 1..N must not read the shards while process 0 is still writing them.
+        multihost_utils.sync_global_devices("moleblend_default_shards")
+    for directory in dirs:
+        if directory is not None:
+            reader.shard_paths(directory)  # Raises, naming the path, if missing or corrupt.
+    return dirs
+
+
+def _default_dirs(config: ml_collections.ConfigDict, workdir: str) -> PretrainingData:
+    if not is_local(workdir):
+        raise ValueError(
+            f"--workdir={workdir} is not local, and default shards are built on local disk: "
+            "build shards with data_prep/build_shards.py and set --config.data.dir."
+        )
+    root = as_path(workdir) / "data"
+    source = config.data.default_source
+    # The held-out set is the source's entries after the training prefix, so it needs a prefix.
+    has_default_eval = bool(config.data.max_molecules and config.data.eval_molecules)
+    default_eval = str(root / f"{source}_eval") if has_default_eval else None
+    return PretrainingData(str(root / source), config.data.eval_dir or default_eval)
+
+
+def _build_default_shards(config: ml_collections.ConfigDict, dirs: PretrainingData) -> None:
+    from moleblend_jax.data import shards
+
+    data = config.data
+    source = data.default_source
+    common = dict(workers=data.num_prep_workers, max_atoms=data.max_atoms)
+    if not (as_path(dirs.train_dir) / "metadata.json").exists():
+        logging.info("No data configured: building %s shards in %s", source, dirs.train_dir)
+    shards.build_shards(source, dirs.train_dir, limit=data.max_molecules or None, **common)
+    if dirs.eval_dir is not None and not data.eval_dir:  # The default held-out set.
+        shards.build_shards(
+            source, dirs.eval_dir, offset=data.max_molecules, limit=data.eval_molecules, **common
+        )
