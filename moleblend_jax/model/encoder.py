@@ -11,9 +11,9 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from moleblend_jax.model.blend import PAIR_3D, blend_pair_bias
+from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.embeddings import (
     AtomEmbedding,
     DegreeEmbedding,
@@ -47,15 +47,20 @@ def drop_path_rates(num_layers: int, max_rate: float) -> list[float]:
 
 
 class MoleBlendEncoder(nn.Module):
-    """The Transformer-M backbone of MoleBLEND; `config` is config.model.
+    """The Transformer-M backbone of MoleBLEND.
 
+    `config` is config.model (a ConfigDict, converted once on construction) or a ModelConfig.
     Pretraining uses both modalities and blends them; fine-tuning builds the encoder with
     only the data set's modality (`use_3d=False` for MoleculeNet, `use_2d=False` for QM9).
     """
 
-    config: ml_collections.ConfigDict
+    config: ModelConfig
     use_2d: bool = True
     use_3d: bool = True
+
+    def __post_init__(self):
+        self.config = ModelConfig.coerce(self.config)
+        super().__post_init__()
 
     @nn.compact
     def __call__(
@@ -80,44 +85,24 @@ class MoleBlendEncoder(nn.Module):
         use_2d, use_3d = self.use_2d, self.use_3d
         if not (use_2d or use_3d):
             raise ValueError("MoleBlendEncoder needs use_2d or use_3d.")
-        dtype = jnp.dtype(cfg.dtype)
-        std = cfg.init_std
         atom_mask = batch["atom_mask"].astype(bool)
         atom_features = batch["atom_features"].astype(jnp.int32)
         spd = batch["spd"].astype(jnp.int32)
-        heads = cfg.num_heads
 
-        atoms = AtomEmbedding(
-            cfg.num_atom_features, cfg.atom_vocab_size, cfg.hidden_dim, std, name="atom_embed"
-        )(atom_features)
-
+        atoms = AtomEmbedding(config=cfg, name="atom_embed")(atom_features)
         if use_2d:
-            spd_bias = SpdBias(heads, cfg.num_spd_ids, std, name="spd_bias")(spd)
-            edge_bias = EdgeBias(
-                heads,
-                cfg.num_bond_features,
-                cfg.bond_vocab_size,
-                cfg.max_path_hops,
-                std,
-                name="edge_bias",
-            )(batch["path_edges"].astype(jnp.int32), spd)
-            degree = DegreeEmbedding(cfg.num_degree_ids, cfg.hidden_dim, std, name="degree_embed")(
-                spd, atom_mask
+            spd_bias = SpdBias(config=cfg, name="spd_bias")(spd)
+            edge_bias = EdgeBias(config=cfg, name="edge_bias")(
+                batch["path_edges"].astype(jnp.int32), spd
             )
+            degree = DegreeEmbedding(config=cfg, name="degree_embed")(spd, atom_mask)
         if use_3d:
             coords = batch["coords"] if coords is None else coords
             distance, _ = pair_geometry(coords)
-            psi = GaussianBasis(
-                cfg.num_kernels,
-                cfg.atom_vocab_size,
-                cfg.gaussian_std_floor,
-                std,
-                name="gaussian_basis",
-            )(distance, atom_features[..., 0])  # type = shifted atomic-number id
-            bias_3d = GaussianBias(heads, std, name="gaussian_bias")(psi)
-            centrality = Centrality(cfg.hidden_dim, cfg.centrality_scale, std, name="centrality")(
-                psi, atom_mask
-            )
+            atom_types = atom_features[..., 0]  # Shifted atomic-number ids.
+            psi = GaussianBasis(config=cfg, name="gaussian_basis")(distance, atom_types)
+            bias_3d = GaussianBias(config=cfg, name="gaussian_bias")(psi)
+            centrality = Centrality(config=cfg, name="centrality")(psi, atom_mask)
 
         if use_3d and "has_coords" in batch:
             has_coords = batch["has_coords"].astype(bool)
@@ -141,30 +126,20 @@ class MoleBlendEncoder(nn.Module):
             node_term = jnp.where(node_blend_3d[..., None], centrality, degree)
         atom_bias = atom_bias.astype(jnp.float32)
 
-        token, token_bias = GraphToken(cfg.hidden_dim, heads, std, name="graph_token")()
+        token, token_bias = GraphToken(config=cfg, name="graph_token")()
         batch_size = atom_features.shape[0]
         tokens = jnp.broadcast_to(token, (batch_size, 1, cfg.hidden_dim))
         x = jnp.concatenate([tokens, atoms + node_term], axis=1)
-        x = LayerNorm32(cfg.layer_norm_eps, dtype, name="input_norm")(x)
-        x = Dropout(cfg.embedding_dropout)(x, deterministic=not train)
+        x = LayerNorm32(epsilon=cfg.layer_norm_eps, dtype=cfg.jnp_dtype, name="input_norm")(x)
+        x = Dropout(rate=cfg.embedding_dropout)(x, deterministic=not train)
 
         # SPEC 2: one bias tensor, computed once, added in every layer. The graph token is a key
         # of every row, so no row is ever fully masked.
         bias = with_graph_token_bias(atom_bias, token_bias)
         key_mask = jnp.concatenate([jnp.ones((batch_size, 1), bool), atom_mask], axis=1)
         for i, rate in enumerate(drop_path_rates(cfg.num_layers, cfg.stochastic_depth)):
-            x = EncoderLayer(
-                num_heads=heads,
-                ffn_dim=cfg.ffn_dim,
-                attention_dropout=cfg.attention_dropout,
-                activation_dropout=cfg.activation_dropout,
-                residual_dropout=cfg.residual_dropout,
-                drop_path_rate=rate,
-                layer_norm_eps=cfg.layer_norm_eps,
-                dtype=dtype,
-                init_std=std,
-                name=f"layer_{i}",
-            )(x, bias, key_mask, train)
+            layer = EncoderLayer(config=cfg, drop_path_rate=rate, name=f"layer_{i}")
+            x = layer(x, bias, key_mask, train)
 
         x = x.astype(jnp.float32)
         atom_repr = jnp.where(atom_mask[..., None], x[:, 1:], 0.0)
