@@ -108,6 +108,30 @@ def test_padding_invariance(setup):
     np.testing.assert_allclose(loss_padded, loss, rtol=1e-5)
 
 
+def test_molecules_without_coords_ignore_them(setup):
+    """has_coords false: no node blend, noise, 3D bias or centrality, so the molecule's
+    coordinates change nothing (pretraining model and a standalone 3D encoder)."""
+    _, model, params, batch, apply = setup
+    batch = dict(batch, has_coords=np.array([1, 0, 1, 1], np.int32))
+    moved = dict(batch, coords=batch["coords"].copy())
+    moved["coords"][1] += np.float32([[0.3, -1.0, 2.0]]) * batch["atom_mask"][1, :, None]
+    blend = random_blend(batch, seed=4)
+    out, out_moved = apply(params, batch, blend), apply(params, moved, blend)
+    assert not bool(out["node_blend_3d"][1].any()) and bool(out["node_blend_3d"][0].any())
+    np.testing.assert_array_equal(out["coord_noise"][1], 0.0)
+    for key in ("graph_repr", "atom_repr", "spd_logits", "edge_logits"):
+        np.testing.assert_allclose(out_moved[key][1], out[key][1], rtol=1e-6, atol=1e-6)
+
+    encoder_3d = Backbone(model.config, **MODALITIES["3d"])
+    encoder_params = {
+        "encoder": {k: v for k, v in params["encoder"].items() if k not in TWO_D_SUBMODULES}
+    }
+    encode = jax.jit(lambda b: encoder_3d.apply({"params": encoder_params}, b)["graph_repr"])
+    graph, graph_moved = encode(batch), encode(moved)
+    np.testing.assert_allclose(graph_moved[1], graph[1], rtol=1e-6, atol=1e-6)
+    assert float(jnp.abs(graph_moved[0] - graph[0]).max()) == 0.0  # Molecule 0 was not moved.
+
+
 def test_rigid_motion_invariance(setup):
     _, _, params, batch, apply = setup
     blend = random_blend(batch, seed=2)

@@ -2,7 +2,7 @@
 
 from moleblend_jax.model.blend import PAIR_3D, PAIR_EDGE, PAIR_SPD
 from moleblend_jax.model.config import ModelConfig
-from moleblend_jax.model.encoder import EncoderOutput, MoleBlendEncoder
+from moleblend_jax.model.encoder import EncoderOutput, MoleBlendEncoder, atoms_with_coords
 from moleblend_jax.model.moleblend import MoleBlend
 
 THREE_D_SUBMODULES = ("gaussian_basis", "gaussian_bias", "centrality")
@@ -18,4 +18,5 @@ __all__ = [
     "ModelConfig",
     "MoleBlend",
     "MoleBlendEncoder",
+    "atoms_with_coords",
 ]

@@ -6,6 +6,7 @@ Submodule names (kept stable for checkpoints / fine-tuning; see docs/model.md):
   3D:     gaussian_basis, gaussian_bias, centrality  (absent when use_3d=False)
 """
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -46,6 +47,18 @@ def drop_path_rates(num_layers: int, max_rate: float) -> list[float]:
     return [max_rate * i / (num_layers - 1) for i in range(num_layers)]
 
 
+def atoms_with_coords(batch: Mapping) -> jax.Array:
+    """[B, N] bool: real atoms whose coordinates are real (batch["has_coords"], if present).
+
+    The one definition of "has 3D": the encoder gives 3D bias only to pairs of such atoms and
+    3D centrality only to such atoms; MoleBlend draws noise and the node blend over them.
+    """
+    atom_mask = batch["atom_mask"].astype(bool)
+    if "has_coords" not in batch:
+        return atom_mask
+    return atom_mask & batch["has_coords"].astype(bool)[:, None]
+
+
 class MoleBlendEncoder(nn.Module):
     """The Transformer-M backbone of MoleBLEND.
 
@@ -65,17 +78,18 @@ class MoleBlendEncoder(nn.Module):
     @nn.compact
     def __call__(
         self,
-        batch: dict,
+        batch: Mapping,
         train: bool = False,
         *,
         pair_modality: jax.Array | None = None,
         node_blend_3d: jax.Array | None = None,
         coords: jax.Array | None = None,
+        coord_mask: jax.Array | None = None,
     ) -> EncoderOutput:
         """Batch per docs/batch_format.md -> EncoderOutput.
 
-        Molecules with batch["has_coords"] false (when the key is present) get no 3D bias and no
-        centrality (their 3D terms are zeroed, their atoms take the degree term).
+        3D terms (bias, centrality) are zero outside `coord_mask` ([B, N] bool; None =
+        atoms_with_coords(batch)): atoms of molecules with has_coords false take the degree term.
         pair_modality: [N, N] or [B, N, N] int32 ids (blend.PAIR_*), read only when both
           modalities are used; None = all 3D. node_blend_3d: [B, N] bool, True = 3D
           centrality instead of degree; None = all 3D. coords: [B, N, 3] coordinates the 3D
@@ -97,19 +111,18 @@ class MoleBlendEncoder(nn.Module):
             )
             degree = DegreeEmbedding(config=cfg, name="degree_embed")(spd, atom_mask)
         if use_3d:
+            coord_mask = atoms_with_coords(batch) if coord_mask is None else coord_mask
             coords = batch["coords"] if coords is None else coords
             distance, _ = pair_geometry(coords)
             atom_types = atom_features[..., 0]  # Shifted atomic-number ids.
             psi = GaussianBasis(config=cfg, name="gaussian_basis")(distance, atom_types)
             bias_3d = GaussianBias(config=cfg, name="gaussian_bias")(psi)
             centrality = Centrality(config=cfg, name="centrality")(psi, atom_mask)
-
-        if use_3d and "has_coords" in batch:
-            has_coords = batch["has_coords"].astype(bool)
-            bias_3d = jnp.where(has_coords[:, None, None, None], bias_3d, 0.0)
-            centrality = jnp.where(has_coords[:, None, None], centrality, 0.0)
-            if node_blend_3d is not None:
-                node_blend_3d = node_blend_3d & has_coords[:, None]
+            # No 3D terms without real coordinates: a pair's bias needs both atoms' (padding
+            # pairs, whose keys attention masks out anyway, get 0 too).
+            pair_has_coords = coord_mask[:, None, :, None] & coord_mask[:, None, None, :]
+            bias_3d = jnp.where(pair_has_coords, bias_3d, 0.0)
+            centrality = jnp.where(coord_mask[..., None], centrality, 0.0)
 
         if not use_3d:
             atom_bias, node_term = spd_bias + edge_bias, degree
@@ -118,10 +131,7 @@ class MoleBlendEncoder(nn.Module):
         else:  # SPEC 4 blend; default (no masks given) = all 3D.
             if pair_modality is None:
                 pair_modality = jnp.full(spd.shape[-2:], PAIR_3D, jnp.int32)
-            if node_blend_3d is None:
-                node_blend_3d = atom_mask
-                if "has_coords" in batch:
-                    node_blend_3d = node_blend_3d & batch["has_coords"].astype(bool)[:, None]
+            node_blend_3d = coord_mask if node_blend_3d is None else node_blend_3d & coord_mask
             atom_bias = blend_pair_bias(pair_modality, spd_bias, edge_bias, bias_3d)
             node_term = jnp.where(node_blend_3d[..., None], centrality, degree)
         atom_bias = atom_bias.astype(jnp.float32)

@@ -13,7 +13,7 @@ from moleblend_jax.model.blend import (
     sample_pair_modality,
 )
 from moleblend_jax.model.config import ModelConfig
-from moleblend_jax.model.encoder import MoleBlendEncoder
+from moleblend_jax.model.encoder import MoleBlendEncoder, atoms_with_coords
 from moleblend_jax.model.heads import DenoiseHead, DirectionHead, PairHead
 
 
@@ -27,7 +27,8 @@ class MoleBlend(nn.Module):
     "blend" (pair and node modality masks) and "noise" (coordinate noise, SPEC 4).
     train=False: no dropout/stochastic depth/noise; blend masks come from the "blend" rng if one is
     given, else the deterministic rule "all pairs and atoms 3D".
-    Molecules with batch["has_coords"] false get no noise, no 3D node term and no 3D bias.
+    Molecules with batch["has_coords"] false get no noise, no 3D node term and no 3D bias
+    (`encoder.atoms_with_coords`, computed once here and handed to the encoder).
     `blend` (optional) forces any of "pair_modality" ([N, N] or [B, N, N] int32, blend.PAIR_*),
     "node_blend_3d" ([B, N] bool) and "coord_noise" ([B, N, 3]), e.g. for tests.
     """
@@ -75,11 +76,7 @@ class MoleBlend(nn.Module):
     ) -> dict[str, jax.Array]:
         """Batch per docs/batch_format.md -> dict of float32 outputs (see docs/model.md)."""
         cfg = self.config
-        atom_mask = batch["atom_mask"].astype(bool)
-        if "has_coords" in batch:  # No 3D inputs (blend, noise) for molecules without coords.
-            coord_mask = atom_mask & batch["has_coords"].astype(bool)[:, None]
-        else:
-            coord_mask = atom_mask
+        coord_mask = atoms_with_coords(batch)
         pair, node_blend_3d, noise = self._draw_blend(coord_mask, train, blend or {})
         noisy_coords = batch["coords"].astype(jnp.float32) + noise  # SPEC 4: all 3D inputs noisy.
         graph_repr, atom_repr, atom_bias = MoleBlendEncoder(config=cfg, name="encoder")(
@@ -88,6 +85,7 @@ class MoleBlend(nn.Module):
             pair_modality=pair,
             node_blend_3d=node_blend_3d,
             coords=noisy_coords,
+            coord_mask=coord_mask,
         )
 
         spd_logits = PairHead(config=cfg, out_features=cfg.num_spd_classes, name="spd_head")(
@@ -108,6 +106,7 @@ class MoleBlend(nn.Module):
         direction = DirectionHead(
             config=cfg, out_features=cfg.direction_hidden_dim, name="direction_head"
         )(atom_repr)
+        atom_mask = batch["atom_mask"].astype(bool)
         denoise = DenoiseHead(config=cfg, name="denoise_head")(
             atom_repr, atom_bias, noisy_coords, atom_mask, train
         )
