@@ -7,6 +7,7 @@ import model_testing as mt
 import pytest
 
 from moleblend_jax.configs import base
+from moleblend_jax.finetune.model import FinetuneModel
 from moleblend_jax.model import ModelConfig, MoleBlend, MoleBlendEncoder
 
 
@@ -43,6 +44,7 @@ def test_top_level_modules_convert_a_config_dict_once():
     for module in (
         MoleBlend(config=config),
         MoleBlendEncoder(config, use_2d=True, use_3d=False),
+        FinetuneModel(config=config, num_tasks=2),
     ):
         assert module.config == want
         assert module.clone().config == want  # Flax clones modules; the config stays converted.

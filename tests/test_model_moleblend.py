@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from moleblend_jax.configs import base
+from moleblend_jax.finetune.model import FinetuneModel
 from moleblend_jax.model import (
     PAIR_3D,
     THREE_D_SUBMODULES,
@@ -337,21 +338,40 @@ def test_logical_partitioning_rules():
     assert fc1.spec == jax.sharding.PartitionSpec("fsdp", None)
 
 
+def test_finetune_head_is_logically_partitioned():
+    """The fine-tuning head's params carry logical axes and shard by the same rules."""
+    batch = mt.make_batch(mt.default_molecules(), num_atoms=6)
+    model = FinetuneModel(config=mt.small_model_config(), num_tasks=3)
+    boxed = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, batch))
+    specs = nn.get_partition_spec(boxed)["params"]
+    P = jax.sharding.PartitionSpec
+    assert specs["head_hidden"] == {"kernel": P("embed", "mlp"), "bias": P("mlp")}
+    assert specs["head_out"] == {"kernel": P("mlp", "classes"), "bias": P("classes")}
+    shapes = nn.unbox(boxed)["params"]
+    assert shapes["head_hidden"]["kernel"].shape == (32, 32)
+    assert shapes["head_out"]["kernel"].shape == (32, 3)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "fsdp"))
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, base.mesh_config().rules)
+    assert shardings["head_hidden"]["kernel"].spec == P("fsdp", None)
+
+
 def test_real_init_follows_spec():
-    """SPEC 2: N(0, 0.02) weights, zero biases, zero pad rows, ones LayerNorm scale."""
+    """SPEC 2: N(0, 0.02) weights, zero biases, zero pad rows, ones LayerNorm scale; the
+    fine-tuning head (SPEC 7) likewise."""
     cfg = mt.small_model_config(num_layers=1, hidden_dim=64, ffn_dim=64)
     batch = mt.make_batch(mt.default_molecules(), num_atoms=6)
-    model = Backbone(cfg, **MODALITIES["2d"])
+    model = FinetuneModel(config=cfg, num_tasks=3)  # The 2D encoder plus the head.
     key = jax.random.key(0, impl="rbg")  # cheaper to compile on CPU than threefry
-    params = nn.unbox(jax.jit(lambda k: model.init({"params": k}, batch))(key))
-    enc = params["params"]["encoder"]
+    params = nn.unbox(jax.jit(lambda k: model.init({"params": k}, batch))(key))["params"]
+    enc = params["encoder"]
+    assert set(enc) == set(_encoder_params(cfg, batch, "2d")["encoder"])
     atom_table = enc["atom_embed"]["embed"]["embedding"]
     np.testing.assert_array_equal(atom_table[:, 0], 0.0)
     assert abs(float(jnp.std(atom_table[:, 1:])) - 0.02) < 1e-3
     np.testing.assert_array_equal(enc["spd_bias"]["embed"]["embedding"][0, 0], 0.0)
-    fc1 = enc["layer_0"]["fc1"]
-    assert abs(float(jnp.std(fc1["kernel"])) - 0.02) < 2e-3
-    np.testing.assert_array_equal(fc1["bias"], 0.0)
+    for dense in (enc["layer_0"]["fc1"], params["head_hidden"]):
+        assert abs(float(jnp.std(dense["kernel"])) - 0.02) < 2e-3
+        np.testing.assert_array_equal(dense["bias"], 0.0)
     np.testing.assert_array_equal(enc["layer_0"]["ffn_norm"]["scale"], 1.0)
 
 
