@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 
 from moleblend_jax.configs import base
+from moleblend_jax.model.config import ModelConfig
 
 UNREACHABLE_SPD = 510
 
@@ -157,6 +158,11 @@ def small_model_config(**overrides):
     for key, value in overrides.items():
         setattr(m, key, value)
     return m
+
+
+def small_config(**overrides) -> ModelConfig:
+    """small_model_config as the ModelConfig that the model's sub-modules take."""
+    return ModelConfig.from_config(small_model_config(**overrides))
 
 
 def loss_weights():

@@ -1,6 +1,5 @@
 """Prediction heads against direct numpy evaluations; denoising-head equivariance (SPEC 5, 9)."""
 
-import jax.numpy as jnp
 import model_testing as mt
 import numpy as np
 import pytest
@@ -8,7 +7,8 @@ import pytest
 from moleblend_jax.model import heads
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-B, N, D, H = 2, 5, 32, 4
+CONFIG = mt.small_config()  # pair_head_dim 32, head LN eps 1e-12, float32.
+B, N, D, H = 2, 5, CONFIG.hidden_dim, CONFIG.num_heads
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def inputs():
 
 def test_pair_head_equals_materialised_outer_product(inputs):
     h = inputs[0]
-    module = heads.PairHead(11, 32, 1e-12, jnp.float32)
+    module = heads.PairHead(config=CONFIG, out_features=11)
     params = mt.random_params(module, h)
     assert params["linear"]["kernel"].shape == (1024, 11)  # natural Dense(1024 -> 11) shape
     got = module.apply({"params": params}, h)
@@ -32,7 +32,7 @@ def test_pair_head_equals_materialised_outer_product(inputs):
 
 def test_direction_head_matches_numpy(inputs):
     h = inputs[0]
-    module = heads.DirectionHead(256, 32, 1e-12, jnp.float32)
+    module = heads.DirectionHead(config=CONFIG, out_features=256)
     params = mt.random_params(module, h, scale=0.1)
     assert params["linear"]["kernel"].shape == (1024, 256)
     assert params["proj_x"]["kernel"].shape == (256, 1)
@@ -43,7 +43,7 @@ def test_direction_head_matches_numpy(inputs):
 @pytest.mark.parametrize("tied", [False, True])
 def test_denoise_head_matches_numpy(inputs, tied):
     h, mask, coords, bias = inputs
-    module = heads.DenoiseHead(H, 0.1, tied, jnp.float32)
+    module = heads.DenoiseHead(config=mt.small_config(tied_denoise_head=tied))
     args = (h, bias, coords, mask, False)
     params = mt.random_params(module, *args)
     got = module.apply({"params": params}, *args)
@@ -53,7 +53,8 @@ def test_denoise_head_matches_numpy(inputs, tied):
 
 def _rotation_error(tied, inputs):
     h, mask, coords, bias = inputs
-    module = heads.DenoiseHead(H, 0.0, tied, jnp.float32)
+    config = mt.small_config(tied_denoise_head=tied, denoise_attention_dropout=0.0)
+    module = heads.DenoiseHead(config=config)
     rot = mt.rotation_matrix(1).astype(np.float32)
     params = mt.random_params(module, h, bias, coords, mask, False)
     moved = (coords @ rot.T + np.array([1.0, -2.0, 0.5], np.float32)) * mask[..., None]

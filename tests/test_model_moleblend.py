@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from moleblend_jax.configs import base
+from moleblend_jax.finetune.model import FinetuneModel
 from moleblend_jax.model import (
     PAIR_3D,
     THREE_D_SUBMODULES,
@@ -106,6 +107,30 @@ def test_padding_invariance(setup):
     loss, _ = losses(out, batch, weights)
     loss_padded, _ = losses(out_padded, padded, weights)
     np.testing.assert_allclose(loss_padded, loss, rtol=1e-5)
+
+
+def test_molecules_without_coords_ignore_them(setup):
+    """has_coords false: no node blend, noise, 3D bias or centrality, so the molecule's
+    coordinates change nothing (pretraining model and a standalone 3D encoder)."""
+    _, model, params, batch, apply = setup
+    batch = dict(batch, has_coords=np.array([1, 0, 1, 1], np.int32))
+    moved = dict(batch, coords=batch["coords"].copy())
+    moved["coords"][1] += np.float32([[0.3, -1.0, 2.0]]) * batch["atom_mask"][1, :, None]
+    blend = random_blend(batch, seed=4)
+    out, out_moved = apply(params, batch, blend), apply(params, moved, blend)
+    assert not bool(out["node_blend_3d"][1].any()) and bool(out["node_blend_3d"][0].any())
+    np.testing.assert_array_equal(out["coord_noise"][1], 0.0)
+    for key in ("graph_repr", "atom_repr", "spd_logits", "edge_logits"):
+        np.testing.assert_allclose(out_moved[key][1], out[key][1], rtol=1e-6, atol=1e-6)
+
+    encoder_3d = Backbone(model.config, **MODALITIES["3d"])
+    encoder_params = {
+        "encoder": {k: v for k, v in params["encoder"].items() if k not in TWO_D_SUBMODULES}
+    }
+    encode = jax.jit(lambda b: encoder_3d.apply({"params": encoder_params}, b)["graph_repr"])
+    graph, graph_moved = encode(batch), encode(moved)
+    np.testing.assert_allclose(graph_moved[1], graph[1], rtol=1e-6, atol=1e-6)
+    assert float(jnp.abs(graph_moved[0] - graph[0]).max()) == 0.0  # Molecule 0 was not moved.
 
 
 def test_rigid_motion_invariance(setup):
@@ -313,21 +338,40 @@ def test_logical_partitioning_rules():
     assert fc1.spec == jax.sharding.PartitionSpec("fsdp", None)
 
 
+def test_finetune_head_is_logically_partitioned():
+    """The fine-tuning head's params carry logical axes and shard by the same rules."""
+    batch = mt.make_batch(mt.default_molecules(), num_atoms=6)
+    model = FinetuneModel(config=mt.small_model_config(), num_tasks=3)
+    boxed = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, batch))
+    specs = nn.get_partition_spec(boxed)["params"]
+    P = jax.sharding.PartitionSpec
+    assert specs["head_hidden"] == {"kernel": P("embed", "mlp"), "bias": P("mlp")}
+    assert specs["head_out"] == {"kernel": P("mlp", "classes"), "bias": P("classes")}
+    shapes = nn.unbox(boxed)["params"]
+    assert shapes["head_hidden"]["kernel"].shape == (32, 32)
+    assert shapes["head_out"]["kernel"].shape == (32, 3)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "fsdp"))
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, base.mesh_config().rules)
+    assert shardings["head_hidden"]["kernel"].spec == P("fsdp", None)
+
+
 def test_real_init_follows_spec():
-    """SPEC 2: N(0, 0.02) weights, zero biases, zero pad rows, ones LayerNorm scale."""
+    """SPEC 2: N(0, 0.02) weights, zero biases, zero pad rows, ones LayerNorm scale; the
+    fine-tuning head (SPEC 7) likewise."""
     cfg = mt.small_model_config(num_layers=1, hidden_dim=64, ffn_dim=64)
     batch = mt.make_batch(mt.default_molecules(), num_atoms=6)
-    model = Backbone(cfg, **MODALITIES["2d"])
+    model = FinetuneModel(config=cfg, num_tasks=3)  # The 2D encoder plus the head.
     key = jax.random.key(0, impl="rbg")  # cheaper to compile on CPU than threefry
-    params = nn.unbox(jax.jit(lambda k: model.init({"params": k}, batch))(key))
-    enc = params["params"]["encoder"]
+    params = nn.unbox(jax.jit(lambda k: model.init({"params": k}, batch))(key))["params"]
+    enc = params["encoder"]
+    assert set(enc) == set(_encoder_params(cfg, batch, "2d")["encoder"])
     atom_table = enc["atom_embed"]["embed"]["embedding"]
     np.testing.assert_array_equal(atom_table[:, 0], 0.0)
     assert abs(float(jnp.std(atom_table[:, 1:])) - 0.02) < 1e-3
     np.testing.assert_array_equal(enc["spd_bias"]["embed"]["embedding"][0, 0], 0.0)
-    fc1 = enc["layer_0"]["fc1"]
-    assert abs(float(jnp.std(fc1["kernel"])) - 0.02) < 2e-3
-    np.testing.assert_array_equal(fc1["bias"], 0.0)
+    for dense in (enc["layer_0"]["fc1"], params["head_hidden"]):
+        assert abs(float(jnp.std(dense["kernel"])) - 0.02) < 2e-3
+        np.testing.assert_array_equal(dense["bias"], 0.0)
     np.testing.assert_array_equal(enc["layer_0"]["ffn_norm"]["scale"], 1.0)
 
 

@@ -10,6 +10,7 @@ from moleblend_jax.model import blend, embeddings, relations
 from moleblend_jax.model.layers import padded_embedding_init
 
 TOL = dict(rtol=1e-5, atol=1e-5)
+CONFIG = mt.small_config()  # 4 heads, hidden 32, 16 kernels, 128 atom types, 5 hops.
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def batch():
 
 
 def test_spd_bias_matches_numpy(batch):
-    module = relations.SpdBias(num_heads=4, num_spd_ids=512)
+    module = relations.SpdBias(config=CONFIG)
     params = mt.random_params(module, batch["spd"])
     got = module.apply({"params": params}, batch["spd"])
     want = mt.np_spd_bias(params["embed"]["embedding"], batch["spd"])
@@ -26,37 +27,39 @@ def test_spd_bias_matches_numpy(batch):
 
 
 def test_edge_bias_matches_numpy(batch):
-    module = relations.EdgeBias(num_heads=4, num_bond_features=3, bond_vocab_size=16, max_hops=5)
+    module = relations.EdgeBias(config=CONFIG)
     args = (batch["path_edges"], batch["spd"])
     params = mt.random_params(module, *args)
     got = module.apply({"params": params}, *args)
-    want = mt.np_edge_bias(params["embedding"], params["hop_weights"], *args, max_hops=5)
+    hops = CONFIG.max_path_hops
+    want = mt.np_edge_bias(params["embedding"], params["hop_weights"], *args, max_hops=hops)
     np.testing.assert_allclose(got, want, **TOL)
 
 
 def test_gaussian_bias_and_centrality_match_numpy(batch):
     distance = mt.np_distances(batch["coords"].astype(np.float64))[0].astype(np.float32)
     types = batch["atom_features"][..., 0]
-    basis = relations.GaussianBasis(num_kernels=16, num_atom_types=128)
+    basis = relations.GaussianBasis(config=CONFIG)
     basis_params = mt.random_params(basis, distance, types, scale=0.5)
     psi = basis.apply({"params": basis_params}, distance, types)
-    want_psi = mt.np_gaussian_basis(basis_params, batch["coords"], types)
+    floor = CONFIG.gaussian_std_floor
+    want_psi = mt.np_gaussian_basis(basis_params, batch["coords"], types, floor)
     np.testing.assert_allclose(psi, want_psi, **TOL)
 
-    bias_module = relations.GaussianBias(num_heads=4)
+    bias_module = relations.GaussianBias(config=CONFIG)
     bias_params = mt.random_params(bias_module, psi)
     got = bias_module.apply({"params": bias_params}, psi)
     np.testing.assert_allclose(got, mt.np_gaussian_bias(bias_params, want_psi), **TOL)
 
-    centrality = relations.Centrality(hidden_dim=32, scale=0.01)
+    centrality = relations.Centrality(config=CONFIG)
     cent_params = mt.random_params(centrality, psi, batch["atom_mask"])
     got = centrality.apply({"params": cent_params}, psi, batch["atom_mask"])
-    want = mt.np_centrality(cent_params, want_psi, batch["atom_mask"])
+    want = mt.np_centrality(cent_params, want_psi, batch["atom_mask"], CONFIG.centrality_scale)
     np.testing.assert_allclose(got, want, **TOL)
 
 
 def test_atom_and_degree_embeddings(batch):
-    atom = embeddings.AtomEmbedding(9, 128, 32)
+    atom = embeddings.AtomEmbedding(config=CONFIG)
     params = mt.random_params(atom, batch["atom_features"])
     got = atom.apply({"params": params}, batch["atom_features"])
     table = np.asarray(params["embed"]["embedding"], np.float64)

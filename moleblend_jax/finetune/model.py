@@ -3,33 +3,46 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from moleblend_jax.model import MoleBlendEncoder
+from moleblend_jax.model.config import ModelConfig
+from moleblend_jax.model.layers import dense, gelu
 
 
 class FinetuneModel(nn.Module):
     """[batch per docs/batch_format.md] -> [B, num_tasks] float32 logits or standardised values.
 
-    Head on the graph token: Linear(D, D) -> GELU -> Linear(D, num_tasks). The encoder is
-    named "encoder" as in MoleBlend, so pretrained parameters load by name.
+    Head on the graph token: Linear(D, D) -> GELU -> Linear(D, num_tasks), N(0, init_std)
+    kernels and zero biases with logical axes like every model param (`head_hidden` kernel
+    ("embed", "mlp"), `head_out` ("mlp", "classes")), in float32. The encoder is named "encoder"
+    as in MoleBlend, so pretrained parameters load by name. `config` is config.model (a
+    ConfigDict, converted once on construction) or a ModelConfig.
     """
 
-    config: ml_collections.ConfigDict
+    config: ModelConfig
     num_tasks: int
     use_2d: bool = True
     use_3d: bool = False
 
+    def __post_init__(self):
+        self.config = ModelConfig.coerce(self.config)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, batch: dict, train: bool = False) -> jax.Array:
-        encoder = MoleBlendEncoder(self.config, self.use_2d, self.use_3d, name="encoder")
-        graph_repr = encoder(batch, train)[0]
-        init = nn.initializers.normal(self.config.init_std)
-        hidden = nn.Dense(self.config.hidden_dim, kernel_init=init, name="head_hidden")(graph_repr)
-        hidden = nn.gelu(hidden, approximate=False)
-        out = nn.Dense(self.num_tasks, kernel_init=init, name="head_out")(hidden)
-        return out.astype(jnp.float32)
+        cfg = self.config
+        encoder = MoleBlendEncoder(
+            config=cfg, use_2d=self.use_2d, use_3d=self.use_3d, name="encoder"
+        )
+        graph_repr = encoder(batch, train).graph_repr
+
+        def head(features, axes, name):
+            # float32: a [B, D] readout costs nothing, and regression targets keep precision.
+            return dense(features, axes, std=cfg.init_std, dtype=jnp.float32, name=name)
+
+        hidden = gelu(head(cfg.hidden_dim, ("embed", "mlp"), "head_hidden")(graph_repr))
+        return head(self.num_tasks, ("mlp", "classes"), "head_out")(hidden)
 
 
 def load_pretrained_encoder(params: dict, pretrained: dict) -> tuple[dict, list[str]]:

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.layers import MultiFeatureEmbed, logical, normal_init
 
 ONE_HOP_SPD_ID = 2  # Shifted SPD id of bonded pairs (hops 1 + 1).
@@ -12,16 +13,18 @@ ONE_HOP_SPD_ID = 2  # Shifted SPD id of bonded pairs (hops 1 + 1).
 class AtomEmbedding(nn.Module):
     """SPEC 2 atom embedding: sum of the 9 atom-feature embeddings (one table per feature)."""
 
-    num_atom_features: int
-    vocab_size: int
-    hidden_dim: int
-    init_std: float = 0.02
+    config: ModelConfig
 
     @nn.compact
     def __call__(self, atom_features: jax.Array) -> jax.Array:
         """[B, N, F] int32 shifted ids -> [B, N, D] float32."""
+        cfg = self.config
         return MultiFeatureEmbed(
-            self.num_atom_features, self.vocab_size, self.hidden_dim, self.init_std, name="embed"
+            num_features=cfg.num_atom_features,
+            vocab_size=cfg.atom_vocab_size,
+            features=cfg.hidden_dim,
+            std=cfg.init_std,
+            name="embed",
         )(atom_features)
 
 
@@ -37,35 +40,33 @@ def atom_degree(spd: jax.Array, atom_mask: jax.Array, num_ids: int) -> jax.Array
 class DegreeEmbedding(nn.Module):
     """SPEC 4 2D node term: embedding of the (undirected) atom degree."""
 
-    num_degree_ids: int
-    hidden_dim: int
-    init_std: float = 0.02
+    config: ModelConfig
 
     @nn.compact
     def __call__(self, spd: jax.Array, atom_mask: jax.Array) -> jax.Array:
         """[B, N, N] shifted SPD, [B, N] bool -> [B, N, D] float32 (zero at padding)."""
-        ids = atom_degree(spd, atom_mask, self.num_degree_ids)
+        cfg = self.config
+        ids = atom_degree(spd, atom_mask, cfg.num_degree_ids)
         return MultiFeatureEmbed(
-            1, self.num_degree_ids, self.hidden_dim, self.init_std, name="embed"
+            num_features=1,
+            vocab_size=cfg.num_degree_ids,
+            features=cfg.hidden_dim,
+            std=cfg.init_std,
+            name="embed",
         )(ids[..., None])
 
 
 class GraphToken(nn.Module):
     """SPEC 2 learned graph token (readout) and its per-head attention bias t."""
 
-    hidden_dim: int
-    num_heads: int
-    init_std: float = 0.02
+    config: ModelConfig
 
     @nn.compact
     def __call__(self) -> tuple[jax.Array, jax.Array]:
         """-> ([D] token embedding, [H] bias added to row 0 and column 0)."""
-        token = self.param(
-            "token", logical(normal_init(self.init_std), ("embed",)), (self.hidden_dim,)
-        )
-        bias = self.param(
-            "attention_bias", logical(normal_init(self.init_std), ("heads",)), (self.num_heads,)
-        )
+        init = normal_init(self.config.init_std)
+        token = self.param("token", logical(init, ("embed",)), (self.config.hidden_dim,))
+        bias = self.param("attention_bias", logical(init, ("heads",)), (self.config.num_heads,))
         return token, bias
 
 

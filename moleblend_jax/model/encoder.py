@@ -6,14 +6,15 @@ Submodule names (kept stable for checkpoints / fine-tuning; see docs/model.md):
   3D:     gaussian_basis, gaussian_bias, centrality  (absent when use_3d=False)
 """
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from moleblend_jax.model.blend import PAIR_3D, blend_pair_bias
+from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.embeddings import (
     AtomEmbedding,
     DegreeEmbedding,
@@ -46,31 +47,49 @@ def drop_path_rates(num_layers: int, max_rate: float) -> list[float]:
     return [max_rate * i / (num_layers - 1) for i in range(num_layers)]
 
 
-class MoleBlendEncoder(nn.Module):
-    """The Transformer-M backbone of MoleBLEND; `config` is config.model.
+def atoms_with_coords(batch: Mapping) -> jax.Array:
+    """[B, N] bool: real atoms whose coordinates are real (batch["has_coords"], if present).
 
+    The one definition of "has 3D": the encoder gives 3D bias only to pairs of such atoms and
+    3D centrality only to such atoms; MoleBlend draws noise and the node blend over them.
+    """
+    atom_mask = batch["atom_mask"].astype(bool)
+    if "has_coords" not in batch:
+        return atom_mask
+    return atom_mask & batch["has_coords"].astype(bool)[:, None]
+
+
+class MoleBlendEncoder(nn.Module):
+    """The Transformer-M backbone of MoleBLEND.
+
+    `config` is config.model (a ConfigDict, converted once on construction) or a ModelConfig.
     Pretraining uses both modalities and blends them; fine-tuning builds the encoder with
     only the data set's modality (`use_3d=False` for MoleculeNet, `use_2d=False` for QM9).
     """
 
-    config: ml_collections.ConfigDict
+    config: ModelConfig
     use_2d: bool = True
     use_3d: bool = True
+
+    def __post_init__(self):
+        self.config = ModelConfig.coerce(self.config)
+        super().__post_init__()
 
     @nn.compact
     def __call__(
         self,
-        batch: dict,
+        batch: Mapping,
         train: bool = False,
         *,
         pair_modality: jax.Array | None = None,
         node_blend_3d: jax.Array | None = None,
         coords: jax.Array | None = None,
+        coord_mask: jax.Array | None = None,
     ) -> EncoderOutput:
         """Batch per docs/batch_format.md -> EncoderOutput.
 
-        Molecules with batch["has_coords"] false (when the key is present) get no 3D bias and no
-        centrality (their 3D terms are zeroed, their atoms take the degree term).
+        3D terms (bias, centrality) are zero outside `coord_mask` ([B, N] bool; None =
+        atoms_with_coords(batch)): atoms of molecules with has_coords false take the degree term.
         pair_modality: [N, N] or [B, N, N] int32 ids (blend.PAIR_*), read only when both
           modalities are used; None = all 3D. node_blend_3d: [B, N] bool, True = 3D
           centrality instead of degree; None = all 3D. coords: [B, N, 3] coordinates the 3D
@@ -80,51 +99,30 @@ class MoleBlendEncoder(nn.Module):
         use_2d, use_3d = self.use_2d, self.use_3d
         if not (use_2d or use_3d):
             raise ValueError("MoleBlendEncoder needs use_2d or use_3d.")
-        dtype = jnp.dtype(cfg.dtype)
-        std = cfg.init_std
         atom_mask = batch["atom_mask"].astype(bool)
         atom_features = batch["atom_features"].astype(jnp.int32)
         spd = batch["spd"].astype(jnp.int32)
-        heads = cfg.num_heads
 
-        atoms = AtomEmbedding(
-            cfg.num_atom_features, cfg.atom_vocab_size, cfg.hidden_dim, std, name="atom_embed"
-        )(atom_features)
-
+        atoms = AtomEmbedding(config=cfg, name="atom_embed")(atom_features)
         if use_2d:
-            spd_bias = SpdBias(heads, cfg.num_spd_ids, std, name="spd_bias")(spd)
-            edge_bias = EdgeBias(
-                heads,
-                cfg.num_bond_features,
-                cfg.bond_vocab_size,
-                cfg.max_path_hops,
-                std,
-                name="edge_bias",
-            )(batch["path_edges"].astype(jnp.int32), spd)
-            degree = DegreeEmbedding(cfg.num_degree_ids, cfg.hidden_dim, std, name="degree_embed")(
-                spd, atom_mask
+            spd_bias = SpdBias(config=cfg, name="spd_bias")(spd)
+            edge_bias = EdgeBias(config=cfg, name="edge_bias")(
+                batch["path_edges"].astype(jnp.int32), spd
             )
+            degree = DegreeEmbedding(config=cfg, name="degree_embed")(spd, atom_mask)
         if use_3d:
+            coord_mask = atoms_with_coords(batch) if coord_mask is None else coord_mask
             coords = batch["coords"] if coords is None else coords
             distance, _ = pair_geometry(coords)
-            psi = GaussianBasis(
-                cfg.num_kernels,
-                cfg.atom_vocab_size,
-                cfg.gaussian_std_floor,
-                std,
-                name="gaussian_basis",
-            )(distance, atom_features[..., 0])  # type = shifted atomic-number id
-            bias_3d = GaussianBias(heads, std, name="gaussian_bias")(psi)
-            centrality = Centrality(cfg.hidden_dim, cfg.centrality_scale, std, name="centrality")(
-                psi, atom_mask
-            )
-
-        if use_3d and "has_coords" in batch:
-            has_coords = batch["has_coords"].astype(bool)
-            bias_3d = jnp.where(has_coords[:, None, None, None], bias_3d, 0.0)
-            centrality = jnp.where(has_coords[:, None, None], centrality, 0.0)
-            if node_blend_3d is not None:
-                node_blend_3d = node_blend_3d & has_coords[:, None]
+            atom_types = atom_features[..., 0]  # Shifted atomic-number ids.
+            psi = GaussianBasis(config=cfg, name="gaussian_basis")(distance, atom_types)
+            bias_3d = GaussianBias(config=cfg, name="gaussian_bias")(psi)
+            centrality = Centrality(config=cfg, name="centrality")(psi, atom_mask)
+            # No 3D terms without real coordinates: a pair's bias needs both atoms' (padding
+            # pairs, whose keys attention masks out anyway, get 0 too).
+            pair_has_coords = coord_mask[:, None, :, None] & coord_mask[:, None, None, :]
+            bias_3d = jnp.where(pair_has_coords, bias_3d, 0.0)
+            centrality = jnp.where(coord_mask[..., None], centrality, 0.0)
 
         if not use_3d:
             atom_bias, node_term = spd_bias + edge_bias, degree
@@ -133,38 +131,25 @@ class MoleBlendEncoder(nn.Module):
         else:  # SPEC 4 blend; default (no masks given) = all 3D.
             if pair_modality is None:
                 pair_modality = jnp.full(spd.shape[-2:], PAIR_3D, jnp.int32)
-            if node_blend_3d is None:
-                node_blend_3d = atom_mask
-                if "has_coords" in batch:
-                    node_blend_3d = node_blend_3d & batch["has_coords"].astype(bool)[:, None]
+            node_blend_3d = coord_mask if node_blend_3d is None else node_blend_3d & coord_mask
             atom_bias = blend_pair_bias(pair_modality, spd_bias, edge_bias, bias_3d)
             node_term = jnp.where(node_blend_3d[..., None], centrality, degree)
         atom_bias = atom_bias.astype(jnp.float32)
 
-        token, token_bias = GraphToken(cfg.hidden_dim, heads, std, name="graph_token")()
+        token, token_bias = GraphToken(config=cfg, name="graph_token")()
         batch_size = atom_features.shape[0]
         tokens = jnp.broadcast_to(token, (batch_size, 1, cfg.hidden_dim))
         x = jnp.concatenate([tokens, atoms + node_term], axis=1)
-        x = LayerNorm32(cfg.layer_norm_eps, dtype, name="input_norm")(x)
-        x = Dropout(cfg.embedding_dropout)(x, deterministic=not train)
+        x = LayerNorm32(epsilon=cfg.layer_norm_eps, dtype=cfg.jnp_dtype, name="input_norm")(x)
+        x = Dropout(rate=cfg.embedding_dropout)(x, deterministic=not train)
 
         # SPEC 2: one bias tensor, computed once, added in every layer. The graph token is a key
         # of every row, so no row is ever fully masked.
         bias = with_graph_token_bias(atom_bias, token_bias)
         key_mask = jnp.concatenate([jnp.ones((batch_size, 1), bool), atom_mask], axis=1)
         for i, rate in enumerate(drop_path_rates(cfg.num_layers, cfg.stochastic_depth)):
-            x = EncoderLayer(
-                num_heads=heads,
-                ffn_dim=cfg.ffn_dim,
-                attention_dropout=cfg.attention_dropout,
-                activation_dropout=cfg.activation_dropout,
-                residual_dropout=cfg.residual_dropout,
-                drop_path_rate=rate,
-                layer_norm_eps=cfg.layer_norm_eps,
-                dtype=dtype,
-                init_std=std,
-                name=f"layer_{i}",
-            )(x, bias, key_mask, train)
+            layer = EncoderLayer(config=cfg, drop_path_rate=rate, name=f"layer_{i}")
+            x = layer(x, bias, key_mask, train)
 
         x = x.astype(jnp.float32)
         atom_repr = jnp.where(atom_mask[..., None], x[:, 1:], 0.0)

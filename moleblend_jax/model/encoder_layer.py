@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 
 from moleblend_jax.model.attention import BiasedSelfAttention
-from moleblend_jax.model.layers import Dropout, Dtype, LayerNorm32, dense, gelu
+from moleblend_jax.model.config import ModelConfig
+from moleblend_jax.model.layers import Dropout, LayerNorm32, dense, gelu
 
 
 class DropPath(nn.Module):
@@ -25,35 +26,37 @@ class DropPath(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """x = LN(x + DropPath(Attn(x))); x = LN(x + DropPath(FFN(x))) (SPEC 2, post-LN)."""
+    """x = LN(x + DropPath(Attn(x))); x = LN(x + DropPath(FFN(x))) (SPEC 2, post-LN).
 
-    num_heads: int
-    ffn_dim: int
-    attention_dropout: float
-    activation_dropout: float
-    residual_dropout: float
-    drop_path_rate: float
-    layer_norm_eps: float
-    dtype: Dtype
-    init_std: float = 0.02
+    `drop_path_rate` is this layer's stochastic depth (encoder.drop_path_rates).
+    """
+
+    config: ModelConfig
+    drop_path_rate: float = 0.0
 
     @nn.compact
     def __call__(
         self, x: jax.Array, bias: jax.Array, key_mask: jax.Array, train: bool
     ) -> jax.Array:
         """[B, L, D] states, [B, H, L, L] fp32 bias, [B, L] bool -> [B, L, D]."""
-        hidden = x.shape[-1]
+        cfg = self.config
+        dtype, std, hidden = cfg.jnp_dtype, cfg.init_std, x.shape[-1]
         deterministic = not train
-        attended = BiasedSelfAttention(
-            self.num_heads, self.attention_dropout, self.dtype, self.init_std, name="attention"
-        )(x, bias, key_mask, train)
-        attended = Dropout(self.residual_dropout)(attended, deterministic=deterministic)
-        attended = DropPath(self.drop_path_rate, name="attention_drop_path")(attended, train)
-        x = LayerNorm32(self.layer_norm_eps, self.dtype, name="attention_norm")(x + attended)
 
-        ffn = dense(self.ffn_dim, ("embed", "mlp"), std=self.init_std, dtype=self.dtype, name="fc1")
-        out = dense(hidden, ("mlp", "embed"), std=self.init_std, dtype=self.dtype, name="fc2")
-        h = Dropout(self.activation_dropout)(gelu(ffn(x)), deterministic=deterministic)
-        h = Dropout(self.residual_dropout)(out(h), deterministic=deterministic)
-        h = DropPath(self.drop_path_rate, name="ffn_drop_path")(h, train)
-        return LayerNorm32(self.layer_norm_eps, self.dtype, name="ffn_norm")(x + h)
+        def norm(name):
+            return LayerNorm32(epsilon=cfg.layer_norm_eps, dtype=dtype, name=name)
+
+        def drop(rate, y):
+            return Dropout(rate=rate)(y, deterministic=deterministic)
+
+        attended = BiasedSelfAttention(config=cfg, name="attention")(x, bias, key_mask, train)
+        attended = drop(cfg.residual_dropout, attended)
+        attended = DropPath(rate=self.drop_path_rate, name="attention_drop_path")(attended, train)
+        x = norm("attention_norm")(x + attended)
+
+        ffn = dense(cfg.ffn_dim, ("embed", "mlp"), std=std, dtype=dtype, name="fc1")
+        out = dense(hidden, ("mlp", "embed"), std=std, dtype=dtype, name="fc2")
+        h = drop(cfg.activation_dropout, gelu(ffn(x)))
+        h = drop(cfg.residual_dropout, out(h))
+        h = DropPath(rate=self.drop_path_rate, name="ffn_drop_path")(h, train)
+        return norm("ffn_norm")(x + h)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from moleblend_jax.model.attention import split_heads
+from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.layers import (
     Dropout,
     Dtype,
@@ -26,20 +27,25 @@ AXES = ("x", "y", "z")
 
 
 class PairTransform(nn.Module):
-    """SPEC 5: r_i = LN(GELU(W h_i)) in R^P, LN eps 1e-12 in fp32."""
+    """SPEC 5: r_i = LN(GELU(W h_i)) in R^P (P = pair_head_dim), LN (head_layer_norm_eps) fp32."""
 
-    pair_dim: int
-    layer_norm_eps: float
-    dtype: Dtype
-    init_std: float = 0.02
+    config: ModelConfig
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
         """[B, N, D] -> [B, N, P] float32."""
+        cfg = self.config
         r = dense(
-            self.pair_dim, ("embed", "pair"), std=self.init_std, dtype=self.dtype, name="dense"
+            cfg.pair_head_dim,
+            ("embed", "pair"),
+            std=cfg.init_std,
+            dtype=cfg.jnp_dtype,
+            name="dense",
         )(h)
-        return LayerNorm32(self.layer_norm_eps, jnp.float32, axis_name="pair", name="norm")(gelu(r))
+        norm = LayerNorm32(
+            epsilon=cfg.head_layer_norm_eps, dtype=jnp.float32, axis_name="pair", name="norm"
+        )
+        return norm(gelu(r))
 
 
 class DenseParams(nn.Module):
@@ -97,26 +103,28 @@ def outer_product_linear(
 
 
 class PairHead(nn.Module):
-    """Row/column transforms + Linear(P*P -> out) on the outer product (SPEC 5)."""
+    """Row/column transforms + Linear(P*P -> out_features) on the outer product (SPEC 5)."""
 
+    config: ModelConfig
     out_features: int
-    pair_dim: int
-    layer_norm_eps: float
-    dtype: Dtype
-    init_std: float = 0.02
     classes_before_j: bool = False  # Output [B, N, out', N] instead.
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
         """[B, N, D] atom states -> [B, N, N, out'] float32, out' from `output_map`."""
-        args = (self.pair_dim, self.layer_norm_eps, self.dtype, self.init_std)
-        row = PairTransform(*args, name="row")(h)
-        col = PairTransform(*args, name="col")(h)
+        cfg = self.config
+        row = PairTransform(config=cfg, name="row")(h)
+        col = PairTransform(config=cfg, name="col")(h)
         kernel, bias = DenseParams(
-            self.pair_dim**2, self.out_features, self.init_std, name="linear"
+            in_features=cfg.pair_head_dim**2,
+            out_features=self.out_features,
+            init_std=cfg.init_std,
+            name="linear",
         )()
         kernel, bias = self.output_map(kernel, bias)
-        return outer_product_linear(row, col, kernel, bias, self.dtype, self.classes_before_j)
+        return outer_product_linear(
+            row, col, kernel, bias, cfg.jnp_dtype, classes_before_j=self.classes_before_j
+        )
 
     def output_map(self, kernel: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The linear map applied to z_ij: here Linear(P*P -> out) itself."""
@@ -128,14 +136,21 @@ class DirectionHead(PairHead):
 
     The original has no activation between the two, so the chain is linear: it is contracted as
     one [P*P, 3] map (kernel @ [w_x w_y w_z]) with the outer product, same numbers, no
-    [B, N, N, hidden] tensor. Here out_features is the hidden width (256); the output is
-    [B, N, N, 3], the predicted r_j - r_i directions.
+    [B, N, N, hidden] tensor. Here out_features is the hidden width
+    (config.direction_hidden_dim, 256); the output is [B, N, N, 3], the predicted r_j - r_i
+    directions.
     """
 
     def output_map(self, kernel: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array]:
         """[P*P, hidden], [hidden] -> the composed [P*P, 3] kernel and [3] bias."""
         axis_params = [
-            DenseParams(self.out_features, 1, self.init_std, name=f"proj_{a}")() for a in AXES
+            DenseParams(
+                in_features=self.out_features,
+                out_features=1,
+                init_std=self.config.init_std,
+                name=f"proj_{a}",
+            )()
+            for a in AXES
         ]
         axis_kernel = jnp.concatenate([k for k, _ in axis_params], axis=1)  # [hidden, 3]
         axis_bias = jnp.concatenate([b for _, b in axis_params], axis=0)  # [3]
@@ -146,14 +161,11 @@ class DenoiseHead(nn.Module):
     """SPEC 5 Transformer-M atom head: equivariant-style attention over unit vectors.
 
     alpha = softmax(q_i.k_j / sqrt(d) + bias_ij, masked keys); x_i[a] = sum_j alpha_ij u_ij[a] v_j;
-    out_i[a] = Linear_a(x_i[a]). tied=True: one bias-free Linear for all axes (exactly equivariant).
+    out_i[a] = Linear_a(x_i[a]). config.tied_denoise_head: one bias-free Linear for all axes
+    (exactly equivariant). Attention-prob dropout config.denoise_attention_dropout.
     """
 
-    num_heads: int
-    dropout_rate: float
-    tied: bool
-    dtype: Dtype
-    init_std: float = 0.02
+    config: ModelConfig
 
     @nn.compact
     def __call__(
@@ -166,42 +178,30 @@ class DenoiseHead(nn.Module):
     ) -> jax.Array:
         """[B, N, D] states, [B, H, N, N] fp32 bias, [B, N, 3] coordinates (the noisy ones in
         pretraining), [B, N] bool -> [B, N, 3] float32 predicted noise (zero at padding)."""
-        hidden = h.shape[-1]
-        head_dim = hidden // self.num_heads
+        cfg = self.config
+        dtype, heads, hidden = cfg.jnp_dtype, cfg.num_heads, h.shape[-1]
+        head_dim = hidden // heads
 
-        def proj(name):
-            return dense(hidden, ("embed", "kv"), std=self.init_std, dtype=self.dtype, name=name)
+        def proj(name, features=hidden, axes=("embed", "kv"), use_bias=True):
+            return dense(
+                features, axes, std=cfg.init_std, dtype=dtype, use_bias=use_bias, name=name
+            )
 
-        h = h.astype(self.dtype)
-        q = split_heads(proj("query")(h), self.num_heads) * jnp.asarray(head_dim**-0.5, self.dtype)
-        k = split_heads(proj("key")(h), self.num_heads)
-        v = split_heads(proj("value")(h), self.num_heads).astype(jnp.float32)  # [B, N, H, d]
+        h = h.astype(dtype)
+        q = split_heads(proj("query")(h), heads) * jnp.asarray(head_dim**-0.5, dtype)
+        k = split_heads(proj("key")(h), heads)
+        v = split_heads(proj("value")(h), heads).astype(jnp.float32)  # [B, N, H, d]
         logits = jnp.einsum("bihd,bjhd->bhij", q, k, preferred_element_type=jnp.float32)
         probs = masked_softmax(logits + atom_bias, atom_mask)
-        probs = Dropout(self.dropout_rate)(probs, deterministic=not train)
+        probs = Dropout(rate=cfg.denoise_attention_dropout)(probs, deterministic=not train)
         x = _sum_over_unit_vectors(probs, coords, atom_mask, v)  # [B, N, 3, H, d]
-        x = x.reshape(*x.shape[:3], hidden).astype(self.dtype)
-        if self.tied:
-            out = dense(
-                1,
-                ("embed", "classes"),
-                std=self.init_std,
-                dtype=self.dtype,
-                use_bias=False,
-                name="proj",
-            )(x)[..., 0]
+        x = x.reshape(*x.shape[:3], hidden).astype(dtype)
+        out_axes = ("embed", "classes")
+        if cfg.tied_denoise_head:
+            out = proj("proj", 1, out_axes, use_bias=False)(x)[..., 0]
         else:
             out = jnp.stack(
-                [
-                    dense(
-                        1,
-                        ("embed", "classes"),
-                        std=self.init_std,
-                        dtype=self.dtype,
-                        name=f"proj_{a}",
-                    )(x[:, :, i])[..., 0]
-                    for i, a in enumerate(AXES)
-                ],
+                [proj(f"proj_{a}", 1, out_axes)(x[:, :, i])[..., 0] for i, a in enumerate(AXES)],
                 axis=-1,
             )
         return jnp.where(atom_mask[..., None], out.astype(jnp.float32), 0.0)

@@ -5,7 +5,6 @@ from collections.abc import Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from moleblend_jax.model.blend import (
     PAIR_3D,
@@ -13,53 +12,62 @@ from moleblend_jax.model.blend import (
     sample_node_blend,
     sample_pair_modality,
 )
-from moleblend_jax.model.encoder import MoleBlendEncoder
+from moleblend_jax.model.config import ModelConfig
+from moleblend_jax.model.encoder import MoleBlendEncoder, atoms_with_coords
 from moleblend_jax.model.heads import DenoiseHead, DirectionHead, PairHead
 
 
 class MoleBlend(nn.Module):
-    """The pretraining model: the encoder over both modalities, blended, and the four heads;
-    `config` is config.model. Fine-tuning wraps `MoleBlendEncoder` instead.
+    """The pretraining model: the encoder over both modalities, blended, and the four heads.
+
+    `config` is config.model (a ConfigDict, converted once on construction) or a ModelConfig.
+    Fine-tuning wraps `MoleBlendEncoder` instead.
 
     Randomness (train=True): rngs "dropout" (attention/activation dropout, stochastic depth),
     "blend" (pair and node modality masks) and "noise" (coordinate noise, SPEC 4).
     train=False: no dropout/stochastic depth/noise; blend masks come from the "blend" rng if one is
     given, else the deterministic rule "all pairs and atoms 3D".
-    Molecules with batch["has_coords"] false get no noise, no 3D node term and no 3D bias.
+    Molecules with batch["has_coords"] false get no noise, no 3D node term and no 3D bias
+    (`encoder.atoms_with_coords`, computed once here and handed to the encoder).
     `blend` (optional) forces any of "pair_modality" ([N, N] or [B, N, N] int32, blend.PAIR_*),
     "node_blend_3d" ([B, N] bool) and "coord_noise" ([B, N, 3]), e.g. for tests.
     """
 
-    config: ml_collections.ConfigDict
+    config: ModelConfig
+
+    def __post_init__(self):
+        self.config = ModelConfig.coerce(self.config)
+        super().__post_init__()
 
     def _draw_blend(
-        self, atom_mask: jax.Array, train: bool, blend: Mapping
+        self, coord_mask: jax.Array, train: bool, blend: Mapping
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """[B, N] bool -> ([N, N] or [B, N, N] pair modality, [B, N] node 3D, [B, N, 3] noise)."""
+        """[B, N] bool atoms with coordinates -> ([N, N] or [B, N, N] pair modality,
+        [B, N] node 3D, [B, N, 3] noise); node blend and noise stay inside `coord_mask`."""
         cfg = self.config
-        batch_size, num_atoms = atom_mask.shape
+        batch_size, num_atoms = coord_mask.shape
         needs_blend_rng = "pair_modality" not in blend or "node_blend_3d" not in blend
         if needs_blend_rng and self.has_rng("blend"):
             pair_key, node_key = jax.random.split(self.make_rng("blend"))
             pair = sample_pair_modality(
                 pair_key, cfg.blend_probs, batch_size, num_atoms, cfg.blend_per_molecule
             )
-            node = sample_node_blend(node_key, cfg.node_blend_probs[1], atom_mask)
+            node = sample_node_blend(node_key, cfg.node_blend_p_3d, coord_mask)
         elif needs_blend_rng and train:
             raise ValueError("MoleBlend(train=True) needs a 'blend' rng (or forced blend masks).")
         else:  # Deterministic eval rule: everything 3D.
             pair = jnp.full((num_atoms, num_atoms), PAIR_3D, jnp.int32)
-            node = atom_mask
+            node = coord_mask
         pair = jnp.asarray(blend.get("pair_modality", pair), jnp.int32)
-        node = jnp.asarray(blend.get("node_blend_3d", node), bool) & atom_mask
+        node = jnp.asarray(blend.get("node_blend_3d", node), bool) & coord_mask
         if "coord_noise" in blend:
             noise = jnp.where(
-                atom_mask[..., None], jnp.asarray(blend["coord_noise"], jnp.float32), 0
+                coord_mask[..., None], jnp.asarray(blend["coord_noise"], jnp.float32), 0
             )
         elif train and cfg.coord_noise_std > 0:
-            noise = sample_coord_noise(self.make_rng("noise"), cfg.coord_noise_std, atom_mask)
+            noise = sample_coord_noise(self.make_rng("noise"), cfg.coord_noise_std, coord_mask)
         else:
-            noise = jnp.zeros((*atom_mask.shape, 3), jnp.float32)
+            noise = jnp.zeros((*coord_mask.shape, 3), jnp.float32)
         return pair, node, noise
 
     @nn.compact
@@ -68,45 +76,40 @@ class MoleBlend(nn.Module):
     ) -> dict[str, jax.Array]:
         """Batch per docs/batch_format.md -> dict of float32 outputs (see docs/model.md)."""
         cfg = self.config
-        encoder = MoleBlendEncoder(cfg, name="encoder")
-        atom_mask = batch["atom_mask"].astype(bool)
-        if "has_coords" in batch:  # No 3D inputs (blend, noise) for molecules without coords.
-            atom_mask_3d = atom_mask & batch["has_coords"].astype(bool)[:, None]
-        else:
-            atom_mask_3d = atom_mask
-        pair, node_blend_3d, noise = self._draw_blend(atom_mask_3d, train, blend or {})
+        coord_mask = atoms_with_coords(batch)
+        pair, node_blend_3d, noise = self._draw_blend(coord_mask, train, blend or {})
         noisy_coords = batch["coords"].astype(jnp.float32) + noise  # SPEC 4: all 3D inputs noisy.
-        graph_repr, atom_repr, atom_bias = encoder(
-            batch, train, pair_modality=pair, node_blend_3d=node_blend_3d, coords=noisy_coords
+        graph_repr, atom_repr, atom_bias = MoleBlendEncoder(config=cfg, name="encoder")(
+            batch,
+            train,
+            pair_modality=pair,
+            node_blend_3d=node_blend_3d,
+            coords=noisy_coords,
+            coord_mask=coord_mask,
         )
 
-        dtype = jnp.dtype(cfg.dtype)
-        std = cfg.init_std
-        pair_args = (cfg.pair_head_dim, cfg.head_layer_norm_eps, dtype, std)
-        spd_logits = PairHead(cfg.num_spd_classes, *pair_args, name="spd_head")(atom_repr)
+        spd_logits = PairHead(config=cfg, out_features=cfg.num_spd_classes, name="spd_head")(
+            atom_repr
+        )
         # Edge logits stay in the matmul's [B, N, K*C, N] layout: transposing the step's largest
         # tensor cost more than the loss saves by reading classes last (docs/model.md).
         edge_logits = PairHead(
-            cfg.max_path_hops * cfg.num_edge_classes,
-            *pair_args,
-            name="edge_head",
+            config=cfg,
+            out_features=cfg.max_path_hops * cfg.num_edge_classes,
             classes_before_j=True,
+            name="edge_head",
         )(atom_repr)
         batch_size, num_atoms = atom_repr.shape[:2]
         edge_logits = edge_logits.reshape(
             batch_size, num_atoms, cfg.max_path_hops, cfg.num_edge_classes, num_atoms
         )
-        direction = DirectionHead(cfg.direction_hidden_dim, *pair_args, name="direction_head")(
-            atom_repr
+        direction = DirectionHead(
+            config=cfg, out_features=cfg.direction_hidden_dim, name="direction_head"
+        )(atom_repr)
+        atom_mask = batch["atom_mask"].astype(bool)
+        denoise = DenoiseHead(config=cfg, name="denoise_head")(
+            atom_repr, atom_bias, noisy_coords, atom_mask, train
         )
-        denoise = DenoiseHead(
-            cfg.num_heads,
-            cfg.denoise_attention_dropout,
-            cfg.tied_denoise_head,
-            dtype,
-            std,
-            name="denoise_head",
-        )(atom_repr, atom_bias, noisy_coords, atom_mask, train)
         return {
             "graph_repr": graph_repr,
             "atom_repr": atom_repr,

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.layers import (
     MultiFeatureEmbed,
     dense,
@@ -27,15 +28,18 @@ def _heads_first(bias: jax.Array) -> jax.Array:
 class SpdBias(nn.Module):
     """SPEC 3 SPD bias: one learned H-vector per shifted SPD id (pad id 0 -> zeros)."""
 
-    num_heads: int
-    num_spd_ids: int
-    init_std: float = 0.02
+    config: ModelConfig
 
     @nn.compact
     def __call__(self, spd: jax.Array) -> jax.Array:
         """[B, N, N] int32 shifted SPD ids -> [B, H, N, N] float32 bias."""
         embed = MultiFeatureEmbed(
-            1, self.num_spd_ids, self.num_heads, self.init_std, ("vocab", "heads"), name="embed"
+            num_features=1,
+            vocab_size=self.config.num_spd_ids,
+            features=self.config.num_heads,
+            std=self.config.init_std,
+            axes=("vocab", "heads"),
+            name="embed",
         )
         return _heads_first(embed(spd[..., None]))
 
@@ -59,30 +63,27 @@ class EdgeBias(nn.Module):
     instead of F gathers and an einsum over all pairs (4-12x faster on CPU, same numbers).
     """
 
-    num_heads: int
-    num_bond_features: int
-    bond_vocab_size: int
-    max_hops: int
-    init_std: float = 0.02
+    config: ModelConfig
 
     @nn.compact
     def __call__(self, path_edges: jax.Array, spd: jax.Array) -> jax.Array:
         """[B, N, N, K, 3] shifted bond ids, [B, N, N] shifted SPD -> [B, H, N, N] float32."""
-        if self.num_bond_features != 3:
+        cfg = self.config
+        if cfg.num_bond_features != 3:
             raise ValueError("EdgeBias folds exactly 3 bond features (SPEC 1).")
-        vocab, heads = self.bond_vocab_size, self.num_heads
-        path_edges = jnp.clip(path_edges[..., : self.max_hops, :], 0, vocab - 1)
+        vocab, heads, max_hops = cfg.bond_vocab_size, cfg.num_heads, cfg.max_path_hops
+        path_edges = jnp.clip(path_edges[..., :max_hops, :], 0, vocab - 1)
         num_hops = path_edges.shape[-2]
         bond_embed = self.param(
             "embedding",
-            logical(padded_embedding_init(self.init_std), (None, "vocab", "heads")),
-            (self.num_bond_features, vocab, heads),
+            logical(padded_embedding_init(cfg.init_std), (None, "vocab", "heads")),
+            (cfg.num_bond_features, vocab, heads),
             jnp.float32,
         )
         hop_weights = self.param(
             "hop_weights",
-            logical(normal_init(self.init_std), ("hops", "heads", None)),
-            (self.max_hops, heads, heads),
+            logical(normal_init(cfg.init_std), ("hops", "heads", None)),
+            (max_hops, heads, heads),
             jnp.float32,
         )
         per_feature = jnp.einsum("fvh,khg->kfvg", bond_embed, hop_weights[:num_hops]) / 3.0
@@ -94,7 +95,7 @@ class EdgeBias(nn.Module):
         bond_ids = (path_edges[..., 0] * vocab + path_edges[..., 1]) * vocab + path_edges[..., 2]
         rows = bond_ids + jnp.arange(num_hops, dtype=jnp.int32) * vocab**3  # [B, N, N, K]
         summed = bond_table.at[rows].get(mode="promise_in_bounds").sum(-2)  # [B, N, N, H]
-        count = path_hop_count(spd, self.max_hops).astype(jnp.float32)
+        count = path_hop_count(spd, max_hops).astype(jnp.float32)
         return _heads_first(summed / count[..., None])
 
 
@@ -102,28 +103,28 @@ class GaussianBasis(nn.Module):
     """SPEC 3 Gaussian basis psi_k(gamma_ij d_ij + beta_ij), ordered pair-type affine, fp32.
 
     gamma_ij = mul[0, type_i] + mul[1, type_j] and beta_ij = bias[0, type_i] + bias[1, type_j],
-    type = shifted atomic-number id. All params N(0, init_std), pad type rows zero (SPEC 2).
+    type = shifted atomic-number id (atom_vocab_size rows). All params N(0, init_std), pad type
+    rows zero (SPEC 2).
     """
 
-    num_kernels: int
-    num_atom_types: int
-    std_floor: float = 0.01
-    init_std: float = 0.02
+    config: ModelConfig
 
     @nn.compact
     def __call__(self, distance: jax.Array, atom_types: jax.Array) -> jax.Array:
         """[B, N, N] fp32 distances, [B, N] int32 type ids -> [B, N, N, K] fp32 psi."""
-        pair_init = logical(padded_embedding_init(self.init_std), (None, "vocab", None))
-        kernel_init = logical(normal_init(self.init_std), ("rbf",))
-        mul = self.param("mul", pair_init, (2, self.num_atom_types, 1), jnp.float32)[..., 0]
-        bias = self.param("bias", pair_init, (2, self.num_atom_types, 1), jnp.float32)[..., 0]
-        means = self.param("means", kernel_init, (self.num_kernels,), jnp.float32)
-        stds = self.param("stds", kernel_init, (self.num_kernels,), jnp.float32)
-        types = jnp.clip(atom_types, 0, self.num_atom_types - 1)
+        cfg = self.config
+        num_types, num_kernels = cfg.atom_vocab_size, cfg.num_kernels
+        pair_init = logical(padded_embedding_init(cfg.init_std), (None, "vocab", None))
+        kernel_init = logical(normal_init(cfg.init_std), ("rbf",))
+        mul = self.param("mul", pair_init, (2, num_types, 1), jnp.float32)[..., 0]
+        bias = self.param("bias", pair_init, (2, num_types, 1), jnp.float32)[..., 0]
+        means = self.param("means", kernel_init, (num_kernels,), jnp.float32)
+        stds = self.param("stds", kernel_init, (num_kernels,), jnp.float32)
+        types = jnp.clip(atom_types, 0, num_types - 1)
         gamma = mul[0][types][:, :, None] + mul[1][types][:, None, :]
         beta = bias[0][types][:, :, None] + bias[1][types][:, None, :]
         x = gamma * distance.astype(jnp.float32) + beta  # [B, N, N]
-        std = jnp.abs(stds) + self.std_floor
+        std = jnp.abs(stds) + cfg.gaussian_std_floor
         z = (x[..., None] - means) / std
         return jnp.exp(-0.5 * jnp.square(z)) / (math.sqrt(2.0 * math.pi) * std)
 
@@ -131,38 +132,32 @@ class GaussianBasis(nn.Module):
 class GaussianBias(nn.Module):
     """SPEC 3 3D bias: Linear(K->H)(GELU(Linear(K->K)(psi))), fp32."""
 
-    num_heads: int
-    init_std: float = 0.02
+    config: ModelConfig
 
     @nn.compact
     def __call__(self, psi: jax.Array) -> jax.Array:
         """[B, N, N, K] fp32 psi -> [B, H, N, N] fp32 bias."""
-        num_kernels = psi.shape[-1]
+        std = self.config.init_std
         hidden = dense(
-            num_kernels, ("rbf", "rbf_hidden"), std=self.init_std, dtype=jnp.float32, name="hidden"
+            psi.shape[-1], ("rbf", "rbf_hidden"), std=std, dtype=jnp.float32, name="hidden"
         )(psi)
         bias = dense(
-            self.num_heads,
-            ("rbf_hidden", "heads"),
-            std=self.init_std,
-            dtype=jnp.float32,
-            name="out",
+            self.config.num_heads, ("rbf_hidden", "heads"), std=std, dtype=jnp.float32, name="out"
         )(gelu(hidden))
         return _heads_first(bias)
 
 
 class Centrality(nn.Module):
-    """SPEC 3 3D centrality: scale * Linear(K->D)(sum over real atoms j of psi_ij)."""
+    """SPEC 3 3D centrality: centrality_scale * Linear(K->D)(sum over real atoms j of psi_ij)."""
 
-    hidden_dim: int
-    scale: float = 0.01
-    init_std: float = 0.02
+    config: ModelConfig
 
     @nn.compact
     def __call__(self, psi: jax.Array, atom_mask: jax.Array) -> jax.Array:
         """[B, N, N, K] fp32 psi, [B, N] bool -> [B, N, D] fp32 (zero at padding atoms)."""
+        cfg = self.config
         summed = jnp.sum(jnp.where(atom_mask[:, None, :, None], psi, 0.0), axis=2)
         out = dense(
-            self.hidden_dim, ("rbf", "embed"), std=self.init_std, dtype=jnp.float32, name="proj"
+            cfg.hidden_dim, ("rbf", "embed"), std=cfg.init_std, dtype=jnp.float32, name="proj"
         )(summed)
-        return jnp.where(atom_mask[..., None], self.scale * out, 0.0)
+        return jnp.where(atom_mask[..., None], cfg.centrality_scale * out, 0.0)
