@@ -1,6 +1,7 @@
 """Two processes on localhost (JAX's multi-process CPU runtime) == one process."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def test_two_processes_without_data_dir_wait_for_the_default_shards(tmp_path):
         subprocess.Popen(
             [*command, f"--process_id={i}"],
             cwd=REPO,
+            env={**os.environ, "XLA_FLAGS": ""},  # One CPU device per process.
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -218,7 +218,8 @@ def _held_out_loss(config, model, eval_dir, layout, mesh, buckets, local_batch_s
     eval_step = CompiledPerShape(
         jit_eval_step(model, config.loss_weights, layout.shardings.params, mesh), "eval step"
     )
-    rngs = list(jax.random.split(jax.random.PRNGKey(config.seed + 1), config.eval_batches))
+    keys = jax.random.split(jax.random.PRNGKey(config.seed + 1), config.eval_batches)
+    rngs = [jax.device_put(key, sharding.replicated(mesh)) for key in keys]  # Explicit, once.
 
     def held_out(params) -> dict[str, float]:
         batches = pipeline.make_batches(

@@ -53,8 +53,11 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
     single process this is just a sharded device_put.
     """
     sharding = batch_sharding(mesh)
-    return {
-        key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-        for key, value in local_batch.items()
-        if key not in HOST_ONLY_KEYS
-    }
+    # This is the step loop's explicit host-to-device transfer; in a multi-process run jax
+    # assembles the global array through internal transfers that the guard would refuse.
+    with jax.transfer_guard_host_to_device("allow"):
+        return {
+            key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+            for key, value in local_batch.items()
+            if key not in HOST_ONLY_KEYS
+        }
