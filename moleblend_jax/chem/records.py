@@ -8,7 +8,7 @@ from rdkit import Chem, RDLogger
 from moleblend_jax.chem import conformers
 from moleblend_jax.chem.features import mol_to_graph
 from moleblend_jax.chem.paths import path_bonds_from_next_hop, shortest_path_tree
-from moleblend_jax.data.schema import MAX_SUPPORTED_ATOMS
+from moleblend_jax.schema import MAX_SUPPORTED_ATOMS
 
 # RDKit prints parse and sanitisation errors to stderr; we count them by reason instead.
 RDLogger.DisableLog("rdApp.*")

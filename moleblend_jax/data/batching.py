@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moleblend_jax.data.schema import (
+from moleblend_jax.schema import (
     MAX_PATH_HOPS,
     NUM_ATOM_FEATURES,
     NUM_BOND_FEATURES,

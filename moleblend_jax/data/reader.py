@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 
 from moleblend_jax.data import serialize
-from moleblend_jax.data.schema import METADATA_FILE, SCHEMA_VERSION
+from moleblend_jax.schema import METADATA_FILE, SCHEMA_VERSION
 
 
 def load_metadata(data_dir: str) -> dict:

@@ -24,7 +24,7 @@ import google_crc32c
 import numpy as np
 
 from moleblend_jax.chem.paths import next_hop_from_path_bonds, path_bonds_from_next_hop
-from moleblend_jax.data.schema import (
+from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
     NUM_ATOM_FEATURES,
     NUM_BOND_FEATURES,

@@ -22,13 +22,13 @@ import os
 import numpy as np
 
 from moleblend_jax.data import serialize
-from moleblend_jax.data.schema import (
+from moleblend_jax.data.sources import open_source
+from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
     METADATA_FILE,
     SCHEMA_VERSION,
     SHARD_SUFFIX,
 )
-from moleblend_jax.data.sources import open_source
 
 CHUNK_SIZE = 128  # Source items per worker task.
 CONFORMER_MODES = ("rdkit", "none", "file")
