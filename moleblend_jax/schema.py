@@ -38,7 +38,9 @@ RECORD_KEYS = (
     "coords",
     "has_coords",
 )
+# Optional keys: labels when the source has them, name when the molecule has one.
 LABEL_KEY = "labels"
+NAME_KEY = "name"
 
 SHARD_SUFFIX = ".tfrecord"
 METADATA_FILE = "metadata.json"

@@ -24,8 +24,6 @@ from moleblend_jax.train import state as state_lib
 from moleblend_jax.train.metrics_writer import MetricWriter
 from moleblend_jax.train.step import jit_train_step
 
-HARTREE_QM9_TASKS = frozenset(t[0] for t in datasets.QM9_TARGETS if t[2] != 1.0)
-
 
 def masked_bce_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
     """[B, T] logits, {0,1} labels, bool mask -> mean BCE over labelled entries."""
@@ -71,7 +69,7 @@ def featurize(smiles, labels, *, needs_3d: bool, max_atoms: int) -> tuple[list[d
 
 
 def qm9_records(workdir: pathlib.Path, limit: int | None) -> tuple[list[dict], list[str], dict]:
-    """QM9 with DFT coordinates from shards built once under workdir; labels in eV/D/a0."""
+    """QM9 with DFT coordinates from shards built once under workdir; labels in label units."""
     from moleblend_jax.data import iter_records, load_metadata
     from moleblend_jax.data.shards import build_shards
 
@@ -79,13 +77,7 @@ def qm9_records(workdir: pathlib.Path, limit: int | None) -> tuple[list[dict], l
     if not (data_dir / "metadata.json").exists():
         build_shards("qm9", str(data_dir), limit=limit or None)
     metadata = load_metadata(str(data_dir))
-    names = list(metadata["label_names"])
-    scale = np.array([datasets.HARTREE_TO_EV if n in HARTREE_QM9_TASKS else 1.0 for n in names])
-    records = []
-    for record in iter_records(str(data_dir)):
-        record["labels"] = (record["labels"] * scale).astype(np.float32)
-        records.append(record)
-    return records, names, metadata["skipped"]
+    return list(iter_records(str(data_dir))), list(metadata["label_names"]), metadata["skipped"]
 
 
 def make_batches(records, batch_size, buckets, rng=None):
