@@ -12,9 +12,11 @@ from train_testing import small_config
 from moleblend_jax import model as model_lib
 from moleblend_jax.configs import finetune as finetune_configs
 from moleblend_jax.finetune import data as data_lib
+from moleblend_jax.finetune import loop as finetune_loop
 from moleblend_jax.finetune import trainer
 from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
 from moleblend_jax.train import checkpoint, loop
+from moleblend_jax.train.finite import NonFiniteError
 from moleblend_jax.train.state import TrainState
 
 
@@ -154,3 +156,20 @@ def test_split_file_is_read_never_written(tmp_path):
     wrong.write_text(json.dumps({"train": [0, 1], "valid": [2], "test": [3]}))
     with pytest.raises(ValueError, match="wrong.json .esol.: split ids do not match"):
         trainer.run(_quick_config(split_file=str(wrong)), tmp_path / "y")
+
+
+def test_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
+    real = finetune_loop.finetune_loss_fn
+
+    def poisoned(model, classification):
+        loss_fn = real(model, classification)
+
+        def nan_loss(params, batch, rngs):
+            loss = loss_fn(params, batch, rngs)[0] * jnp.nan
+            return loss, {"loss": loss}
+
+        return nan_loss
+
+    monkeypatch.setattr(finetune_loop, "finetune_loss_fn", poisoned)
+    with pytest.raises(NonFiniteError, match="seed 0 epoch 1 step 1: loss=nan"):
+        trainer.run(_quick_config(), tmp_path)

@@ -25,8 +25,6 @@ from moleblend_jax.train.finite import raise_if_not_finite
 from moleblend_jax.train.metrics_writer import MetricWriter
 from moleblend_jax.train.step import jit_train_step
 
-PARTS = ("train", "valid", "test")
-
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneTask:
