@@ -2,17 +2,23 @@
 
 Usage:
   python experiments/baseline_rf.py --dataset=esol [--split=scaffold] [--seeds=0,1,2] \
-      [--path=CSV] --out=benchmarks/rf_baseline/esol.json
+      [--path=CSV] [--max_molecules=M] [--split_file=SPLIT.json] [--workdir=DIR] \
+      --out=benchmarks/rf_baseline/esol.json
 
-Uses the same data set registry, splits and metrics as fine-tuning and writes the same
-results.json format (``"init": "rf_baseline"``), so experiments/compare.py can put it in the table.
-Multi-task classification trains one forest per task on the rows where that task is labelled.
+Gets its molecules exactly as fine-tuning does (`finetune.data`: the same records, built
+through the shard writer, the same molecules skipped) and splits them with the same function
+over record ids, so the forest and the network see the same train/valid/test molecules by
+construction; `--split_file` reads a split a fine-tuning run saved. Writes the same
+results.json format (``"init": "rf_baseline"``), so experiments/compare.py can put it in the
+table. Multi-task classification trains one forest per task on the rows where that task is
+labelled.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +29,9 @@ from absl import app, flags
 if __package__ in (None, ""):  # Run as a script from a checkout: make the package importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moleblend_jax.finetune import datasets, metrics, splits  # noqa: E402
+from moleblend_jax.configs import finetune as finetune_configs  # noqa: E402
+from moleblend_jax.finetune import data as data_lib  # noqa: E402
+from moleblend_jax.finetune import metrics, splits  # noqa: E402
 from moleblend_jax.finetune.results import summarize  # noqa: E402
 
 _DATASET = flags.DEFINE_string("dataset", None, "Registered data set name.", required=True)
@@ -31,6 +39,14 @@ _PATH = flags.DEFINE_string("path", None, "MoleculeNet CSV; default: the bundled
 _SPLIT = flags.DEFINE_enum("split", None, ["scaffold", "random"], "Default: the data set's.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Forest (and random-split) seeds.")
 _OUT = flags.DEFINE_string("out", None, "results.json to write.", required=True)
+_MAX_MOLECULES = flags.DEFINE_integer("max_molecules", 0, "As config.max_molecules (0 = all).")
+_MAX_ATOMS = flags.DEFINE_integer("max_atoms", None, "As config.data.max_atoms (default: its).")
+_SPLIT_FILE = flags.DEFINE_string(
+    "split_file", None, "Read this split (record ids) for every seed."
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Shards and the splits made (split_<kind>_seed<k>.json); default: a temp dir."
+)
 _TREES = flags.DEFINE_integer("n_estimators", 500, "Trees per forest.")
 _JOBS = flags.DEFINE_integer("n_jobs", 2, "Worker processes for scikit-learn.")
 _RADIUS = flags.DEFINE_integer("radius", 2, "Morgan radius.")
@@ -61,7 +77,8 @@ def fit_predict(
     n_estimators: int,
     n_jobs: int,
 ) -> np.ndarray:
-    """Fits on split['train'] and returns [M, T] predictions (P(class 1) or values) for all rows."""
+    """Fits on split['train'] (row positions) and returns [M, T] predictions (P(class 1) or
+    values) for all rows."""
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
     train = split["train"]
@@ -98,21 +115,34 @@ def run(
     n_jobs: int = 2,
     radius: int = 2,
     bits: int = 2048,
+    *,
+    workdir: str | Path,
+    max_molecules: int = 0,
+    max_atoms: int | None = None,
+    split_file: str | None = None,
 ) -> dict:
-    """The results.json dict for the baseline on one data set."""
-    spec = datasets.get_spec(name)
-    split_kind = split_kind or spec.default_split
-    smiles, labels, task_names = datasets.load_dataset(spec.name, path)
-    features = morgan_fingerprints(smiles, radius, bits)
+    """The results.json dict for the baseline on one data set; its data as fine-tuning with
+    configs/finetune.py (max_atoms None: the config's), splits made saved in workdir under
+    fine-tuning's names."""
+    config = finetune_configs.get_config()
+    config.dataset = name
+    config.dataset_path = path
+    config.max_molecules = max_molecules
+    config.data.max_atoms = max_atoms or config.data.max_atoms
+    data = data_lib.load(config, workdir)
+    split_kind = split_kind or data.spec.default_split
+    features = morgan_fingerprints([str(r["smiles"]) for r in data.records], radius, bits)
+    labels = np.stack([r["labels"] for r in data.records])
     mask = ~np.isnan(labels)
     per_seed = []
     for seed in seeds:
         start = time.time()
-        split = splits.make_split(split_kind, smiles, seed)
-        preds = fit_predict(spec.task_type, features, labels, split, seed, n_estimators, n_jobs)
+        split = data_lib.seed_split(data, split_kind, seed, workdir=workdir, split_file=split_file)
+        rows = splits.id_positions(split, data.ids)
+        preds = fit_predict(data.spec.task_type, features, labels, rows, seed, n_estimators, n_jobs)
         scores = {
             part: metrics.compute_metric(
-                spec.metric, labels[split[part]], preds[split[part]], mask[split[part]]
+                data.spec.metric, labels[rows[part]], preds[rows[part]], mask[rows[part]]
             )[0]
             for part in ("valid", "test")
         }
@@ -127,7 +157,7 @@ def run(
             }
         )
     return summarize(
-        spec,
+        data.spec,
         split_kind,
         init="rf_baseline",
         init_checkpoint=None,
@@ -136,25 +166,35 @@ def run(
             "model": "RandomForest",
             "n_estimators": n_estimators,
             "fingerprint": f"morgan r={radius} {bits} bits",
-            "num_molecules": len(smiles),
-            "tasks": task_names,
+            "num_molecules": data.num_source_molecules,  # The data set's size (compare.py).
+            "tasks": list(data.task_names),
             "source": path or "bundled",
+            "max_molecules": max_molecules,
+            "max_atoms": config.data.max_atoms,
+            "split_file": split_file,
         },
+        num_records=len(data.records),
+        skipped=data.skipped,
     )
 
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    result = run(
-        _DATASET.value,
-        _PATH.value,
-        _SPLIT.value,
-        [int(s) for s in _SEEDS.value],
-        _TREES.value,
-        _JOBS.value,
-        _RADIUS.value,
-        _BITS.value,
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        result = run(
+            _DATASET.value,
+            _PATH.value,
+            _SPLIT.value,
+            [int(s) for s in _SEEDS.value],
+            _TREES.value,
+            _JOBS.value,
+            _RADIUS.value,
+            _BITS.value,
+            workdir=_WORKDIR.value or scratch,
+            max_molecules=_MAX_MOLECULES.value,
+            max_atoms=_MAX_ATOMS.value,
+            split_file=_SPLIT_FILE.value,
+        )
     out = Path(_OUT.value)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

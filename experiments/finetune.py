@@ -5,7 +5,10 @@
   python experiments/finetune.py --config=configs/finetune.py:tiny ...   # CPU-sized model
 
 Writes DIR/results.json (per seed and aggregated; model selection on the validation split
-only) and DIR/metrics.jsonl (one line per seed and epoch).
+only), DIR/metrics.jsonl (one line per seed and epoch), DIR/tensorboard/seed_<k> (one run per
+seed), DIR/split_<kind>_seed<k>.json (the record ids of each split made; with
+--config.split_file=FILE that split is read instead and nothing is written) and the data set's
+shards, built once, in DIR/data/<dataset>.
 """
 
 import os

@@ -5,7 +5,7 @@ import pytest
 from rdkit import Chem
 
 from moleblend_jax.chem.features import ALLOWABLE_FEATURES, mol_to_graph, smiles2graph
-from moleblend_jax.data.schema import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
+from moleblend_jax.schema import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
 
 SMILES = [
     "CC(=O)Oc1ccccc1C(=O)O",

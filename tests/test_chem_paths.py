@@ -11,7 +11,7 @@ from moleblend_jax.chem.paths import (
     shortest_path_tree,
     shortest_paths,
 )
-from moleblend_jax.data.schema import MAX_PATH_HOPS, UNREACHABLE_SPD
+from moleblend_jax.schema import MAX_PATH_HOPS, UNREACHABLE_SPD
 
 SMILES = [
     "CC(=O)Oc1ccccc1C(=O)O",

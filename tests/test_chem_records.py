@@ -7,7 +7,7 @@ from rdkit.Chem import AllChem
 
 from moleblend_jax.chem import SkipMolecule, mol_to_record, smiles_to_record
 from moleblend_jax.chem.conformers import parse_xyz_block, rdkit_conformer
-from moleblend_jax.data.schema import RECORD_KEYS, UNREACHABLE_SPD
+from moleblend_jax.schema import RECORD_KEYS, UNREACHABLE_SPD
 
 
 def test_record_keys_dtypes_shapes():

@@ -7,9 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from moleblend_jax.chem import smiles_to_record
+from moleblend_jax.chem import qm9, smiles_to_record
 from moleblend_jax.data import build_shards, iter_records, shards
 from moleblend_jax.data.serialize import CorruptRecordError, decode_record, encode_record
+from moleblend_jax.data.sources import SourceItem
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 HOSTILE = os.path.join(DATA, "hostile.smi")
@@ -64,10 +65,11 @@ def test_hostile_file_counts(hostile):
 def test_written_records_equal_direct_records(hostile):
     out, _ = hostile
     rec = next(iter_records(out))
-    _assert_records_equal(rec, smiles_to_record("CCO", 1, coords="rdkit"))
+    _assert_records_equal(rec, smiles_to_record("CCO", 1, coords="rdkit", name="ethanol"))
 
 
-def test_deterministic_across_workers(tmp_path):
+def test_deterministic_across_workers(tmp_path, monkeypatch):
+    monkeypatch.setattr(shards, "CHUNK_SIZE", 4)  # Several chunks, so two workers do run.
     dirs = []
     for workers in (1, 2):
         out = str(tmp_path / f"w{workers}")
@@ -95,7 +97,8 @@ def test_qm9_prefix(tmp_path):
     assert ids[0] == 1 and ids == sorted(set(ids)) and 58 not in ids
     first = records[0]  # Methane: one heavy atom at the DFT position; U0 = -40.47893 Ha.
     np.testing.assert_allclose(first["coords"], [[-0.0126981359, 1.0858041578, 0.0080009958]])
-    np.testing.assert_allclose(first["labels"][7], -40.47893)
+    # Labels leave the source in label units (eV, chem/qm9.py).
+    np.testing.assert_allclose(first["labels"][7], -40.47893 * qm9.HARTREE_TO_EV)
     for r in records:  # DFT coordinates in graph order: bonded atoms are close.
         ends = r["bond_atoms"]
         lengths = np.linalg.norm(r["coords"][ends[:, 0]] - r["coords"][ends[:, 1]], axis=1)
@@ -104,13 +107,12 @@ def test_qm9_prefix(tmp_path):
 
 def test_qm9_reordered_entry_is_matched():
     # A QM9-style entry whose XYZ lists the heavy atoms in a different order than the SMILES.
-    item = (
-        "qm9",
+    item = SourceItem(
         1,
-        "CO",
-        "['O','C','H']",
-        "[[0.0,0.0,1.43],[0.0,0.0,0.0],[0.0,0.0,2.4]]",
-        (1.0,),
+        smiles="CO",
+        labels=(1.0,),
+        elements="['O','C','H']",
+        xyz="[[0.0,0.0,1.43],[0.0,0.0,0.0],[0.0,0.0,2.4]]",
     )
     record, _ = shards.item_to_record(item, "file", 32)
     np.testing.assert_allclose(record["coords"], [[0, 0, 0], [0, 0, 1.43]])
@@ -211,3 +213,18 @@ def test_sdf_source(tmp_path):
     meta = build_shards(str(sdf), str(tmp_path / "out"), num_shards=1, workers=1, progress=False)
     assert meta["num_written"] == 3 and meta["label_names"] == []
     assert json.load(open(tmp_path / "out" / "metadata.json"))["source_kind"] == "sdf"
+
+
+def test_smi_names_and_sdf_titles_are_kept(tmp_path, hostile):
+    out, _ = hostile
+    names = {int(r["id"]): r.get("name") for r in iter_records(out)}
+    assert names[1] == "ethanol" and names[7] == "salt" and names[17] == "potassium_benzoate"
+    pcqm = os.path.join(DATA, "pcqm", "pcqm4m-v2-train.sdf")
+    blocks = open(pcqm).read().split("$$$$\n")[:2]  # Untitled: the first line is empty.
+    sdf = tmp_path / "titled.sdf"
+    sdf.write_text("".join(f"mol_{i}{block}$$$$\n" for i, block in enumerate(blocks)))
+    build_shards(str(sdf), str(tmp_path / "sdf"), num_shards=1, workers=1, progress=False)
+    records = list(iter_records(str(tmp_path / "sdf")))
+    assert [(int(r["id"]), r["name"]) for r in records] == [(0, "mol_0"), (1, "mol_1")]
+    build_shards(pcqm, str(tmp_path / "pcqm"), num_shards=1, workers=1, progress=False)
+    assert not any("name" in r for r in iter_records(str(tmp_path / "pcqm")))

@@ -1,4 +1,5 @@
-"""experiments/compare.py (golden table lines) and experiments/baseline_rf.py (tiny run)."""
+"""experiments/compare.py (golden table lines) and experiments/baseline_rf.py (tiny runs; the
+same split ids as fine-tuning)."""
 
 import json
 import subprocess
@@ -6,6 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from moleblend_jax.configs import finetune as finetune_configs
+from moleblend_jax.finetune import data as data_lib
+from moleblend_jax.finetune import splits
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -87,3 +92,25 @@ def test_baseline_rf_regression_on_bundled_set(tmp_path):
     result = json.loads(out.read_text())
     assert result["metric"] == "rmse" and result["split"] == "scaffold"
     assert 0.5 < result["test_mean"] < 10.0
+
+
+def test_baseline_rf_splits_the_records_fine_tuning_splits(tmp_path):
+    config = finetune_configs.get_config()
+    config.dataset, config.max_molecules, config.data.num_prep_workers = "esol", 60, 1
+    data = data_lib.load(config, tmp_path / "net")
+    network = data_lib.seed_split(data, "scaffold", 0, workdir=tmp_path / "net")
+    common = ("--dataset=esol", "--max_molecules=60", "--n_estimators=5", "--n_jobs=1")
+    out = tmp_path / "rf.json"
+    _run("baseline_rf.py", *common, "--seeds=0", f"--workdir={tmp_path / 'rf'}", f"--out={out}")
+    made = splits.load_split(tmp_path / "rf" / "split_scaffold_seed0.json")
+    assert {name: ids.tolist() for name, ids in made.items()} == network
+    assert json.loads(out.read_text())["num_records"] == len(data.records)
+    # A split a fine-tuning run saved is read as it is, for every seed, and not written.
+    given = tmp_path / "net" / "split_scaffold_seed0.json"
+    _run(
+        "baseline_rf.py", *common, "--seeds=0,1", f"--split_file={given}",
+        f"--workdir={tmp_path / 'rf2'}", f"--out={out}",
+    )  # fmt: skip
+    assert not list((tmp_path / "rf2").glob("split_*.json"))
+    seeds = json.loads(out.read_text())["seeds"]
+    assert [s["seed"] for s in seeds] == [0, 1]

@@ -11,9 +11,12 @@ from train_testing import small_config
 
 from moleblend_jax import model as model_lib
 from moleblend_jax.configs import finetune as finetune_configs
+from moleblend_jax.finetune import data as data_lib
+from moleblend_jax.finetune import loop as finetune_loop
 from moleblend_jax.finetune import trainer
 from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
 from moleblend_jax.train import checkpoint, loop
+from moleblend_jax.train.finite import NonFiniteError
 from moleblend_jax.train.state import TrainState
 
 
@@ -97,6 +100,7 @@ def test_short_finetuning_run_improves_validation(tmp_path):
     config.batch_size = 32
     config.optimizer.peak_lr = 1e-3
     config.data.buckets = (32,)
+    config.data.max_atoms = 32
     results = trainer.run(config, tmp_path)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == results["seeds"][0]["epochs_run"]
@@ -110,3 +114,62 @@ def test_short_finetuning_run_improves_validation(tmp_path):
     assert best["test_per_task"] == {results["tasks"][0]: best["test"]}
     assert results["test_per_task_mean"] == {results["tasks"][0]: results["test_mean"]}
     assert (tmp_path / "split_scaffold_seed0.json").exists()
+
+
+def _quick_config(**overrides):
+    """One epoch on 60 ESOL molecules: seconds."""
+    quick = dict(dataset="esol", max_molecules=60, epochs=1, warmup_epochs=0, num_seeds=1)
+    config = _load_finetune_config(**{**quick, **overrides})
+    config.batch_size = 32
+    config.data.buckets = (32,)  # The shapes of the run above: compiled executables are shared.
+    config.data.max_atoms = 32
+    config.data.num_prep_workers = 1
+    return config
+
+
+def test_each_seed_logs_to_its_own_tensorboard_run(tmp_path):
+    results = trainer.run(_quick_config(num_seeds=2), tmp_path)
+    runs = sorted(p.name for p in (tmp_path / "tensorboard").iterdir())
+    assert runs == ["seed_0", "seed_1"]
+    assert all(any((tmp_path / "tensorboard" / run).iterdir()) for run in runs)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["seed"] for line in lines] == [0, 1] == [s["seed"] for s in results["seeds"]]
+    assert (tmp_path / "split_scaffold_seed1.json").exists()
+
+
+def test_split_file_is_read_never_written(tmp_path):
+    config = _quick_config(split="random", seed=5)
+    data = data_lib.load(config, tmp_path / "made")
+    data_lib.seed_split(data, "random", 0, workdir=tmp_path / "made")
+    given = tmp_path / "made" / "split_random_seed0.json"
+    text = given.read_text()
+    stamp = given.stat().st_mtime
+    run_dir = tmp_path / "given"
+    config.split_file = str(given)
+    results = trainer.run(config, run_dir)
+    assert results["seeds"][0]["seed"] == 5 and results["num_molecules"] == len(data.records)
+    assert given.read_text() == text and given.stat().st_mtime == stamp
+    assert not list(run_dir.glob("split_*.json"))
+    with pytest.raises(FileNotFoundError, match="missing.json does not exist"):
+        trainer.run(_quick_config(split_file=str(tmp_path / "missing.json")), tmp_path / "x")
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"train": [0, 1], "valid": [2], "test": [3]}))
+    with pytest.raises(ValueError, match="wrong.json .esol.: split ids do not match"):
+        trainer.run(_quick_config(split_file=str(wrong)), tmp_path / "y")
+
+
+def test_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
+    real = finetune_loop.finetune_loss_fn
+
+    def poisoned(model, classification):
+        loss_fn = real(model, classification)
+
+        def nan_loss(params, batch, rngs):
+            loss = loss_fn(params, batch, rngs)[0] * jnp.nan
+            return loss, {"loss": loss}
+
+        return nan_loss
+
+    monkeypatch.setattr(finetune_loop, "finetune_loss_fn", poisoned)
+    with pytest.raises(NonFiniteError, match="seed 0 epoch 1 step 1: loss=nan"):
+        trainer.run(_quick_config(), tmp_path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from rdkit import Chem
 
-from moleblend_jax.data.schema import NUM_ATOM_FEATURES, NUM_BOND_FEATURES
+from moleblend_jax.schema import NUM_ATOM_FEATURES, NUM_BOND_FEATURES
 
 # The lists of ogb.utils.features.allowable_features, in OGB's order.
 ALLOWABLE_FEATURES = {

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
 
-from moleblend_jax.data.schema import MAX_PATH_HOPS, UNREACHABLE_SPD
+from moleblend_jax.schema import MAX_PATH_HOPS, UNREACHABLE_SPD
 
 
 def bond_index_matrix(num_atoms: int, bond_atoms: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from rdkit import Chem, RDLogger
 from moleblend_jax.chem import conformers
 from moleblend_jax.chem.features import mol_to_graph
 from moleblend_jax.chem.paths import path_bonds_from_next_hop, shortest_path_tree
-from moleblend_jax.data.schema import MAX_SUPPORTED_ATOMS
+from moleblend_jax.schema import LABEL_KEY, MAX_SUPPORTED_ATOMS, NAME_KEY
 
 # RDKit prints parse and sanitisation errors to stderr; we count them by reason instead.
 RDLogger.DisableLog("rdApp.*")
@@ -54,6 +54,7 @@ def build_record(
     max_atoms: int = MAX_SUPPORTED_ATOMS,
     seed: int = 0,
     next_hop_only: bool = False,
+    name: str = "",
 ) -> tuple[dict, str]:
     """Like `mol_to_record`, also returning how the coordinates were obtained
     (a `moleblend_jax.chem.conformers` reason string). With `next_hop_only` the record holds
@@ -107,7 +108,9 @@ def build_record(
         has_coords=np.int32(xyz is not None),
     )
     if labels is not None:
-        record["labels"] = np.asarray(labels, np.float32).reshape(-1)
+        record[LABEL_KEY] = np.asarray(labels, np.float32).reshape(-1)
+    if name:
+        record[NAME_KEY] = str(name)
     return record, source
 
 
@@ -118,14 +121,16 @@ def mol_to_record(
     labels=None,
     max_atoms: int = MAX_SUPPORTED_ATOMS,
     seed: int = 0,
+    name: str = "",
 ) -> dict:
     """RDKit mol (heavy atoms, no explicit H) -> record dict of docs/batch_format.md.
 
     coords: [N, 3] array (given, graph atom order); None (the mol's 3D conformer if any, else
     has_coords = 0); 'rdkit' (ETKDG + MMFF, seeded by `seed` and `mol_id`); 'none' (has_coords
-    = 0). labels: optional [T] floats (NaN = missing). Raises SkipMolecule(reason).
+    = 0). labels: optional [T] floats (NaN = missing). name: kept as the record's "name" when
+    not empty. Raises SkipMolecule(reason).
     """
-    return build_record(mol, mol_id, coords, labels, max_atoms, seed)[0]
+    return build_record(mol, mol_id, coords, labels, max_atoms, seed, name=name)[0]
 
 
 def smiles_to_record(
@@ -135,6 +140,7 @@ def smiles_to_record(
     labels=None,
     max_atoms: int = MAX_SUPPORTED_ATOMS,
     seed: int = 0,
+    name: str = "",
 ) -> dict:
     """SMILES -> record (see `mol_to_record`); raises SkipMolecule(reason) on bad input."""
-    return mol_to_record(parse_smiles(smiles), mol_id, coords, labels, max_atoms, seed)
+    return mol_to_record(parse_smiles(smiles), mol_id, coords, labels, max_atoms, seed, name)

@@ -27,7 +27,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.dataset = "esol"
     config.dataset_path = ml_collections.FieldReference(None, field_type=str)  # MoleculeNet CSV.
     config.split = ""  # "scaffold" | "random"; empty = the data set's default.
-    config.split_file = ml_collections.FieldReference(None, field_type=str)  # Saved on first use.
+    # A saved split of record ids to read (same for every seed); never written. Unset: each seed's
+    # split is made and saved as WORKDIR/split_<kind>_seed<k>.json.
+    config.split_file = ml_collections.FieldReference(None, field_type=str)
     config.init_checkpoint = ml_collections.FieldReference(None, field_type=str)
     config.num_seeds = 3
     # 0 = all; else a fixed random subset (QM9: the first max_molecules of the source).
@@ -48,7 +50,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             grad_clip_norm=5.0,
         )
     )
-    config.data = ml_collections.ConfigDict(dict(buckets=(32, 64, 128, 256), max_atoms=256))
+    # Shards of the data set are built once under WORKDIR/data/<dataset>; molecules with more
+    # than max_atoms heavy atoms are skipped there (counted in results.json "skipped"), so the
+    # last bucket must be >= max_atoms.
+    config.data = ml_collections.ConfigDict(
+        dict(buckets=(32, 64, 128, 256), max_atoms=256, num_prep_workers=2)
+    )
     config.seed = 0
     if variant == "tiny":
         config.batch_size = 64

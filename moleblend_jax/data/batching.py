@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moleblend_jax.data.schema import (
+from moleblend_jax.schema import (
     MAX_PATH_HOPS,
     NUM_ATOM_FEATURES,
     NUM_BOND_FEATURES,
@@ -70,3 +70,30 @@ def pad_batch(records: list[dict], num_atoms: int, batch_size: int | None = None
             batch["label_mask"][i] = present
     assert UNREACHABLE_SPD + 1 == 511  # The shifted unreachable id the model embeds.
     return batch
+
+
+def bucket_batches(
+    records: list[dict], batch_size: int, buckets, rng: np.random.Generator | None = None
+) -> list[dict]:
+    """In-memory records -> padded batches (`pad_batch`), each of one bucket: a record goes to
+    the smallest bucket >= its atom count. With `rng`, records and batches are shuffled;
+    without, batches come in bucket order and records in their order. Each bucket's last batch
+    is filled up with filler molecules. Raises ValueError for a record larger than every bucket.
+    """
+    buckets = tuple(buckets)
+    order = np.arange(len(records)) if rng is None else rng.permutation(len(records))
+    by_bucket = {b: [] for b in buckets}
+    for i in order:
+        n = len(records[i]["atom_features"])
+        bucket = next((b for b in buckets if n <= b), None)
+        if bucket is None:
+            raise ValueError(f"molecule {records[i]['id']} has {n} atoms > buckets {buckets}")
+        by_bucket[bucket].append(records[i])
+    batches = [
+        pad_batch(group[start : start + batch_size], bucket, batch_size)
+        for bucket, group in by_bucket.items()
+        for start in range(0, len(group), batch_size)
+    ]
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches

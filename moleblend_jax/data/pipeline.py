@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from moleblend_jax.data import reader, serialize  # noqa: E402
-from moleblend_jax.data.schema import (  # noqa: E402
+from moleblend_jax.schema import (  # noqa: E402
     MAX_PATH_HOPS,
     NUM_ATOM_FEATURES,
     NUM_BOND_FEATURES,

@@ -1,4 +1,7 @@
-"""Reading shard directories back: metadata checks and `iter_records` (plain Python, no TF)."""
+"""Reading shard directories back: metadata checks and `iter_records` (plain Python, no TF).
+
+Paths go through `etils.epath`, so a shard directory may be local or `gs://...`.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,21 @@ import json
 import os
 from collections.abc import Iterator
 
+from etils import epath
+
 from moleblend_jax.data import serialize
-from moleblend_jax.data.schema import METADATA_FILE, SCHEMA_VERSION
+from moleblend_jax.schema import METADATA_FILE, SCHEMA_VERSION
 
 
-def load_metadata(data_dir: str) -> dict:
+def load_metadata(data_dir: str | os.PathLike) -> dict:
     """metadata.json of a complete shard directory; raises a clear error otherwise."""
-    path = os.path.join(data_dir, METADATA_FILE)
-    if not os.path.exists(path):
+    path = epath.Path(data_dir) / METADATA_FILE
+    if not path.exists():
         raise FileNotFoundError(
             f"{data_dir}: no {METADATA_FILE}: not a shard directory, or its build did not finish "
             "(rerun data_prep/build_shards.py)"
         )
-    with open(path) as f:
-        metadata = json.load(f)
+    metadata = json.loads(path.read_text())
     if metadata.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(
             f"{path}: schema_version {metadata.get('schema_version')} != {SCHEMA_VERSION}; "
@@ -28,7 +32,7 @@ def load_metadata(data_dir: str) -> dict:
     return metadata
 
 
-def shard_paths(data_dir: str, metadata: dict | None = None) -> list[str]:
+def shard_paths(data_dir: str | os.PathLike, metadata: dict | None = None) -> list[str]:
     """Paths of all shard files, in shard order, after checking each one's size.
 
     Raises CorruptRecordError naming the file when a shard is missing or truncated.
@@ -36,26 +40,26 @@ def shard_paths(data_dir: str, metadata: dict | None = None) -> list[str]:
     metadata = metadata or load_metadata(data_dir)
     paths = []
     for shard in metadata["shards"]:
-        path = os.path.join(data_dir, shard["file"])
-        if not os.path.exists(path):
+        path = epath.Path(data_dir) / shard["file"]
+        if not path.exists():
             raise serialize.CorruptRecordError(f"{path}: shard file missing")
-        size = os.path.getsize(path)
+        size = path.stat().length
         if size != shard["bytes"]:
             raise serialize.CorruptRecordError(
                 f"{path}: {size} bytes but metadata says {shard['bytes']} (truncated or modified)"
             )
-        paths.append(path)
+        paths.append(os.fspath(path))
     return paths
 
 
-def iter_records(data_dir: str) -> Iterator[dict]:
+def iter_records(data_dir: str | os.PathLike) -> Iterator[dict]:
     """Yields every record (docs/batch_format.md) of a shard directory in source order.
 
     The k-th written record lives in shard k % num_shards, so reading the shards round-robin
     restores source order. Raises CorruptRecordError naming the file on a corrupt shard.
     """
-    readers = [serialize.read_frames(p) for p in shard_paths(data_dir)]
     paths = shard_paths(data_dir)
+    readers = [serialize.read_frames(p) for p in paths]
     active = list(range(len(readers)))
     while active:
         still = []

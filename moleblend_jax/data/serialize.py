@@ -14,17 +14,20 @@ parsed with `tf.io.parse_example` in `moleblend_jax.data.pipeline`. Layout (docs
 | next_hop | bytes | uint8 [N, N] next atom on the stored shortest path (path bonds rebuild) |
 | coords | bytes | float32 little-endian [N, 3] |
 | labels | bytes | float32 little-endian [T] (only when the source has labels) |
+| name | bytes | UTF-8 name (.smi name column, SDF title; only when the molecule has one) |
 """
 
 from __future__ import annotations
 
+import os
 import struct
 
 import google_crc32c
 import numpy as np
+from etils import epath
 
 from moleblend_jax.chem.paths import next_hop_from_path_bonds, path_bonds_from_next_hop
-from moleblend_jax.data.schema import (
+from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
     NUM_ATOM_FEATURES,
     NUM_BOND_FEATURES,
@@ -38,6 +41,7 @@ BYTES_FEATURES = (
     "bond_features",
     "coords",
     "labels",
+    "name",
     "next_hop",
     "smiles",
     "spd",
@@ -110,6 +114,8 @@ def encode_record(record: dict, next_hop: np.ndarray | None = None) -> bytes:
     )
     if "labels" in record:
         blobs["labels"] = np.asarray(record["labels"], "<f4").tobytes()
+    if record.get("name"):
+        blobs["name"] = record["name"].encode()
     # Feature.int64_list is field 3 (packed Int64List.value); bytes_list is field 1.
     entries = {k: _field(3, _field(1, _varint(v))) for k, v in ints.items()}
     entries.update({k: _field(1, _field(1, v)) for k, v in blobs.items()})
@@ -196,6 +202,8 @@ def decode_record(example: bytes) -> dict:
     )
     if "labels" in f:
         record["labels"] = np.frombuffer(f["labels"], "<f4").astype(np.float32)
+    if "name" in f:
+        record["name"] = f["name"].decode()
     return record
 
 
@@ -216,12 +224,12 @@ def frame(data: bytes) -> bytes:
     )
 
 
-def read_frames(path: str):
+def read_frames(path: str | os.PathLike):
     """Yields the payloads of a TFRecord file, checking every checksum.
 
     Raises CorruptRecordError naming the file on truncation or checksum mismatch.
     """
-    with open(path, "rb") as f:
+    with epath.Path(path).open("rb") as f:
         offset = 0
         while True:
             header = f.read(12)

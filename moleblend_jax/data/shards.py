@@ -12,27 +12,25 @@ no-op.
 from __future__ import annotations
 
 import collections
-import glob
 import hashlib
 import itertools
 import json
 import multiprocessing
 import os
 
-import numpy as np
+from etils import epath
 
 from moleblend_jax.data import serialize
-from moleblend_jax.data.schema import (
+from moleblend_jax.data.sources import Source, SourceItem, open_source
+from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
     METADATA_FILE,
     SCHEMA_VERSION,
     SHARD_SUFFIX,
 )
-from moleblend_jax.data.sources import open_source
 
 CHUNK_SIZE = 128  # Source items per worker task.
 CONFORMER_MODES = ("rdkit", "none", "file")
-QM9_MAX_BOND = 2.0  # Angstrom; longer SMILES bonds mean the XYZ atom order differs.
 _TMP_PREFIX = ".tmp-"
 
 
@@ -41,97 +39,37 @@ def shard_name(index: int, num_shards: int) -> str:
 
 
 # ---------------------------------------------------------------- per-item work (in workers)
-def _qm9_coords(mol, elements: str, xyz: str) -> np.ndarray:
-    """Heavy-atom DFT coordinates of a QM9 entry in the SMILES mol's atom order.
-
-    QM9's XYZ lists heavy atoms in SMILES order for almost all entries; for the rest (~0.3%)
-    the order is recovered by matching the SMILES graph onto the XYZ connectivity.
-    """
-    from moleblend_jax.chem.conformers import parse_xyz_block
-    from moleblend_jax.chem.records import SkipMolecule
-
-    symbols = [e.strip(" '\"") for e in elements.strip("[] ").split(",")]
-    positions = parse_xyz_block(xyz, len(symbols))
-    heavy = [i for i, s in enumerate(symbols) if s != "H"]
-    mol_symbols = [mol.GetAtomWithIdx(i).GetSymbol() for i in range(mol.GetNumAtoms())]
-    if mol_symbols == [symbols[i] for i in heavy]:
-        coords = positions[heavy]
-        bonds = [mol.GetBondWithIdx(i) for i in range(mol.GetNumBonds())]
-        ends = np.array([(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in bonds], int)
-        ends = ends.reshape(-1, 2)
-        lengths = np.linalg.norm(coords[ends[:, 0]] - coords[ends[:, 1]], axis=-1)
-        # Same elements but a bond far too long: the order differs (e.g. C#CC#C), match it.
-        if not len(lengths) or lengths.max() < QM9_MAX_BOND:
-            return coords
-    match = _match_by_connectivity(mol, [symbols[i] for i in heavy], positions[heavy])
-    if match is None:
-        raise SkipMolecule("qm9_coords_mismatch")
-    return positions[heavy][list(match)]
-
-
-def _match_by_connectivity(mol, symbols, positions):
-    """Maps mol atoms onto XYZ atoms whose bonds are guessed from covalent radii, or None."""
-    from rdkit import Chem
-
-    if sorted(symbols) != sorted(a.GetSymbol() for a in mol.GetAtoms()):
-        return None
-    table = Chem.GetPeriodicTable()
-    target = Chem.RWMol()
-    for s in symbols:
-        target.AddAtom(Chem.Atom(s))
-    radii = np.array([table.GetRcovalent(s) for s in symbols])
-    dist = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    bonded = np.triu(dist < 1.25 * (radii[:, None] + radii[None]), 1)
-    for i, j in zip(*np.nonzero(bonded), strict=True):
-        target.AddBond(int(i), int(j), Chem.BondType.SINGLE)
-    query = Chem.RWMol(mol)
-    for atom in query.GetAtoms():
-        atom.SetFormalCharge(0)
-        atom.SetIsAromatic(False)
-        atom.SetNoImplicit(True)
-    for bond in query.GetBonds():
-        bond.SetBondType(Chem.BondType.SINGLE)
-        bond.SetIsAromatic(False)
-    match = target.GetSubstructMatch(query)
-    return match if len(match) == mol.GetNumAtoms() else None
-
-
-def item_to_record(item: tuple, conformers: str, max_atoms: int, seed: int = 0):
+def item_to_record(item: SourceItem, conformers: str, max_atoms: int, seed: int = 0):
     """One source item -> (record with `next_hop` instead of `path_bonds`, conformer reason);
     raises SkipMolecule(reason)."""
     from rdkit import Chem
 
+    from moleblend_jax.chem import qm9
     from moleblend_jax.chem.records import SkipMolecule, build_record, parse_smiles
 
-    kind, mol_id = item[0], item[1]
-    if kind == "skip":
-        raise SkipMolecule(item[2])
-    if kind == "smiles":
-        mol = parse_smiles(item[2])
-        coords = "none" if conformers == "file" else conformers
-        return build_record(mol, mol_id, coords, item[3], max_atoms, seed, True)
-    if kind == "molblock":
-        mol = Chem.MolFromMolBlock(item[2], removeHs=True)
+    if item.skip_reason:
+        raise SkipMolecule(item.skip_reason)
+    if item.mol_block:
+        mol = Chem.MolFromMolBlock(item.mol_block, removeHs=True)
         if mol is None:
             raise SkipMolecule("sdf_parse_error")
-        coords = None if conformers == "file" else conformers
-        return build_record(mol, mol_id, coords, item[3], max_atoms, seed, True)
-    if kind == "qm9":
-        mol = parse_smiles(item[2])
-        if conformers == "file":
+        coords = None if conformers == "file" else conformers  # None: the block's conformer.
+    else:
+        mol = parse_smiles(item.smiles)
+        coords = "none" if conformers == "file" else conformers
+        if item.xyz and conformers == "file":
             if mol.GetNumAtoms() > max_atoms:
                 raise SkipMolecule("too_many_atoms")
             try:
-                coords = _qm9_coords(mol, item[3], item[4])
+                coords = qm9.heavy_atom_coords(mol, item.elements, item.xyz)
             except ValueError as err:
                 raise SkipMolecule("qm9_bad_xyz", str(err)) from None
-        else:
-            coords = conformers
-        return build_record(mol, mol_id, coords, item[5], max_atoms, seed, True)
-    raise ValueError(f"unknown item kind {kind!r}")
+    return build_record(
+        mol, item.id, coords, item.labels, max_atoms, seed, next_hop_only=True, name=item.name
+    )
 
 
-def process_chunk(items: list, conformers: str, max_atoms: int, seed: int) -> list:
+def process_chunk(items: list[SourceItem], conformers: str, max_atoms: int, seed: int) -> list:
     """Worker task: items -> [("ok", id, bytes, n_atoms, conformer) | ("skip", id, reason)]."""
     from moleblend_jax.chem.records import SkipMolecule
 
@@ -140,11 +78,11 @@ def process_chunk(items: list, conformers: str, max_atoms: int, seed: int) -> li
         try:
             record, conformer = item_to_record(item, conformers, max_atoms, seed)
             data = serialize.encode_record(record, record.pop("next_hop"))
-            out.append(("ok", item[1], data, len(record["atom_features"]), conformer))
+            out.append(("ok", item.id, data, len(record["atom_features"]), conformer))
         except SkipMolecule as skip:
-            out.append(("skip", item[1], skip.reason))
+            out.append(("skip", item.id, skip.reason))
         except Exception as err:  # noqa: BLE001 - RDKit can fail in many ways; count, go on.
-            out.append(("skip", item[1], f"error_{type(err).__name__}"))
+            out.append(("skip", item.id, f"error_{type(err).__name__}"))
     return out
 
 
@@ -164,8 +102,10 @@ def _chunks(items, size: int, limit: int | None, offset: int = 0):
 
 def _ordered_map(fn, chunks, workers: int, args: tuple):
     """Ordered results of fn(chunk, *args) with at most 4 * workers chunks in flight."""
-    if workers <= 1:
-        for chunk in chunks:
+    chunks = iter(chunks)
+    head = list(itertools.islice(chunks, 2))
+    if workers <= 1 or len(head) < 2:  # One chunk: not worth starting processes.
+        for chunk in itertools.chain(head, chunks):
             yield fn(chunk, *args)
         return
     # forkserver: safe when the caller already runs threads (jax, TF); workers import only
@@ -173,7 +113,7 @@ def _ordered_map(fn, chunks, workers: int, args: tuple):
     ctx = multiprocessing.get_context("forkserver")
     with ctx.Pool(workers) as pool:
         pending = collections.deque()
-        for chunk in chunks:
+        for chunk in itertools.chain(head, chunks):
             pending.append(pool.apply_async(fn, (chunk, *args)))
             if len(pending) >= 4 * workers:
                 yield pending.popleft().get()
@@ -182,24 +122,22 @@ def _ordered_map(fn, chunks, workers: int, args: tuple):
 
 
 # ---------------------------------------------------------------- build
-def _clean(output: str) -> None:
-    for path in glob.glob(os.path.join(output, _TMP_PREFIX + "*")):
-        os.remove(path)
-    for path in glob.glob(os.path.join(output, "shard-*" + SHARD_SUFFIX)):
-        os.remove(path)
+def _clean(output: epath.Path) -> None:
+    for pattern in (_TMP_PREFIX + "*", "shard-*" + SHARD_SUFFIX):
+        for path in output.glob(pattern):
+            path.unlink()
 
 
-def read_metadata(data_dir: str) -> dict | None:
-    path = os.path.join(data_dir, METADATA_FILE)
-    if not os.path.exists(path):
+def read_metadata(data_dir: str | os.PathLike) -> dict | None:
+    path = epath.Path(data_dir) / METADATA_FILE
+    if not path.exists():
         return None
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(path.read_text())
 
 
 def build_shards(
-    input: str,  # noqa: A002 - the CLI flag's name.
-    output: str,
+    input: str | Source,  # noqa: A002 - the CLI flag's name.
+    output: str | os.PathLike,
     num_shards: int = 16,
     workers: int = 2,
     max_atoms: int = MAX_SUPPORTED_ATOMS,
@@ -212,16 +150,22 @@ def build_shards(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Reads `input` (a file path or `qm9`), writes OUTPUT/shard-*.tfrecord + metadata.json.
+    """Reads `input`, writes OUTPUT/shard-*.tfrecord + metadata.json (local or gs:// paths).
 
-    conformers: 'file' (coordinates from the source: SDF / QM9 DFT; SMILES sources get none),
-    'rdkit' (ETKDG + MMFF for every molecule) or 'none' (has_coords = 0); default: 'file' for
-    sources with coordinates, else 'rdkit'. offset, limit: only source entries offset ..
-    offset + limit - 1 (limit None: to the end), e.g. a held-out set after a training prefix.
-    Returns the metadata dict. Raises FileNotFoundError / ValueError for a missing or empty
-    input and ValueError when no molecule could be written.
+    input: a file path, `qm9`, or a `sources.Source` (e.g. `sources.table_source`, the
+    fine-tuning data sets). conformers: 'file' (coordinates from the source: SDF / QM9 DFT;
+    SMILES sources get none), 'rdkit' (ETKDG + MMFF for every molecule) or 'none'
+    (has_coords = 0); default: 'file' for sources with coordinates, else 'rdkit'. offset,
+    limit: only source entries offset .. offset + limit - 1 (limit None: to the end), e.g. a
+    held-out set after a training prefix. Returns the metadata dict. Raises FileNotFoundError /
+    ValueError for a missing or empty input and ValueError when no molecule could be written.
     """
-    source = open_source(input, smiles_column, label_columns, labels_csv)
+    if isinstance(input, Source):
+        source = input
+        where = dict(input=source.name, fingerprint=source.fingerprint)
+    else:
+        source = open_source(input, smiles_column, label_columns, labels_csv)
+        where = dict(input=input if input == "qm9" else os.path.abspath(input))
     conformers = conformers or source.default_conformers
     if conformers not in CONFORMER_MODES:
         raise ValueError(f"conformers must be one of {CONFORMER_MODES}, got {conformers!r}")
@@ -229,31 +173,36 @@ def build_shards(
         raise ValueError(f"max_atoms must be in [1, {MAX_SUPPORTED_ATOMS}], got {max_atoms}")
     if num_shards < 1:
         raise ValueError("num_shards must be >= 1")
-    # Everything that determines the output bytes (not workers / progress).
+    # Everything that determines the output bytes (not workers / progress). Keys absent at
+    # their old value keep older builds valid; converted label units make older builds
+    # (QM9 in Hartree) stale.
+    label_units = source.notes.get("label_units")
     args = dict(
-        input=input if input == "qm9" else os.path.abspath(input),
+        **where,
         num_shards=num_shards,
         max_atoms=max_atoms,
         conformers=conformers,
         limit=limit,
-        **({"offset": offset} if offset else {}),  # Absent at 0: older builds stay valid.
+        **({"offset": offset} if offset else {}),
         smiles_column=smiles_column,
         label_columns=label_columns,
         labels_csv=labels_csv,
         seed=seed,
+        **({"label_units": label_units} if label_units else {}),
     )
-    os.makedirs(output, exist_ok=True)
+    output = epath.Path(output)
+    output.mkdir(parents=True, exist_ok=True)
     existing = read_metadata(output)
     if existing is not None and existing.get("args") == args and _shards_present(output, existing):
         return existing
     # Drop the old metadata first: from here on the directory does not look complete.
     if existing is not None:
-        os.remove(os.path.join(output, METADATA_FILE))
+        (output / METADATA_FILE).unlink()
     _clean(output)
 
     names = [shard_name(i, num_shards) for i in range(num_shards)]
-    tmp_paths = [os.path.join(output, _TMP_PREFIX + n) for n in names]
-    files = [open(p, "wb") for p in tmp_paths]  # noqa: SIM115 - closed below.
+    tmp_paths = [output / (_TMP_PREFIX + n) for n in names]
+    files = [p.open("wb") for p in tmp_paths]
     hashes = [hashlib.sha256() for _ in names]
     shard_counts = [collections.Counter() for _ in names]
     skipped = collections.Counter()
@@ -266,7 +215,7 @@ def build_shards(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="mol", desc=f"shards {os.path.basename(output)}")
+        bar = tqdm(total=total, unit="mol", desc=f"shards {output.name}")
     try:
         chunks = _chunks(source.items(), CHUNK_SIZE, limit, offset)
         for results in _ordered_map(process_chunk, chunks, workers, (conformers, max_atoms, seed)):
@@ -291,24 +240,26 @@ def build_shards(
             bar.close()
     if num_written == 0:
         _clean(output)
-        raise ValueError(f"{input}: no molecule could be read (skipped: {dict(skipped)})")
+        raise ValueError(f"{source.name}: no molecule could be read (skipped: {dict(skipped)})")
 
     histogram = collections.Counter()
     for counts in shard_counts:
         histogram.update(counts)
-    total_bytes = sum(os.path.getsize(p) for p in tmp_paths)
+    sizes = [p.stat().length for p in tmp_paths]
     shards = []
-    for name, tmp, digest, counts in zip(names, tmp_paths, hashes, shard_counts, strict=True):
+    for name, tmp, size, digest, counts in zip(
+        names, tmp_paths, sizes, hashes, shard_counts, strict=True
+    ):
         shards.append(
             dict(
                 file=name,
                 num_records=sum(counts.values()),
-                bytes=os.path.getsize(tmp),
+                bytes=size,
                 sha256=digest.hexdigest(),
                 atom_counts={str(k): v for k, v in sorted(counts.items())},
             )
         )
-        os.replace(tmp, os.path.join(output, name))
+        tmp.replace(output / name)
     metadata = dict(
         schema_version=SCHEMA_VERSION,
         source=source.name,
@@ -323,20 +274,18 @@ def build_shards(
         num_labels=len(source.label_names),
         max_atoms_seen=max(histogram),
         atom_count_histogram={str(k): v for k, v in sorted(histogram.items())},
-        total_bytes=total_bytes,
-        bytes_per_molecule=total_bytes / num_written,
+        total_bytes=sum(sizes),
+        bytes_per_molecule=sum(sizes) / num_written,
         shards=shards,
     )
-    tmp_meta = os.path.join(output, _TMP_PREFIX + METADATA_FILE)
-    with open(tmp_meta, "w") as f:
-        json.dump(metadata, f, indent=1)
-    os.replace(tmp_meta, os.path.join(output, METADATA_FILE))
+    tmp_meta = output / (_TMP_PREFIX + METADATA_FILE)
+    tmp_meta.write_text(json.dumps(metadata, indent=1))
+    tmp_meta.replace(output / METADATA_FILE)
     return metadata
 
 
-def _shards_present(output: str, metadata: dict) -> bool:
+def _shards_present(output: epath.Path, metadata: dict) -> bool:
     return all(
-        os.path.exists(os.path.join(output, s["file"]))
-        and os.path.getsize(os.path.join(output, s["file"])) == s["bytes"]
+        (output / s["file"]).exists() and (output / s["file"]).stat().length == s["bytes"]
         for s in metadata.get("shards", [])
     )

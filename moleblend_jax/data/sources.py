@@ -1,73 +1,64 @@
-"""Input readers: .smi, .csv, .sdf(.gz), PCQM4Mv2 (SDF + data.csv.gz) and the bundled QM9.
+"""Input readers: .smi, .csv, .sdf(.gz), PCQM4Mv2 (SDF + data.csv.gz), the bundled QM9, and
+in-memory tables (fine-tuning data sets).
 
-A reader yields small picklable *items*, one per source molecule, keyed by the molecule's index
-in the source (SPEC 9: never by position after filtering, so a parse failure cannot shift
-labels). Workers turn items into records (`moleblend_jax.data.shards.item_to_record`).
-
-Item kinds: ("smiles", id, smiles, labels), ("molblock", id, text, labels),
-("qm9", id, smiles, elements, xyz, labels) and ("skip", id, reason) for entries rejected while
-reading (e.g. empty lines).
+A reader yields one `SourceItem` per source molecule, keyed by the molecule's index in the
+source (SPEC 9: never by position after filtering, so a parse failure cannot shift labels).
+Workers turn items into records (`moleblend_jax.data.shards.item_to_record`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import importlib.resources
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-# QM9's 12 standard targets, in their source (qm9pack) units (docs/data.md).
-QM9_LABELS = (
-    ("mu", "Dipole_debye"),  # Debye
-    ("alpha", "Polarizability_bohr3"),  # bohr^3
-    ("homo", "HOMO_au"),  # Hartree
-    ("lumo", "LUMO_au"),  # Hartree
-    ("gap", "HOMO_LUMO_gap_au"),  # Hartree
-    ("r2", "R2_bohr2"),  # bohr^2
-    ("zpve", "ZPVE_au"),  # Hartree
-    ("u0", "InternalEnergy_0K_au"),  # Hartree
-    ("u298", "InternalEnergy_298K_au"),  # Hartree
-    ("h298", "Enthalphy_298K_au"),  # Hartree (qm9pack's spelling)
-    ("g298", "GibbsFreeEnergy_298K_au"),  # Hartree
-    ("cv", "Heatcapacity_Cv_cal_mol_K"),  # cal / (mol K)
-)
-QM9_UNITS = dict(
-    mu="D",
-    alpha="bohr^3",
-    homo="Ha",
-    lumo="Ha",
-    gap="Ha",
-    r2="bohr^2",
-    zpve="Ha",
-    u0="Ha",
-    u298="Ha",
-    h298="Ha",
-    g298="Ha",
-    cv="cal/(mol K)",
-)
-QM9_NUM_MOLECULES = 130_831
-QM9_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
+from moleblend_jax.chem import qm9
+
 PCQM_SDF_NAME = "pcqm4m-v2-train.sdf"
 PCQM_LABELS_NAME = "data.csv.gz"
 # CSV columns never taken as labels when label columns are auto-detected.
 _ID_COLUMNS = {"id", "idx", "index", "num", "mol_id", "molecule_id", "name", "unnamed: 0"}
 
 
+@dataclasses.dataclass(frozen=True)
+class SourceItem:
+    """One source molecule, as read (small and picklable: workers receive lists of them).
+
+    The molecule is `mol_block` (SDF text, graph and coordinates) when set, else `smiles`;
+    `elements` + `xyz` are QM9's DFT geometry strings (qm9pack's Elements / XYZ_Ang columns).
+    `skip_reason` marks an entry rejected while reading (e.g. an empty line).
+    """
+
+    id: int
+    smiles: str = ""
+    mol_block: str = ""
+    labels: tuple[float, ...] | None = None  # NaN = missing.
+    name: str = ""  # .smi name column, SDF title; "" = none.
+    elements: str = ""
+    xyz: str = ""
+    skip_reason: str = ""
+
+
 @dataclasses.dataclass
 class Source:
-    """A readable input: `items()` yields items (see module doc) in source order."""
+    """A readable input: `items()` yields `SourceItem`s in source order."""
 
     name: str
-    kind: str  # smi | csv | sdf | pcqm4mv2 | qm9
+    kind: str  # smi | csv | sdf | pcqm4mv2 | qm9 | table
     label_names: list[str]
-    items: Callable[[], Iterator[tuple]]
+    items: Callable[[], Iterator[SourceItem]]
     total: int | None = None  # Number of items when known up front (progress bar).
     default_conformers: str = "rdkit"  # For sources without coordinates.
     notes: dict = dataclasses.field(default_factory=dict)
+    # Content hash of sources that are not a file (`table_source`): build_shards' args hold it,
+    # so changed content rebuilds the shards.
+    fingerprint: str | None = None
 
 
 def _check_file(path: str) -> None:
@@ -85,13 +76,10 @@ def _open_text(path: str):
     return open(path, encoding="utf-8", errors="replace")
 
 
-def _labels_tuple(values) -> tuple | None:
-    return None if values is None else tuple(float(v) for v in values)
-
-
 # ---------------------------------------------------------------- .smi
 def smi_source(path: str) -> Source:
-    """One molecule per line: `SMILES [whitespace name]`; id = 0-based line number."""
+    """One molecule per line: `SMILES [whitespace name]`; id = 0-based line number, name = the
+    rest of the line."""
     _check_file(path)
 
     def items():
@@ -99,11 +87,11 @@ def smi_source(path: str) -> Source:
             for line_no, line in enumerate(f):
                 tokens = line.split()
                 if not tokens:
-                    yield ("skip", line_no, "empty_line")
+                    yield SourceItem(line_no, skip_reason="empty_line")
                 elif line_no == 0 and tokens[0].lower() == "smiles":
                     continue  # Header line.
                 else:
-                    yield ("smiles", line_no, tokens[0], None)
+                    yield SourceItem(line_no, smiles=tokens[0], name=" ".join(tokens[1:]))
 
     return Source(name=os.path.abspath(path), kind="smi", label_names=[], items=items)
 
@@ -156,9 +144,9 @@ def csv_source(
             for i, s in enumerate(smiles):
                 values = tuple(_to_float(col[i]) for col in labels) if label_columns else None
                 if not isinstance(s, str) or not s.strip():
-                    yield ("skip", row, "empty_smiles")
+                    yield SourceItem(row, skip_reason="empty_smiles")
                 else:
-                    yield ("smiles", row, s.strip(), values)
+                    yield SourceItem(row, smiles=s.strip(), labels=values)
                 row += 1
 
     return Source(
@@ -181,13 +169,19 @@ def iter_sdf_blocks(path: str) -> Iterator[str]:
             yield "".join(lines)  # Last record without a terminator.
 
 
+def _title(block: str) -> str:
+    """The title (first) line of a mol block."""
+    return block.split("\n", 1)[0].strip()
+
+
 def sdf_source(path: str) -> Source:
-    """SDF (optionally .gz): graph and coordinates from each block; id = 0-based block index."""
+    """SDF (optionally .gz): graph and coordinates from each block; id = 0-based block index,
+    name = the block's title line."""
     _check_file(path)
 
     def items():
         for index, block in enumerate(iter_sdf_blocks(path)):
-            yield ("molblock", index, block, None)
+            yield SourceItem(index, mol_block=block, name=_title(block))
 
     return Source(
         name=os.path.abspath(path),
@@ -229,7 +223,7 @@ def pcqm4mv2_source(sdf_path: str, labels_csv: str | None = None) -> Source:
             label = None
             if gaps is not None:
                 label = (float(gaps[index]) if index < len(gaps) else math.nan,)
-            yield ("molblock", index, block, label)
+            yield SourceItem(index, mol_block=block, labels=label, name=_title(block))
 
     return Source(
         name=os.path.abspath(sdf_path),
@@ -242,41 +236,93 @@ def pcqm4mv2_source(sdf_path: str, labels_csv: str | None = None) -> Source:
 
 
 # ---------------------------------------------------------------- QM9 (qm9pack)
-def qm9_source() -> Source:
-    """The 130,831 QM9 molecules bundled with `qm9pack` (its CSVs, read directly: its get_data()
-    needs pkg_resources). id = QM9 `Index` (1..133885); coordinates = DFT geometry (heavy atoms);
-    labels = the 12 standard targets in source units (QM9_LABELS)."""
+def qm9_frames(columns: Sequence[str], nrows: int | None = None, chunksize: int = 20_000):
+    """qm9pack's CSVs (read directly: its get_data() needs pkg_resources) as DataFrames of
+    `columns`, in QM9 index order; `nrows` stops after that many rows."""
     import pandas as pd
 
     try:
         folder = importlib.resources.files("qm9pack") / "data"
     except ModuleNotFoundError as err:
-        raise FileNotFoundError("--input=qm9 needs the qm9pack package") from err
-    columns = ["Index", "SMILES", "Elements", "XYZ_Ang"] + [c for _, c in QM9_LABELS]
+        raise FileNotFoundError("QM9 needs the qm9pack package") from err
+    remaining = nrows
+    for name in qm9.FILES:
+        with importlib.resources.as_file(folder / name) as path:
+            for chunk in pd.read_csv(path, usecols=list(columns), chunksize=chunksize):
+                if remaining is not None:
+                    chunk = chunk.iloc[:remaining]
+                    remaining -= len(chunk)
+                yield chunk
+                if remaining is not None and remaining <= 0:
+                    return
+
+
+def qm9_source() -> Source:
+    """The 130,831 QM9 molecules bundled with `qm9pack`. id = QM9 `Index` (1..133885);
+    coordinates = DFT geometry (heavy atoms); labels = the 12 targets of `chem.qm9.TARGETS`,
+    converted to label units (energies in eV)."""
+    columns = ["Index", "SMILES", "Elements", "XYZ_Ang", *qm9.COLUMNS]
 
     def items():
-        for name in QM9_FILES:
-            with importlib.resources.as_file(folder / name) as path:
-                for chunk in pd.read_csv(path, usecols=columns, chunksize=20_000):
-                    labels = chunk[[c for _, c in QM9_LABELS]].to_numpy(np.float64)
-                    rows = zip(
-                        chunk["Index"].tolist(),
-                        chunk["SMILES"].tolist(),
-                        chunk["Elements"].tolist(),
-                        chunk["XYZ_Ang"].tolist(),
-                        strict=True,
-                    )
-                    for (index, smiles, elements, xyz), values in zip(rows, labels, strict=True):
-                        yield ("qm9", int(index), smiles, elements, xyz, tuple(values.tolist()))
+        for chunk in qm9_frames(columns):
+            labels = qm9.to_label_units(chunk[list(qm9.COLUMNS)].to_numpy(np.float64))
+            rows = zip(
+                chunk["Index"].tolist(),
+                chunk["SMILES"].tolist(),
+                chunk["Elements"].tolist(),
+                chunk["XYZ_Ang"].tolist(),
+                labels.tolist(),
+                strict=True,
+            )
+            for index, smiles, elements, xyz, values in rows:
+                yield SourceItem(
+                    int(index), smiles=smiles, labels=tuple(values), elements=elements, xyz=xyz
+                )
 
     return Source(
         name="qm9",
         kind="qm9",
-        label_names=[n for n, _ in QM9_LABELS],
+        label_names=list(qm9.TASKS),
         items=items,
-        total=QM9_NUM_MOLECULES,
+        total=qm9.NUM_MOLECULES,
         default_conformers="file",
-        notes=dict(package="qm9pack", label_units=QM9_UNITS),
+        notes=dict(package="qm9pack", label_units=qm9.LABEL_UNITS),
+    )
+
+
+# ---------------------------------------------------------------- in-memory tables
+def table_source(
+    name: str,
+    ids: Sequence[int],
+    smiles: Sequence[str],
+    labels: np.ndarray,
+    label_names: Sequence[str],
+    names: Sequence[str] | None = None,
+) -> Source:
+    """Rows already in memory (a fine-tuning data set): ids [M], SMILES [M], labels [M, T]
+    float (NaN = missing), optional names [M]. The source is keyed by a hash of its content."""
+    labels = np.asarray(labels, np.float32).reshape(len(smiles), len(label_names))
+    names = list(names) if names is not None else [""] * len(smiles)
+    ids = [int(i) for i in ids]
+    if not len(ids) == len(smiles) == len(names):
+        raise ValueError(f"{name}: {len(ids)} ids, {len(smiles)} SMILES, {len(names)} names")
+    digest = hashlib.sha256(repr((ids, list(smiles), names, list(label_names))).encode())
+    digest.update(labels.tobytes())
+
+    def items():
+        for mol_id, smi, values, title in zip(ids, smiles, labels.tolist(), names, strict=True):
+            if not isinstance(smi, str) or not smi.strip():
+                yield SourceItem(mol_id, skip_reason="empty_smiles")
+            else:
+                yield SourceItem(mol_id, smiles=smi.strip(), labels=tuple(values), name=title)
+
+    return Source(
+        name=name,
+        kind="table",
+        label_names=list(label_names),
+        items=items,
+        total=len(ids),
+        fingerprint=digest.hexdigest(),
     )
 
 

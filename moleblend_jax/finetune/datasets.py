@@ -8,22 +8,32 @@ Sources (SPEC 7):
   README there for provenance and licences), read with ``importlib.resources``;
 - the canonical MoleculeNet/DeepChem CSVs at a user-given path (bbbp, tox21, toxcast, sider,
   clintox, muv, hiv, bace, esol, freesolv, lipophilicity);
-- QM9 from the ``qm9pack`` package, converted to the customary units (see ``QM9_TARGETS``).
+- QM9 from the ``qm9pack`` package, in label units (eV; described once in
+  ``moleblend_jax.chem.qm9``).
 
-Pure numpy/pandas (+ RDKit for ``drop_invalid``); no jax.
+Pure numpy/pandas (+ RDKit); no jax.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import json
 import os
 
 import numpy as np
 import pandas as pd
 
-HARTREE_TO_EV = 27.211386  # CODATA 2018, 27.211386245988 eV per Hartree.
+from moleblend_jax.chem import qm9
+from moleblend_jax.data.sources import qm9_frames
+
+# QM9 (SPEC 7), from its one description in chem/qm9.py.
+QM9_TASKS = qm9.TASKS
+QM9_REPORT_UNIT = qm9.REPORT_UNITS
+QM9_NUM_MOLECULES = qm9.NUM_MOLECULES
+qm9_to_report_units = qm9.to_report_units
+parse_qm9_geometry = qm9.parse_geometry
+QM9_SPLIT_SIZES = {"valid_size": 10_000, "test_size": 10_831}  # SPEC 7; train: the rest.
+QM9_FIXED_SPLIT_MIN = 30_000  # Fewer molecules loaded: a seeded 80/10/10 split instead.
 
 TASK_TYPES = ("classification", "regression")
 METRIC_NAMES = ("roc_auc", "rmse", "mae")
@@ -76,31 +86,6 @@ MUV_TASKS = tuple(
     f"MUV-{i}"
     for i in (466, 548, 600, 644, 652, 689, 692, 712, 713, 733, 737, 810, 832, 846, 852, 858, 859)
 )
-
-# QM9 targets (SPEC 7, Transformer-M protocol): (task, qm9pack column, factor from the file's unit
-# to the label unit, label unit). qm9pack stores energies in Hartree (see qm9pack.helper).
-QM9_TARGETS = (
-    ("mu", "Dipole_debye", 1.0, "D"),
-    ("alpha", "Polarizability_bohr3", 1.0, "a0^3"),
-    ("homo", "HOMO_au", HARTREE_TO_EV, "eV"),
-    ("lumo", "LUMO_au", HARTREE_TO_EV, "eV"),
-    ("gap", "HOMO_LUMO_gap_au", HARTREE_TO_EV, "eV"),
-    ("r2", "R2_bohr2", 1.0, "a0^2"),
-    ("zpve", "ZPVE_au", HARTREE_TO_EV, "eV"),
-    ("u0", "InternalEnergy_0K_au", HARTREE_TO_EV, "eV"),
-    ("u298", "InternalEnergy_298K_au", HARTREE_TO_EV, "eV"),
-    ("h298", "Enthalphy_298K_au", HARTREE_TO_EV, "eV"),  # Sic: qm9pack's spelling.
-    ("g298", "GibbsFreeEnergy_298K_au", HARTREE_TO_EV, "eV"),
-    ("cv", "Heatcapacity_Cv_cal_mol_K", 1.0, "cal/mol/K"),
-)
-QM9_TASKS = tuple(t[0] for t in QM9_TARGETS)
-# SPEC 7: MAE of HOMO/LUMO/gap is reported in meV; every other target in its label unit.
-QM9_REPORT_SCALE = {"homo": 1000.0, "lumo": 1000.0, "gap": 1000.0}
-QM9_REPORT_UNIT = {t[0]: ("meV" if t[0] in QM9_REPORT_SCALE else t[3]) for t in QM9_TARGETS}
-QM9_NUM_MOLECULES = 130_831  # qm9pack drops the 3,054 molecules that failed the consistency check.
-QM9_SPLIT_SIZES = {"valid_size": 10_000, "test_size": 10_831}  # SPEC 7; train: the rest.
-
-_QM9_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
 
 # fmt: off
 DATASETS: dict[str, DatasetSpec] = {
@@ -283,46 +268,22 @@ def load_dataset(
 
 
 def load_qm9(nrows: int | None = None, with_geometry: bool = False) -> pd.DataFrame:
-    """QM9 from qm9pack's CSVs, targets converted to label units (``QM9_TARGETS``).
+    """QM9 from qm9pack's CSVs, targets in label units (``chem.qm9.TARGETS``).
 
     Columns: 'index' (QM9's 1-based molecule id, int64), 'smiles', the 12 targets in
     ``QM9_TASKS`` order (energies in eV), and with ``with_geometry`` also 'elements' and 'xyz'
     (raw strings, parse with ``parse_qm9_geometry``; coordinates in Angstrom, hydrogens
     included). ``nrows`` reads only the first rows (tests). Rows are in QM9 index order.
     """
-    columns = ["Index", "SMILES", *(t[1] for t in QM9_TARGETS)]
+    columns = ["Index", "SMILES", *qm9.COLUMNS]
     if with_geometry:
         columns += ["Elements", "XYZ_Ang"]
-    data_dir = importlib.resources.files("qm9pack").joinpath("data")
-    frames = []
-    remaining = nrows
-    for filename in _QM9_FILES:
-        with data_dir.joinpath(filename).open("rb") as handle:
-            part = pd.read_csv(handle, usecols=columns, nrows=remaining)
-        frames.append(part)
-        if remaining is not None:
-            remaining -= len(part)
-            if remaining <= 0:
-                break
-    raw = pd.concat(frames, ignore_index=True)
+    raw = pd.concat(list(qm9_frames(columns, nrows)), ignore_index=True)
     frame = pd.DataFrame({"index": raw["Index"].to_numpy(np.int64), "smiles": raw["SMILES"]})
-    for task, column, factor, _ in QM9_TARGETS:
-        frame[task] = raw[column].to_numpy(np.float64) * factor
+    labels = qm9.to_label_units(raw[list(qm9.COLUMNS)].to_numpy(np.float64))
+    for column, task in enumerate(qm9.TASKS):
+        frame[task] = labels[:, column]
     if with_geometry:
         frame["elements"] = raw["Elements"]
         frame["xyz"] = raw["XYZ_Ang"]
     return frame
-
-
-def parse_qm9_geometry(elements: str, xyz: str) -> tuple[list[str], np.ndarray]:
-    """qm9pack's "['C','H',...]" and "[[x,y,z],...]" strings -> (symbols [n], float32 [n, 3] A)."""
-    symbols = [s.strip().strip("'\"") for s in elements.strip()[1:-1].split(",") if s.strip()]
-    coords = np.asarray(json.loads(xyz), dtype=np.float32).reshape(-1, 3)
-    if coords.shape[0] != len(symbols):
-        raise ValueError(f"{len(symbols)} elements but {coords.shape[0]} coordinates.")
-    return symbols, coords
-
-
-def qm9_to_report_units(task: str, value):
-    """An MAE (or value) in label units -> the unit SPEC 7 reports (meV for HOMO/LUMO/gap)."""
-    return value * QM9_REPORT_SCALE.get(task, 1.0)

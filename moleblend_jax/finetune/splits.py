@@ -1,18 +1,23 @@
 """Train/valid/test splits: deterministic Bemis-Murcko scaffold split and seeded random split.
 
-A split is ``dict(train=idx, valid=idx, test=idx)`` of int64 index arrays into the data set's rows
-(the order ``datasets.load_dataset`` returns). Pure numpy + RDKit; no jax.
+``make_split`` and friends return ``dict(train=idx, valid=idx, test=idx)`` of int64 index arrays
+into a list of molecules. Fine-tuning and the random-forest baseline split *records* and keep
+the split as record ids (``split_ids``): that is what split files hold, so both train on the same
+molecules by construction. Pure numpy + RDKit; no jax.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from moleblend_jax.train.paths import as_path
+
 SPLIT_NAMES = ("train", "valid", "test")
+SPLIT_KINDS = ("scaffold", "random")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
@@ -126,15 +131,52 @@ def check_split(split: dict[str, np.ndarray], num: int) -> None:
         raise ValueError(f"split does not partition {num} rows exactly once.")
 
 
-def save_split(path: str | os.PathLike, split: dict[str, np.ndarray]) -> None:
-    """Writes ``{"train": [...], "valid": [...], "test": [...]}`` JSON."""
+def split_ids(
+    kind: str,
+    ids: Sequence[int],
+    smiles: Sequence[str],
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    **sizes: int | None,
+) -> dict[str, list[int]]:
+    """``make_split`` of records (ids [M], SMILES [M]) as lists of record ids."""
+    index = make_split(kind, smiles, seed, fractions, **sizes)
+    ids = np.asarray(ids, np.int64)
+    return {name: ids[index[name]].tolist() for name in SPLIT_NAMES}
+
+
+def id_positions(split: Mapping[str, Sequence[int]], ids: Sequence[int]) -> dict[str, np.ndarray]:
+    """A split of record ids -> int64 positions in ``ids``.
+
+    Raises ValueError unless the split partitions ``ids`` exactly (a split made for other data).
+    """
+    position = {int(i): p for p, i in enumerate(ids)}
+    unknown = [i for name in SPLIT_NAMES for i in split[name] if int(i) not in position]
+    if unknown:
+        raise ValueError(
+            f"split ids do not match the data: {len(unknown)} ids (e.g. {unknown[:3]}) are not "
+            f"among its {len(position)} records."
+        )
+    positions = {
+        name: np.asarray([position[int(i)] for i in split[name]], np.int64) for name in SPLIT_NAMES
+    }
+    try:
+        check_split(positions, len(position))
+    except ValueError:
+        raise ValueError(
+            f"split ids do not match the data: they do not cover its {len(position)} records "
+            "exactly once."
+        ) from None
+    return positions
+
+
+def save_split(path: str | os.PathLike, split: Mapping[str, Sequence[int]]) -> None:
+    """Writes ``{"train": [...], "valid": [...], "test": [...]}`` JSON (local or gs://)."""
     payload = {name: [int(i) for i in np.asarray(split[name]).tolist()] for name in SPLIT_NAMES}
-    with open(path, "w") as handle:
-        json.dump(payload, handle)
+    as_path(path).write_text(json.dumps(payload))
 
 
 def load_split(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads a ``save_split`` JSON back into int64 index arrays."""
-    with open(path) as handle:
-        payload = json.load(handle)
+    """Reads a ``save_split`` JSON back into int64 arrays."""
+    payload = json.loads(as_path(path).read_text())
     return {name: np.asarray(payload[name], dtype=np.int64) for name in SPLIT_NAMES}

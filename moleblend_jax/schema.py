@@ -1,7 +1,8 @@
 """Constants shared by the record schema, the shard format and the padded batches.
 
-Plain Python only (no TF, no jax): `moleblend_jax.chem` imports it too. See docs/batch_format.md
-for the record and batch contract and docs/data.md for the on-disk shard layout.
+A leaf module (plain Python, imports nothing): `moleblend_jax.chem` builds records with it and
+`moleblend_jax.data` stores and pads them, so neither imports the other for it. See
+docs/batch_format.md for the record and batch contract and docs/data.md for the on-disk layout.
 """
 
 # Bumped whenever the on-disk serialisation changes; readers refuse other versions.
@@ -37,7 +38,9 @@ RECORD_KEYS = (
     "coords",
     "has_coords",
 )
+# Optional keys: labels when the source has them, name when the molecule has one.
 LABEL_KEY = "labels"
+NAME_KEY = "name"
 
 SHARD_SUFFIX = ".tfrecord"
 METADATA_FILE = "metadata.json"

@@ -1,0 +1,168 @@
+"""The fine-tuning loop of one seed (SPEC 7): sharded state, the shared `train_step`, early
+stopping on the validation metric.
+
+Same pieces as pretraining (`train/loop.py`): optimizer and schedule (`train.optim`), sharded
+state (`train.state`), the jitted step (`train.step`), the one non-finite rule
+(`train.finite`); only the loss, the model head and the epoch structure differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import jax
+import ml_collections
+import numpy as np
+
+from moleblend_jax.data import bucket_batches
+from moleblend_jax.finetune import datasets, metrics
+from moleblend_jax.finetune.losses import Standardizer, finetune_loss_fn
+from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
+from moleblend_jax.train import optim, sharding
+from moleblend_jax.train import state as state_lib
+from moleblend_jax.train.finite import raise_if_not_finite
+from moleblend_jax.train.metrics_writer import MetricWriter
+from moleblend_jax.train.step import jit_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneTask:
+    """What is learnt and how it is scored: the data set's spec and its task names."""
+
+    spec: datasets.DatasetSpec
+    task_names: tuple[str, ...]
+
+    @property
+    def classification(self) -> bool:
+        return self.spec.task_type == "classification"
+
+    def make_model(self, model_config: ml_collections.ConfigDict) -> FinetuneModel:
+        """The encoder with the data set's modality only (3D for QM9, 2D otherwise)."""
+        return FinetuneModel(
+            config=model_config,
+            num_tasks=len(self.task_names),
+            use_2d=not self.spec.needs_3d,
+            use_3d=self.spec.needs_3d,
+        )
+
+    def per_task_report(self, values) -> dict[str, float]:
+        """Per-task metric by task name; QM9 MAEs in SPEC 7's report units (meV for gaps)."""
+        qm9 = self.spec.name == "qm9"
+        return {
+            str(task): float(datasets.qm9_to_report_units(task, value) if qm9 else value)
+            for task, value in zip(self.task_names, values, strict=True)
+        }
+
+
+class SeedTrainer:
+    """Trains and evaluates one seed at a time; what every seed shares is set up once."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        task: FinetuneTask,
+        *,
+        pretrained: dict | None = None,
+    ):
+        self.config = config
+        self.task = task
+        self.pretrained = pretrained
+        self.buckets = tuple(config.data.buckets)
+        self.mesh = sharding.make_mesh(config.mesh)
+        self.model = task.make_model(config.model)
+        model = self.model
+        self._predict = jax.jit(
+            lambda params, batch: model.apply({"params": params}, batch, train=False)
+        )
+
+    def batches(self, records: list[dict], rng: np.random.Generator | None = None) -> list[dict]:
+        return bucket_batches(records, self.config.batch_size, self.buckets, rng)
+
+    def __call__(self, parts: dict[str, list[dict]], *, seed: int, writer: MetricWriter) -> dict:
+        """parts: train/valid/test records. Returns the seed's results.json entry (test at the
+        best validation epoch). Raises NonFiniteError when a step's loss or gradient norm is
+        not finite."""
+        config, task, mesh = self.config, self.task, self.mesh
+        train_labels = np.stack([r["labels"] for r in parts["train"]])
+        standardizer = Standardizer(train_labels, enabled=not task.classification)
+        steps_per_epoch = len(self.batches(parts["train"]))
+        total_steps = max(1, steps_per_epoch * config.epochs)
+        schedule = optim.make_schedule(
+            config.optimizer, total_steps, steps_per_epoch * config.warmup_epochs
+        )
+        tx = optim.make_optimizer(config.optimizer, schedule)
+        example = bucket_batches(parts["train"][:1], jax.device_count(), self.buckets)[0]
+        state, shardings = state_lib.create_sharded_state(
+            self.model,
+            tx,
+            sharding.global_batch(example, mesh),
+            jax.random.PRNGKey(seed),
+            mesh,
+            config.mesh.rules,
+        )
+        dropped = []
+        if self.pretrained is not None:
+            params, dropped = load_pretrained_encoder(jax.device_get(state.params), self.pretrained)
+            state = state.replace(params=jax.device_put(params, shardings.params))
+            logging.info("Loaded pretrained encoder; dropped %s", dropped)
+        step_fn = jit_train_step(
+            finetune_loss_fn(self.model, task.classification), tx, schedule, shardings, mesh
+        )
+        eval_batches = {name: self.batches(parts[name]) for name in ("valid", "test")}
+
+        rng = np.random.default_rng(seed)
+        best = {"valid": None, "test": None, "best_epoch": -1}
+        step = epochs_run = 0
+        for epoch in range(1, config.epochs + 1):
+            steps, step_metrics = [], []
+            for batch in self.batches(parts["train"], rng):
+                state, out = step_fn(state, sharding.global_batch(standardizer.encode(batch), mesh))
+                step += 1
+                steps.append(step)
+                step_metrics.append(out)
+            fetched = jax.device_get(step_metrics)
+            raise_if_not_finite(steps, fetched, where=f"seed {seed} epoch {epoch} ")
+            epochs_run = epoch
+            scores, per_task = {}, {}
+            for name, batches in eval_batches.items():
+                scores[name], per_task[name] = self._evaluate(state.params, batches, standardizer)
+            train_loss = float(np.mean([m["loss"] for m in fetched]))
+            writer.write(
+                epoch,
+                {
+                    "seed": seed,
+                    "train_loss": train_loss,
+                    "valid": scores["valid"],
+                    "test": scores["test"],
+                },
+            )
+            if best["valid"] is None or metrics.is_better(
+                task.spec.metric, scores["valid"], best["valid"]
+            ):
+                best = {
+                    "valid": scores["valid"],
+                    "test": scores["test"],
+                    "test_per_task": task.per_task_report(per_task["test"]),
+                    "best_epoch": epoch,
+                }
+            elif epoch - best["best_epoch"] >= config.patience:
+                break
+        return {"seed": seed, **best, "epochs_run": epochs_run, "dropped_modules": dropped}
+
+    def _evaluate(self, params, batches, standardizer) -> tuple[float, list[float]]:
+        """-> (metric averaged over tasks, per-task metric) on `batches`."""
+        preds, labels, masks = [], [], []
+        for batch in batches:
+            out = np.asarray(self._predict(params, sharding.global_batch(batch, self.mesh)))
+            keep = batch["mol_mask"]
+            preds.append(out[keep] if self.task.classification else standardizer.decode(out[keep]))
+            labels.append(batch["labels"][keep])
+            masks.append(batch["label_mask"][keep])
+        mean, per_task = metrics.compute_metric(
+            self.task.spec.metric,
+            np.concatenate(labels),
+            np.concatenate(preds),
+            np.concatenate(masks),
+        )
+        return float(mean), [float(v) for v in per_task]
