@@ -31,10 +31,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import jax
+
     from moleblend_jax.finetune import trainer
     from moleblend_jax.train import checkpoint
 
     checkpoint.quiet_orbax_info_logs()
+    # Every host <-> device transfer must be explicit (device_put, global_batch, device_get).
+    jax.config.update("jax_transfer_guard", "disallow")
     results = trainer.run(FLAGS.config, FLAGS.workdir)
     logging.info(
         "%s %s: test %.4f +- %.4f (valid %.4f)",

@@ -83,16 +83,76 @@ class SeedTrainer:
         """parts: train/valid/test records. Returns the seed's results.json entry (test at the
         best validation epoch). Raises NonFiniteError when a step's loss or gradient norm is
         not finite."""
-        config, task, mesh = self.config, self.task, self.mesh
-        train_labels = np.stack([r["labels"] for r in parts["train"]])
-        standardizer = Standardizer(train_labels, enabled=not task.classification)
-        steps_per_epoch = len(self.batches(parts["train"]))
+        config, task = self.config, self.task
+        standardizer = Standardizer(
+            np.stack([r["labels"] for r in parts["train"]]), enabled=not task.classification
+        )
+        # Set-up may move small things to the devices implicitly (keys, constants); the epochs
+        # may not: their batches reach the devices only through `global_batch`.
+        with jax.transfer_guard("allow"):
+            state, step_fn, dropped = self._set_up(parts["train"], seed)
+        eval_batches = {name: self.batches(parts[name]) for name in ("valid", "test")}
+
+        rng = np.random.default_rng(seed)
+        best = {"valid": None, "test": None, "best_epoch": -1}
+        step = epochs_run = 0
+        with jax.transfer_guard("disallow"):
+            for epoch in range(1, config.epochs + 1):
+                batches = self.batches(parts["train"], rng)
+                state, train_loss, step = self._train_epoch(
+                    state, step_fn, batches, standardizer, step, f"seed {seed} epoch {epoch} "
+                )
+                epochs_run = epoch
+                scores, per_task = {}, {}
+                for name, split_batches in eval_batches.items():
+                    scores[name], per_task[name] = self._evaluate(
+                        state.params, split_batches, standardizer
+                    )
+                writer.write(
+                    epoch,
+                    {
+                        "seed": seed,
+                        "train_loss": train_loss,
+                        "valid": scores["valid"],
+                        "test": scores["test"],
+                    },
+                )
+                if best["valid"] is None or metrics.is_better(
+                    task.spec.metric, scores["valid"], best["valid"]
+                ):
+                    best = {
+                        "valid": scores["valid"],
+                        "test": scores["test"],
+                        "test_per_task": task.per_task_report(per_task["test"]),
+                        "best_epoch": epoch,
+                    }
+                elif epoch - best["best_epoch"] >= config.patience:
+                    break
+        return {"seed": seed, **best, "epochs_run": epochs_run, "dropped_modules": dropped}
+
+    def _train_epoch(self, state, step_fn, batches, standardizer, step: int, where: str):
+        """One pass over `batches` -> (state, mean training loss, last step number)."""
+        steps, step_metrics = [], []
+        for batch in batches:
+            batch = sharding.global_batch(standardizer.encode(batch), self.mesh)
+            state, out = step_fn(state, batch)
+            step += 1
+            steps.append(step)
+            step_metrics.append(out)
+        fetched = jax.device_get(step_metrics)
+        raise_if_not_finite(steps, fetched, where=where)
+        return state, float(np.mean([m["loss"] for m in fetched])), step
+
+    def _set_up(self, train_records: list[dict], seed: int):
+        """-> (state, compiled step, dropped pretrained modules) for one seed."""
+        config, mesh = self.config, self.mesh
+        steps_per_epoch = len(self.batches(train_records))
         total_steps = max(1, steps_per_epoch * config.epochs)
         schedule = optim.make_schedule(
             config.optimizer, total_steps, steps_per_epoch * config.warmup_epochs
         )
         tx = optim.make_optimizer(config.optimizer, schedule)
-        example = bucket_batches(parts["train"][:1], jax.device_count(), self.buckets)[0]
+        example = bucket_batches(train_records[:1], jax.device_count(), self.buckets)[0]
         state, shardings = state_lib.create_sharded_state(
             self.model,
             tx,
@@ -106,49 +166,8 @@ class SeedTrainer:
             params, dropped = load_pretrained_encoder(jax.device_get(state.params), self.pretrained)
             state = state.replace(params=jax.device_put(params, shardings.params))
             logging.info("Loaded pretrained encoder; dropped %s", dropped)
-        step_fn = jit_train_step(
-            finetune_loss_fn(self.model, task.classification), tx, schedule, shardings, mesh
-        )
-        eval_batches = {name: self.batches(parts[name]) for name in ("valid", "test")}
-
-        rng = np.random.default_rng(seed)
-        best = {"valid": None, "test": None, "best_epoch": -1}
-        step = epochs_run = 0
-        for epoch in range(1, config.epochs + 1):
-            steps, step_metrics = [], []
-            for batch in self.batches(parts["train"], rng):
-                state, out = step_fn(state, sharding.global_batch(standardizer.encode(batch), mesh))
-                step += 1
-                steps.append(step)
-                step_metrics.append(out)
-            fetched = jax.device_get(step_metrics)
-            raise_if_not_finite(steps, fetched, where=f"seed {seed} epoch {epoch} ")
-            epochs_run = epoch
-            scores, per_task = {}, {}
-            for name, batches in eval_batches.items():
-                scores[name], per_task[name] = self._evaluate(state.params, batches, standardizer)
-            train_loss = float(np.mean([m["loss"] for m in fetched]))
-            writer.write(
-                epoch,
-                {
-                    "seed": seed,
-                    "train_loss": train_loss,
-                    "valid": scores["valid"],
-                    "test": scores["test"],
-                },
-            )
-            if best["valid"] is None or metrics.is_better(
-                task.spec.metric, scores["valid"], best["valid"]
-            ):
-                best = {
-                    "valid": scores["valid"],
-                    "test": scores["test"],
-                    "test_per_task": task.per_task_report(per_task["test"]),
-                    "best_epoch": epoch,
-                }
-            elif epoch - best["best_epoch"] >= config.patience:
-                break
-        return {"seed": seed, **best, "epochs_run": epochs_run, "dropped_modules": dropped}
+        loss_fn = finetune_loss_fn(self.model, self.task.classification)
+        return state, jit_train_step(loss_fn, tx, schedule, shardings, mesh), dropped
 
     def _evaluate(self, params, batches, standardizer) -> tuple[float, list[float]]:
         """-> (metric averaged over tasks, per-task metric) on `batches`."""

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+from moleblend_jax import model as model_lib
 from moleblend_jax.model.layers import safe_norm
 
 UNREACHABLE_SPD = 510  # Raw hop value of disconnected pairs (docs/batch_format.md).
@@ -36,10 +37,7 @@ def real_atoms(batch: Mapping) -> jax.Array:
 
 def atoms_with_coords(batch: Mapping) -> jax.Array:
     """[B, N] bool: real atoms of real molecules whose coordinates are real (`has_coords`)."""
-    atoms = real_atoms(batch)
-    if "has_coords" in batch:
-        atoms = atoms & batch["has_coords"].astype(bool)[:, None]
-    return atoms
+    return real_atoms(batch) & model_lib.atoms_with_coords(batch)
 
 
 def real_pairs(batch: Mapping) -> jax.Array:
