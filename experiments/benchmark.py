@@ -162,9 +162,10 @@ def time_step(variant: str, dtype: str, batch_np: dict) -> dict:
     model = model_lib.MoleBlend(config=config.model)
     schedule, tx = optim.pretraining_optimizer(config)
     example = loop.dummy_batch(1, batch_np["atom_mask"].shape[1])
-    state, shardings = state_lib.create_sharded_state(
+    layout = state_lib.state_layout(
         model, tx, example, jax.random.PRNGKey(0), mesh, config.mesh.rules
     )
+    state, shardings = layout.init(), layout.shardings
     num_params = state_lib.count_params(state.params)
     batch = sharding.global_batch(batch_np, mesh)
     step_fn = jit_train_step(

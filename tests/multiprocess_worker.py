@@ -38,7 +38,7 @@ def main(process_id: int, num_processes: int, port: int, data_dir: str, out: str
     mesh = sharding.make_mesh(config.mesh)
     model = model_lib.MoleBlend(config=config.model)
     schedule, tx = optim.pretraining_optimizer(config)
-    state, shardings = state_lib.create_sharded_state(
+    layout = state_lib.state_layout(
         model,
         tx,
         loop.dummy_batch(jax.device_count(), 16),
@@ -46,6 +46,7 @@ def main(process_id: int, num_processes: int, port: int, data_dir: str, out: str
         mesh,
         config.mesh.rules,
     )
+    state, shardings = layout.init(), layout.shardings
     step_fn = jit_train_step(
         pretraining_loss_fn(model, dict(config.loss_weights)), tx, schedule, shardings, mesh
     )

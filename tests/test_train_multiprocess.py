@@ -51,55 +51,48 @@ def test_two_processes_give_the_same_loss_as_one(qm9_shards, tmp_path):
     np.testing.assert_allclose(multi["losses"], single["losses"], rtol=1e-5)
 
 
+# One process of a 2-process run that only prepares the pretraining data (no model).
+_PREPARE_DATA = """
+import json, sys
+import jax
+jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+from moleblend_jax.configs import base
+from moleblend_jax.train import inputs
+config = base.get_config("tiny")
+config.data.max_molecules, config.data.eval_molecules, config.data.max_atoms = 300, 64, 16
+print(json.dumps(inputs.prepare_pretraining_data(config, sys.argv[3])._asdict()))
+"""
+
+
 def test_two_processes_without_data_dir_wait_for_the_default_shards(tmp_path):
-    """Process 0 builds the default QM9 shards; process 1 waits at the barrier, not crashing
-    on a half-written directory."""
-    port = _free_port()
-    overrides = {
-        "model.num_layers": 2,
-        "model.hidden_dim": 32,
-        "model.ffn_dim": 32,
-        "model.num_heads": 4,
-        "model.num_kernels": 16,
-        "batch_size": 16,
-        "total_steps": 4,
-        "optimizer.warmup_steps": 1,
-        "data.max_molecules": 300,
-        "data.eval_molecules": 64,
-        "data.max_atoms": 16,
-        "data.buckets": "(16,)",
-        "log_every": 2,
-        "eval_every": 4,
-        "eval_batches": 1,
-        "checkpoint_every": 4,
-    }
-    command = [
-        sys.executable,
-        "experiments/pretrain.py",
-        "--config=configs/base.py:tiny",
-        f"--workdir={tmp_path}",
-        f"--coordinator_address=localhost:{port}",
-        "--num_processes=2",
-        *(f"--config.{key}={value}" for key, value in overrides.items()),
-    ]
+    """Process 0 builds the default QM9 shards; process 1 waits at the barrier instead of
+    failing on a directory that is still being written."""
+    address = f"localhost:{_free_port()}"
     procs = [
         subprocess.Popen(
-            [*command, f"--process_id={i}"],
+            [sys.executable, "-c", _PREPARE_DATA, address, str(i), str(tmp_path)],
             cwd=REPO,
             env={**os.environ, "XLA_FLAGS": ""},  # One CPU device per process.
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,
             text=True,
         )
         for i in range(2)
     ]
-    logs = [p.communicate(timeout=600)[0] for p in procs]
-    for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 0, log[-3000:]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    dirs = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert (
+        dirs[0]
+        == dirs[1]
+        == {
+            "train_dir": str(tmp_path / "data" / "qm9"),
+            "eval_dir": str(tmp_path / "data" / "qm9_eval"),
+        }
+    )
     train_meta = json.loads((tmp_path / "data" / "qm9" / "metadata.json").read_text())
     eval_meta = json.loads((tmp_path / "data" / "qm9_eval" / "metadata.json").read_text())
     assert train_meta["num_written"] + train_meta["num_skipped"] == 300
     assert eval_meta["num_written"] + eval_meta["num_skipped"] == 64
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [2, 4]
-    assert np.isfinite(rows[-1]["eval_loss"])
+    assert eval_meta["args"]["offset"] == 300  # The held-out molecules follow the prefix.

@@ -45,9 +45,11 @@ class _EpathEventWriterFactory:
 @pytest.fixture
 def memory_gs(monkeypatch):
     """`gs://` served from memory for this test only."""
+    from etils.epath import gpath
     from tensorboardX import record_writer
 
-    monkeypatch.setenv("EPATH_USE_TF", "false")
+    # epath would send gs:// to TensorFlow's gfile (GCS over the network) once TF is found.
+    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
     registry = importlib.import_module("fsspec.registry")._registry  # Not the read-only proxy.
     for protocol in ("gs", "gcs"):  # epath asks fsspec for "gcs".
         monkeypatch.setitem(registry, protocol, MemoryFileSystem)

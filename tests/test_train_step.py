@@ -17,9 +17,10 @@ def _run_steps(config, devices, batches, num_steps):
     model = model_lib.MoleBlend(config=config.model)
     schedule, tx = optim.pretraining_optimizer(config)
     example = loop.dummy_batch(len(devices), 16)
-    state, shardings = state_lib.create_sharded_state(
+    layout = state_lib.state_layout(
         model, tx, example, jax.random.PRNGKey(0), mesh, config.mesh.rules
     )
+    state, shardings = layout.init(), layout.shardings
     step_fn = jit_train_step(
         pretraining_loss_fn(model, dict(config.loss_weights)), tx, schedule, shardings, mesh
     )

@@ -85,7 +85,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r} of configs/base.py; choose from {VARIANTS}.")
     config = ml_collections.ConfigDict()
-    config.variant = variant
     config.seed = 0
     config.model = model_config()
 

@@ -17,7 +17,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     variant = variant or "base"
     pretrain = base.get_config(variant)
     config = ml_collections.ConfigDict()
-    config.variant = variant
     # The encoder takes its 2D or 3D modules from the data set (3D for QM9).
     config.model = pretrain.model
     config.model.activation_dropout = 0.0  # SPEC 7: attention dropout 0.1 only.

@@ -153,7 +153,7 @@ class SeedTrainer:
         )
         tx = optim.make_optimizer(config.optimizer, schedule)
         example = bucket_batches(train_records[:1], jax.device_count(), self.buckets)[0]
-        state, shardings = state_lib.create_sharded_state(
+        layout = state_lib.state_layout(
             self.model,
             tx,
             sharding.global_batch(example, mesh),
@@ -161,6 +161,7 @@ class SeedTrainer:
             mesh,
             config.mesh.rules,
         )
+        state, shardings = layout.init(), layout.shardings
         dropped = []
         if self.pretrained is not None:
             params, dropped = load_pretrained_encoder(jax.device_get(state.params), self.pretrained)

@@ -66,19 +66,6 @@ def state_layout(
     return StateLayout(abstract, shardings, lambda: init(init_rng))
 
 
-def create_sharded_state(
-    model: nn.Module,
-    tx: optax.GradientTransformation,
-    example_batch: Mapping[str, jax.Array],
-    rng: jax.Array,
-    mesh: Mesh,
-    logical_axis_rules,
-) -> tuple[TrainState, Any]:
-    """A freshly initialised state in its sharded layout: (state, state_shardings)."""
-    layout = state_layout(model, tx, example_batch, rng, mesh, logical_axis_rules)
-    return layout.init(), layout.shardings
-
-
 def count_params(params: Any) -> int:
     return sum(int(x.size) for x in jax.tree.leaves(params))
 
