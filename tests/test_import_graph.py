@@ -15,6 +15,7 @@ ALLOWED = {
     "model": set(),
     "train": {"schema", "chem", "data", "model", "host_allocator"},
     "finetune": {"schema", "chem", "data", "model", "train", "configs"},
+    "interop": {"model", "configs"},
 }
 
 
