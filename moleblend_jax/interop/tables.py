@@ -75,7 +75,7 @@ def table_to_ours(
     if dropped:
         notes.append(f"{name}: {dropped} nonzero rows that no id of our tables reaches, dropped")
     if unrepresentable:
-        notes.append(f"{name}: {unrepresentable} of our ids have no row in the original, kept 0")
+        notes.append(f"{name}: our ids without a row in the original: {unrepresentable} (kept 0)")
     return ours, notes
 
 
