@@ -112,7 +112,9 @@ def jax_forward(model_config):
 
     def forward(params, batch, blend):
         out = MoleBlend(model_config).apply({"params": params}, batch, blend=blend)
-        _, _, atom_bias = MoleBlendEncoder(model_config).apply(
+        # The bias is built before the layers: an encoder without layers gives it at no cost.
+        bias_only = dataclasses.replace(model_config, num_layers=0)
+        _, _, atom_bias = MoleBlendEncoder(bias_only).apply(
             {"params": params["encoder"]},
             batch,
             pair_modality=blend["pair_modality"],
@@ -127,6 +129,7 @@ def jax_forward(model_config):
 
 
 def jax_outputs(params, model_config, batch, blend):
+    params = jax.tree.map(jnp.asarray, params)
     out = jax_forward(model_config)(params, batch, blend)
     out = {k: np.asarray(v, np.float64) for k, v in out.items()}
     out["edge_logits"] = np.transpose(out["edge_logits"], (0, 1, 4, 2, 3))  # -> [B, N, N, K, C]
@@ -241,7 +244,7 @@ def test_finetuned_checkpoint_maps_to_the_finetuning_model(tmp_path, molecules):
     params, model_config = fairseq.load_checkpoint(str(path))
     assert set(params) == {"encoder", "head_hidden", "head_out"}
     finetune_model = FinetuneModel(model_config, num_tasks=3, use_3d=False)
-    logits = finetune_model.apply({"params": jax.tree.map(jnp.asarray, params)}, batch)
+    logits = jax.jit(finetune_model.apply)({"params": params}, batch)
     data = fm.original_batch(batch, batch["coords"])
     with torch.no_grad():
         expected = model(data)["logits"].numpy()

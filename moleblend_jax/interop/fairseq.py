@@ -21,15 +21,23 @@ from moleblend_jax.model.config import ModelConfig
 
 PRETRAINED, FINETUNED = "pretrained", "finetuned"
 ENCODER = "encoder.molecule_encoder."
-# The HOMO-LUMO head: computed by the original, never in its pretraining loss.
-UNUSED_HEAD = {
-    "encoder.lm_head_transform_weight.weight": "linear",
-    "encoder.lm_head_transform_weight.bias": "bias",
-    "encoder.layer_norm.weight": "scale",
-    "encoder.layer_norm.bias": "bias",
-    "encoder.embed_out.weight": "linear",
-    "encoder.lm_output_learned_bias": "bias",
-}
+
+
+def unused_head(hidden_dim: int) -> dict[str, np.ndarray]:
+    """The original's HOMO-LUMO head (computed, never in its pretraining loss), as export writes
+    it: zeros with a unit LayerNorm, so that the original loads the state dict strictly."""
+    d, zeros = hidden_dim, np.zeros
+    return {
+        "encoder.lm_head_transform_weight.weight": zeros((d, d), np.float32),
+        "encoder.lm_head_transform_weight.bias": zeros(d, np.float32),
+        "encoder.layer_norm.weight": np.ones(d, np.float32),
+        "encoder.layer_norm.bias": zeros(d, np.float32),
+        "encoder.embed_out.weight": zeros((1, d), np.float32),
+        "encoder.lm_output_learned_bias": zeros(1, np.float32),
+    }
+
+
+UNUSED_HEAD = tuple(unused_head(1))  # Keys dropped on import.
 FINETUNE_HEAD_KEY = "encoder.proj_out.out_proj.weight"
 DEFAULT_TABLES = tables.FairseqTables()
 
@@ -387,7 +395,7 @@ def export_state_dict(
     kind = FINETUNED if "head_out/kernel" in flat else PRETRAINED
     num_tasks = flat["head_out/kernel"].shape[1] if kind == FINETUNED else 0
     rules = rules_for(kind, model_config, tables_, num_tasks)
-    expected = {rule.ours: _our_shape(rule, model_config) for rule in rules}
+    expected = {rule.ours: _our_shape(rule) for rule in rules}
     _problems(expected, {k: v.shape for k, v in flat.items()}, (), f"The {kind} param tree")
     state_dict, notes = {}, []
     for rule in rules:
@@ -400,16 +408,11 @@ def export_state_dict(
         )
         notes += rule_notes
     if include_unused_head and kind == PRETRAINED:
-        d = ModelConfig.coerce(model_config).hidden_dim
-        shapes = {"linear": (d, d), "scale": (d,), "bias": (d,)}
-        for key, role in UNUSED_HEAD.items():
-            shape = (1, d) if key.endswith("embed_out.weight") else shapes[role]
-            shape = (1,) if key.endswith("learned_bias") else shape
-            state_dict[key] = (np.ones if role == "scale" else np.zeros)(shape, np.float32)
+        state_dict.update(unused_head(ModelConfig.coerce(model_config).hidden_dim))
     return state_dict, notes
 
 
-def _our_shape(rule: Rule, model_config) -> tuple[int, ...]:
+def _our_shape(rule: Rule) -> tuple[int, ...]:
     """The shape our leaf has: the import of zeros of the original shapes."""
     value, _ = rule.to_ours([np.zeros(shape, np.float32) for shape in rule.shapes])
     return value.shape

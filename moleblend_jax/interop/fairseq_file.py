@@ -6,6 +6,7 @@ torch is needed only to unpickle (the `interop` extra). The file is read with
 """
 
 import argparse
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -128,7 +129,7 @@ def model_config_from_cfg(cfg: Any) -> tuple[ModelConfig, FairseqTables]:
     tables = FairseqTables(
         **{
             f.name: int(cfg_arg(cfg, f.name, getattr(FairseqTables(), f.name)))
-            for f in FairseqTables.__dataclass_fields__.values()
+            for f in dataclasses.fields(FairseqTables)
         }
     )
     return ModelConfig.from_config(m), tables
