@@ -479,6 +479,14 @@ def criterion_losses(out: dict, data: dict, clean_pos, noise, node_3d) -> dict:
     )
 
 
+class AverageMeter:
+    """Stands for fairseq's logging meters, pickled in extra_state by reference to a class the
+    reader does not have."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 def fairseq_checkpoint(model: nn.Module, args: argparse.Namespace, half: bool) -> dict:
     """A checkpoint dict as fairseq's trainer writes it (cfg a plain container)."""
     state = {k: (v.half() if half else v.clone()) for k, v in model.state_dict().items()}
@@ -489,7 +497,7 @@ def fairseq_checkpoint(model: nn.Module, args: argparse.Namespace, half: bool) -
         "criterion": None,
         "optimizer_history": [{"criterion_name": "GraphPredictionLoss", "num_updates": 0}],
         "task_state": {},
-        "extra_state": {"epoch": 1},
+        "extra_state": {"epoch": 1, "metrics": {"train": [AverageMeter(1.5)]}},
     }
 
 
