@@ -221,14 +221,21 @@ def np_softmax(x, axis=-1):
     return e / e.sum(axis, keepdims=True)
 
 
+def np_table(table):
+    """[..., V, D] embedding table as float64 with row 0 zero: torch's padding_idx=0 (SPEC 2)."""
+    table = np.array(table, np.float64)
+    table[..., 0, :] = 0.0
+    return table
+
+
 def np_spd_bias(table, spd):
     """table [1, V, H], spd [B, N, N] -> [B, H, N, N]."""
-    return np.asarray(table, np.float64)[0][spd].transpose(0, 3, 1, 2)
+    return np_table(table)[0][spd].transpose(0, 3, 1, 2)
 
 
 def np_edge_bias(table, hop_weights, path_edges, spd, max_hops=5):
     """SPEC 3: (1/n) sum_k x_k W_k, x_k = mean of the 3 bond-feature embeddings of hop k."""
-    table = np.asarray(table, np.float64)
+    table = np_table(table)
     hop_weights = np.asarray(hop_weights, np.float64)
     b, n = spd.shape[:2]
     heads = table.shape[-1]
@@ -253,8 +260,8 @@ def np_distances(coords):
 
 def np_gaussian_basis(p, coords, types, std_floor=0.01):
     """SPEC 3: psi_k = exp(-0.5((x - mu_k)/s_k)^2) / (sqrt(2 pi) s_k), x = gamma d + beta."""
-    mul = np.asarray(p["mul"], np.float64)[..., 0]
-    bias = np.asarray(p["bias"], np.float64)[..., 0]
+    mul = np_table(p["mul"])[..., 0]
+    bias = np_table(p["bias"])[..., 0]
     dist, _ = np_distances(np.asarray(coords, np.float64))
     gamma = mul[0][types][:, :, None] + mul[1][types][:, None, :]
     beta = bias[0][types][:, :, None] + bias[1][types][:, None, :]
@@ -304,11 +311,11 @@ def np_encoder(p, cfg, batch, pair_modality, node_3d, coords=None):
     spd = batch["spd"]
     coords = batch["coords"] if coords is None else coords
     b, n = mask.shape
-    atom_table = np.asarray(p["atom_embed"]["embed"]["embedding"], np.float64)
+    atom_table = np_table(p["atom_embed"]["embed"]["embedding"])
     atoms = sum(atom_table[f][feats[..., f]] for f in range(9))
     degree = (spd == 2).sum(-1)
     degree_ids = np.where(mask, np.clip(degree + 1, 1, cfg.num_degree_ids - 1), 0)
-    degree_emb = np.asarray(p["degree_embed"]["embed"]["embedding"], np.float64)[0][degree_ids]
+    degree_emb = np_table(p["degree_embed"]["embed"]["embedding"])[0][degree_ids]
     psi = np_gaussian_basis(p["gaussian_basis"], coords, feats[..., 0], cfg.gaussian_std_floor)
     centrality = np_centrality(p["centrality"], psi, mask, cfg.centrality_scale)
     node = np.where(node_3d[..., None], centrality, degree_emb)

@@ -142,3 +142,25 @@ def test_salts_rings_and_long_paths_equal_pad_batch(tmp_path):
         _assert_batches_equal(batch, expected)
         seen.extend(ids.tolist())
     assert sorted(seen) == sorted(records) and len(records) == len(smiles)
+
+
+def _mean_within_batch_spread(batches, records):
+    spreads = []
+    for batch in batches:
+        ids = batch["id"][batch["mol_mask"]]
+        spreads.append(np.std([len(records[int(i)]["atom_features"]) for i in ids]))
+    return float(np.mean(spreads))
+
+
+def test_one_bucket_batches_mix_sizes_as_the_original(qm9_dir, records):
+    """data.buckets = (max_atoms,) is the parity setting: batches are uniform random draws,
+    not groups of similar size, so loss weights follow the original's (docs/model.md)."""
+    sizes = np.array([len(r["atom_features"]) for r in records.values()])
+
+    def spread(buckets):
+        it = make_batches(qm9_dir, 32, buckets, seed=0, repeat=False, drop_remainder=True)
+        return _mean_within_batch_spread(it, records)
+
+    one_bucket, size_buckets = spread((16,)), spread((4, 5, 16))
+    assert one_bucket > 0.85 * sizes.std()  # ~ the spread of independent draws
+    assert size_buckets < 0.6 * one_bucket

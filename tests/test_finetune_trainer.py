@@ -3,6 +3,7 @@ whose validation metric improves, results.json."""
 
 import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,12 +47,52 @@ def test_masked_mse_ignores_missing_labels():
 
 def test_standardizer_round_trip_and_label_mask():
     train = np.array([[1.0, np.nan], [3.0, 4.0], [5.0, 8.0]], np.float32)
-    std = trainer.Standardizer(train, enabled=True)
+    std = trainer.Standardizer(train, "standardised")
     np.testing.assert_allclose(std.mean, [3.0, 6.0])
     batch = {"labels": np.array([[5.0, 0.0]], np.float32), "label_mask": np.array([[True, False]])}
     encoded = std.encode(batch)["labels"]
     np.testing.assert_allclose(encoded, [[(5 - 3) / np.std([1, 3, 5]), 0.0]], rtol=1e-6)
     np.testing.assert_allclose(std.decode(encoded)[0, 0], 5.0, rtol=1e-6)
+
+
+class _FixedOutputs(nn.Module):
+    """A stand-in model whose outputs are the batch's "outputs"."""
+
+    @nn.compact
+    def __call__(self, batch, train=False):
+        return batch["outputs"] + 0.0 * self.param("unused", nn.initializers.zeros, ())
+
+
+def test_label_units_loss_is_the_originals():
+    """The original: MSE(output * sigma + mu, raw label), one scalar mu/sigma over the train
+    labels; "standardised": per-task, on (label - mu_t) / sigma_t, smaller by sigma_t^2."""
+    train = np.array([[1.0, np.nan], [3.0, 4.0], [5.0, 8.0]], np.float32)
+    batch = {
+        "outputs": np.array([[0.5, -1.0], [2.0, 0.3]], np.float32),
+        "labels": np.array([[5.0, np.nan], [2.0, 7.0]], np.float32),
+        "label_mask": np.array([[True, False], [True, True]]),
+    }
+    mu, sigma = np.mean([1, 3, 5, 4, 8]), np.std([1, 3, 5, 4, 8])
+    labelled = batch["label_mask"]
+    want = np.mean((batch["outputs"] * sigma + mu - batch["labels"])[labelled] ** 2)
+
+    def loss(standardizer):
+        loss_fn = trainer.finetune_loss_fn(_FixedOutputs(), False, standardizer)
+        return float(loss_fn({"unused": 0.0}, standardizer.encode(batch), {})[0])
+
+    label_units = trainer.Standardizer(train, "label_units")
+    np.testing.assert_allclose(label_units.mean, [mu, mu], rtol=1e-6)
+    np.testing.assert_allclose(loss(label_units), want, rtol=1e-5)
+
+    per_task = trainer.Standardizer(train[:, :1], "standardised")
+    task_sigma = np.std([1, 3, 5])
+    one_task = {k: v[:, :1] for k, v in batch.items()}
+    want_one = np.mean((one_task["outputs"] * task_sigma + 3.0 - one_task["labels"]) ** 2)
+    loss_fn = trainer.finetune_loss_fn(_FixedOutputs(), False, per_task)
+    got = float(loss_fn({"unused": 0.0}, per_task.encode(one_task), {})[0])
+    np.testing.assert_allclose(got, want_one / task_sigma**2, rtol=1e-5)
+    with pytest.raises(ValueError, match="regression_loss"):
+        trainer.Standardizer(train, "mse")
 
 
 def test_pretrained_checkpoint_loads_without_3d_modules(tmp_path):
@@ -161,8 +202,8 @@ def test_split_file_is_read_never_written(tmp_path):
 def test_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
     real = finetune_loop.finetune_loss_fn
 
-    def poisoned(model, classification):
-        loss_fn = real(model, classification)
+    def poisoned(*args):
+        loss_fn = real(*args)
 
         def nan_loss(params, batch, rngs):
             loss = loss_fn(params, batch, rngs)[0] * jnp.nan

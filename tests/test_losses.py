@@ -162,3 +162,22 @@ def test_zero_vectors_have_finite_gradients():
 
     grads = jax.jit(jax.grad(f, argnums=(0, 1)))(jnp.zeros((1, 2, 2, 3)), jnp.zeros((1, 2, 3)))
     assert all(bool(jnp.isfinite(g).all()) for g in grads)
+
+
+def test_pair_losses_weight_each_molecule_by_its_pairs(case):
+    """Within a batch, the SPD and edge losses are flat means over pairs (pair-hops): a
+    molecule counts with its number of pairs, as in the original's randomly composed batches
+    (docs/model.md). Split into one-molecule batches, the batch loss is their pair-weighted
+    mean."""
+    outputs, batch = case
+    _, whole = losses.pretraining_losses(outputs, batch, WEIGHTS)
+    per_molecule, num_pairs = [], []
+    for m in np.flatnonzero(batch["mol_mask"])[:4]:  # The single atom has no pair.
+        one = {k: np.where(np.arange(len(v)) == m, v.T, 0).T for k, v in batch.items()}
+        one["mol_mask"] = np.arange(len(batch["mol_mask"])) == m
+        per_molecule.append(losses.pretraining_losses(outputs, one, WEIGHTS)[1]["spd_loss"])
+        num_pairs.append(int(losses.reachable_pairs(one).sum()))
+    assert len(set(num_pairs)) > 1  # Molecules of different sizes.
+    np.testing.assert_allclose(
+        whole["spd_loss"], np.average(per_molecule, weights=num_pairs), rtol=1e-5
+    )

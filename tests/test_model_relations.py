@@ -62,7 +62,7 @@ def test_atom_and_degree_embeddings(batch):
     atom = embeddings.AtomEmbedding(config=CONFIG)
     params = mt.random_params(atom, batch["atom_features"])
     got = atom.apply({"params": params}, batch["atom_features"])
-    table = np.asarray(params["embed"]["embedding"], np.float64)
+    table = mt.np_table(params["embed"]["embedding"])
     want = sum(table[f][batch["atom_features"][..., f]] for f in range(9))
     np.testing.assert_allclose(got, want, **TOL)
 

@@ -26,6 +26,9 @@ def model_config() -> ml_collections.ConfigDict:
     m.attention_dropout = 0.1
     m.activation_dropout = 0.1
     m.stochastic_depth = 0.1  # Max drop rate; rises linearly 0 -> this over layers.
+    # "token": the original's DropPath mask, one per token position shared by the batch;
+    # "molecule": one per molecule (docs/model.md).
+    m.stochastic_depth_mask = "token"
     m.dtype = "bfloat16"  # Activations; params stay float32 (SPEC 2, STYLE mixed precision).
     # Input vocabularies (SPEC 1). Ids are shifted by +1; 0 is padding.
     m.num_atom_features = 9

@@ -34,6 +34,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # 0 = all; else a fixed random subset (QM9: the first max_molecules of the source).
     config.max_molecules = 0
 
+    # Regression: "label_units" (the original's) compares output * std + mean with the raw
+    # labels, one scalar mean/std; "standardised" compares the output with per-task
+    # standardised labels (use it for multi-task sets in mixed units, such as QM9's 12).
+    config.regression_loss = "label_units"
     config.batch_size = 128
     config.epochs = 80
     config.warmup_epochs = 8

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import importlib.resources
+import importlib.util
 import math
 import os
+import pathlib
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -237,24 +238,27 @@ def pcqm4mv2_source(sdf_path: str, labels_csv: str | None = None) -> Source:
 
 # ---------------------------------------------------------------- QM9 (qm9pack)
 def qm9_frames(columns: Sequence[str], nrows: int | None = None, chunksize: int = 20_000):
-    """qm9pack's CSVs (read directly: its get_data() needs pkg_resources) as DataFrames of
-    `columns`, in QM9 index order; `nrows` stops after that many rows."""
+    """qm9pack's CSVs as DataFrames of `columns`, in QM9 index order; `nrows` stops after that
+    many rows.
+
+    The files are found without importing qm9pack: its __init__ imports pkg_resources, which
+    setuptools >= 81 no longer ships.
+    """
     import pandas as pd
 
-    try:
-        folder = importlib.resources.files("qm9pack") / "data"
-    except ModuleNotFoundError as err:
-        raise FileNotFoundError("QM9 needs the qm9pack package") from err
+    spec = importlib.util.find_spec("qm9pack")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("QM9 needs the qm9pack package (pip install qm9pack)")
+    folder = pathlib.Path(spec.submodule_search_locations[0]) / "data"
     remaining = nrows
     for name in qm9.FILES:
-        with importlib.resources.as_file(folder / name) as path:
-            for chunk in pd.read_csv(path, usecols=list(columns), chunksize=chunksize):
-                if remaining is not None:
-                    chunk = chunk.iloc[:remaining]
-                    remaining -= len(chunk)
-                yield chunk
-                if remaining is not None and remaining <= 0:
-                    return
+        for chunk in pd.read_csv(folder / name, usecols=list(columns), chunksize=chunksize):
+            if remaining is not None:
+                chunk = chunk.iloc[:remaining]
+                remaining -= len(chunk)
+            yield chunk
+            if remaining is not None and remaining <= 0:
+                return
 
 
 def qm9_source() -> Source:

@@ -85,12 +85,13 @@ class SeedTrainer:
         not finite."""
         config, task = self.config, self.task
         standardizer = Standardizer(
-            np.stack([r["labels"] for r in parts["train"]]), enabled=not task.classification
+            np.stack([r["labels"] for r in parts["train"]]),
+            None if task.classification else config.regression_loss,
         )
         # Set-up may move small things to the devices implicitly (keys, constants); the epochs
         # may not: their batches reach the devices only through `global_batch`.
         with jax.transfer_guard("allow"):
-            state, step_fn, dropped = self._set_up(parts["train"], seed)
+            state, step_fn, dropped = self._set_up(parts["train"], seed, standardizer)
         eval_batches = {name: self.batches(parts[name]) for name in ("valid", "test")}
 
         rng = np.random.default_rng(seed)
@@ -143,7 +144,7 @@ class SeedTrainer:
         raise_if_not_finite(steps, fetched, where=where)
         return state, float(np.mean([m["loss"] for m in fetched])), step
 
-    def _set_up(self, train_records: list[dict], seed: int):
+    def _set_up(self, train_records: list[dict], seed: int, standardizer: Standardizer):
         """-> (state, compiled step, dropped pretrained modules) for one seed."""
         config, mesh = self.config, self.mesh
         steps_per_epoch = len(self.batches(train_records))
@@ -167,7 +168,7 @@ class SeedTrainer:
             params, dropped = load_pretrained_encoder(jax.device_get(state.params), self.pretrained)
             state = state.replace(params=jax.device_put(params, shardings.params))
             logging.info("Loaded pretrained encoder; dropped %s", dropped)
-        loss_fn = finetune_loss_fn(self.model, self.task.classification)
+        loss_fn = finetune_loss_fn(self.model, self.task.classification, standardizer)
         return state, jit_train_step(loss_fn, tx, schedule, shardings, mesh), dropped
 
     def _evaluate(self, params, batches, standardizer) -> tuple[float, list[float]]:

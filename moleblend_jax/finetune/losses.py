@@ -1,4 +1,11 @@
-"""Fine-tuning losses (SPEC 7): masked BCE for classification, MSE on standardised targets."""
+"""Fine-tuning losses (SPEC 7): masked BCE for classification, masked MSE for regression.
+
+Regression compares in label units by default, as the original: MSE between
+`output * std + mean` and the raw label, one scalar mean/std over the train labels
+(config.regression_loss "label_units"). "standardised" compares the output with per-task
+standardised labels instead: the same minimiser per task, a loss smaller by std^2, which
+changes how gradient clipping at 5 and the tasks' relative weights act (docs/model.md).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -20,33 +27,63 @@ def masked_mse_loss(preds: jax.Array, targets: jax.Array, mask: jax.Array) -> ja
     return jnp.sum(jnp.where(mask, (preds - targets) ** 2, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
 
-def finetune_loss_fn(model: nn.Module, classification: bool) -> LossFn:
-    """(params, batch, rngs) -> (loss, {"loss"}) for `train.step.jit_train_step`."""
-    masked_loss = masked_bce_loss if classification else masked_mse_loss
+def finetune_loss_fn(
+    model: nn.Module, classification: bool, standardizer: "Standardizer"
+) -> LossFn:
+    """(params, batch, rngs) -> (loss, {"loss"}) for `train.step.jit_train_step`.
+
+    Classification: masked BCE on logits. Regression: masked MSE between
+    `standardizer.loss_predictions(output)` and the batch's labels (`standardizer.encode`d).
+    """
 
     def loss_fn(params, batch, rngs):
         out = model.apply({"params": params}, batch, train=True, rngs=rngs)
-        loss = masked_loss(out, batch["labels"], batch["label_mask"])
+        labels, mask = batch["labels"], batch["label_mask"]
+        if classification:
+            loss = masked_bce_loss(out, labels, mask)
+        else:
+            loss = masked_mse_loss(standardizer.loss_predictions(out), labels, mask)
         return loss, {"loss": loss}
 
     return loss_fn
 
 
+REGRESSION_LOSSES = ("label_units", "standardised")
+
+
 class Standardizer:
-    """Per-task train mean/std for regression targets (identity for classification)."""
+    """Train-label mean/std [T] of a regression task: one scalar repeated ("label_units") or
+    per task ("standardised"), see the module docstring; `regression_loss` None (classification)
+    is the identity."""
 
-    def __init__(self, train_labels: np.ndarray, enabled: bool):
-        self.mean = np.nanmean(train_labels, axis=0) if enabled else 0.0
-        std = np.nanstd(train_labels, axis=0) if enabled else 1.0
-        self.std = np.where(np.asarray(std) > 0, std, 1.0)
+    def __init__(self, train_labels: np.ndarray, regression_loss: str | None):
+        if regression_loss not in (None, *REGRESSION_LOSSES):
+            raise ValueError(
+                f"config.regression_loss must be one of {REGRESSION_LOSSES}, "
+                f"not {regression_loss!r}."
+            )
+        self.in_label_units = regression_loss in (None, "label_units")
+        num_tasks = train_labels.shape[1]
+        if regression_loss is None:
+            mean, std = 0.0, 1.0
+        else:
+            axis = None if self.in_label_units else 0
+            mean, std = np.nanmean(train_labels, axis=axis), np.nanstd(train_labels, axis=axis)
+        self.mean = np.broadcast_to(mean, (num_tasks,)).astype(np.float32)
+        self.std = np.broadcast_to(np.where(std > 0, std, 1.0), (num_tasks,)).astype(np.float32)
 
-    def encode(self, batch):
-        return {
-            **batch,
-            "labels": np.where(
-                batch["label_mask"], (batch["labels"] - self.mean) / self.std, 0.0
-            ).astype(np.float32),
-        }
+    def encode(self, batch: dict) -> dict:
+        """The batch with the labels the loss compares with (zero where unlabelled)."""
+        labels = batch["labels"]
+        if not self.in_label_units:
+            labels = (labels - self.mean) / self.std
+        labels = np.where(batch["label_mask"], labels, 0.0).astype(np.float32)
+        return {**batch, "labels": labels}
 
-    def decode(self, preds):
-        return preds * self.std + self.mean
+    def decode(self, outputs):
+        """[B, T] model outputs -> predictions in label units."""
+        return outputs * self.std + self.mean
+
+    def loss_predictions(self, outputs):
+        """[B, T] model outputs -> what the loss compares with `encode`'s labels."""
+        return self.decode(outputs) if self.in_label_units else outputs

@@ -15,14 +15,27 @@ import ml_collections
 from moleblend_jax.finetune import data as data_lib
 from moleblend_jax.finetune import splits
 from moleblend_jax.finetune.loop import FinetuneTask, SeedTrainer
-from moleblend_jax.finetune.losses import Standardizer, masked_bce_loss, masked_mse_loss
+from moleblend_jax.finetune.losses import (
+    REGRESSION_LOSSES,
+    Standardizer,
+    finetune_loss_fn,
+    masked_bce_loss,
+    masked_mse_loss,
+)
 from moleblend_jax.finetune.results import summarize
 from moleblend_jax.train import checkpoint
 from moleblend_jax.train.metrics_writer import MetricWriter
 from moleblend_jax.train.paths import as_path
 
 # The losses and the standardizer are re-exported: callers and tests use trainer.X.
-__all__ = ["Standardizer", "masked_bce_loss", "masked_mse_loss", "run", "validate_config"]
+__all__ = [
+    "Standardizer",
+    "finetune_loss_fn",
+    "masked_bce_loss",
+    "masked_mse_loss",
+    "run",
+    "validate_config",
+]
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -41,6 +54,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     if config.split not in ("", *splits.SPLIT_KINDS):
         raise ValueError(f"config.split={config.split!r}; use '', 'scaffold' or 'random'.")
+    if config.regression_loss not in REGRESSION_LOSSES:
+        raise ValueError(
+            f"config.regression_loss={config.regression_loss!r}; use one of {REGRESSION_LOSSES}."
+        )
     if config.init_checkpoint and not as_path(config.init_checkpoint).exists():
         raise FileNotFoundError(f"config.init_checkpoint={config.init_checkpoint} does not exist.")
 

@@ -13,6 +13,10 @@ from typing import Any
 
 import jax.numpy as jnp
 
+# Stochastic depth draws one keep/drop per token position ("token", the original's) or per
+# molecule (encoder_layer.DropPath).
+STOCHASTIC_DEPTH_MASKS = ("token", "molecule")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -30,6 +34,7 @@ class ModelConfig:
     attention_dropout: float
     activation_dropout: float
     stochastic_depth: float
+    stochastic_depth_mask: str
     dtype: str
     # Input vocabularies (SPEC 1).
     num_atom_features: int
@@ -56,6 +61,13 @@ class ModelConfig:
     direction_hidden_dim: int
     tied_denoise_head: bool
     denoise_attention_dropout: float
+
+    def __post_init__(self):
+        if self.stochastic_depth_mask not in STOCHASTIC_DEPTH_MASKS:
+            raise ValueError(
+                f"config.model.stochastic_depth_mask must be one of {STOCHASTIC_DEPTH_MASKS}, "
+                f"not {self.stochastic_depth_mask!r}."
+            )
 
     @property
     def jnp_dtype(self) -> jnp.dtype:

@@ -1,4 +1,4 @@
-"""One post-LN Transformer-M layer (SPEC 2) with per-sample stochastic depth."""
+"""One post-LN Transformer-M layer (SPEC 2) with stochastic depth."""
 
 import flax.linen as nn
 import jax
@@ -10,17 +10,24 @@ from moleblend_jax.model.layers import Dropout, LayerNorm32, dense, gelu
 
 
 class DropPath(nn.Module):
-    """Per-sample stochastic depth: drop a sample's whole branch with prob `rate`, else scale."""
+    """Stochastic depth: drop a branch with prob `rate` (kept ones scaled by 1 / keep prob).
+
+    `mask` "token" (the original's): one draw per token position, shared by every molecule of
+    the batch (its DropPath draws (T, 1, 1) on [T, B, C] tensors). "molecule": one draw per
+    molecule, the whole molecule's branch (the usual per-sample form). docs/model.md compares.
+    """
 
     rate: float
+    mask: str = "token"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        """[B, ...] branch output -> [B, ...]."""
+        """[B, L, ...] branch output -> [B, L, ...]."""
         if not train or self.rate == 0.0:
             return x
         keep_prob = 1.0 - self.rate
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        draw_axis = 1 if self.mask == "token" else 0
+        shape = tuple(x.shape[draw_axis] if a == draw_axis else 1 for a in range(x.ndim))
         keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
         return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
 
@@ -51,12 +58,14 @@ class EncoderLayer(nn.Module):
 
         attended = BiasedSelfAttention(config=cfg, name="attention")(x, bias, key_mask, train)
         attended = drop(cfg.residual_dropout, attended)
-        attended = DropPath(rate=self.drop_path_rate, name="attention_drop_path")(attended, train)
+        attended = DropPath(
+            self.drop_path_rate, cfg.stochastic_depth_mask, name="attention_drop_path"
+        )(attended, train)
         x = norm("attention_norm")(x + attended)
 
         ffn = dense(cfg.ffn_dim, ("embed", "mlp"), std=std, dtype=dtype, name="fc1")
         out = dense(hidden, ("mlp", "embed"), std=std, dtype=dtype, name="fc2")
         h = drop(cfg.activation_dropout, gelu(ffn(x)))
         h = drop(cfg.residual_dropout, out(h))
-        h = DropPath(rate=self.drop_path_rate, name="ffn_drop_path")(h, train)
+        h = DropPath(self.drop_path_rate, cfg.stochastic_depth_mask, name="ffn_drop_path")(h, train)
         return norm("ffn_norm")(x + h)

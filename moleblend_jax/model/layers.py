@@ -28,6 +28,15 @@ def padded_embedding_init(std: float) -> nn.initializers.Initializer:
     return init
 
 
+def without_pad_row(table: jax.Array) -> jax.Array:
+    """[..., V, D] table -> the same with row 0 of axis -2 exactly zero, and no gradient there.
+
+    As torch's `padding_idx=0` (SPEC 2): padded ids (atoms, hops, self and unreachable pairs)
+    add exactly nothing at every step, whatever the stored row holds.
+    """
+    return table.at[..., 0, :].set(0.0)
+
+
 def logical(init, axes: Sequence[str | None]):
     """Attach logical axis names to an initialiser (STYLE: Linen + logical partitioning)."""
     return nn.with_logical_partitioning(init, tuple(axes))
@@ -79,7 +88,7 @@ class LayerNorm32(nn.Module):
 
 
 class MultiFeatureEmbed(nn.Module):
-    """F categorical features, one [V, D] table each (row 0 = pad, zero at init), summed/averaged.
+    """F categorical features, one [V, D] table each (row 0 = pad, always zero), summed/averaged.
 
     The tables live in one param "embedding" of shape [F, V, D].
     """
@@ -102,7 +111,9 @@ class MultiFeatureEmbed(nn.Module):
         )
         offsets = jnp.arange(self.num_features, dtype=jnp.int32) * self.vocab_size
         ids = jnp.clip(ids, 0, self.vocab_size - 1) + offsets
-        flat_table = table.reshape(self.num_features * self.vocab_size, self.features)
+        flat_table = without_pad_row(table).reshape(
+            self.num_features * self.vocab_size, self.features
+        )
         # Ids are clipped above, so skip jnp.take's out-of-bounds fill (a select per element).
         vectors = flat_table.at[ids].get(mode="promise_in_bounds")  # [..., F, D]
         return vectors.sum(-2) if self.reduce == "sum" else vectors.mean(-2)

@@ -17,6 +17,7 @@ from moleblend_jax.model.layers import (
     logical,
     normal_init,
     padded_embedding_init,
+    without_pad_row,
 )
 
 
@@ -86,7 +87,9 @@ class EdgeBias(nn.Module):
             (max_hops, heads, heads),
             jnp.float32,
         )
-        per_feature = jnp.einsum("fvh,khg->kfvg", bond_embed, hop_weights[:num_hops]) / 3.0
+        per_feature = (
+            jnp.einsum("fvh,khg->kfvg", without_pad_row(bond_embed), hop_weights[:num_hops]) / 3.0
+        )
         bond_table = (
             per_feature[:, 0, :, None, None]
             + per_feature[:, 1, None, :, None]
@@ -104,7 +107,7 @@ class GaussianBasis(nn.Module):
 
     gamma_ij = mul[0, type_i] + mul[1, type_j] and beta_ij = bias[0, type_i] + bias[1, type_j],
     type = shifted atomic-number id (atom_vocab_size rows). All params N(0, init_std), pad type
-    rows zero (SPEC 2).
+    rows always zero (SPEC 2).
     """
 
     config: ModelConfig
@@ -116,8 +119,11 @@ class GaussianBasis(nn.Module):
         num_types, num_kernels = cfg.atom_vocab_size, cfg.num_kernels
         pair_init = logical(padded_embedding_init(cfg.init_std), (None, "vocab", None))
         kernel_init = logical(normal_init(cfg.init_std), ("rbf",))
-        mul = self.param("mul", pair_init, (2, num_types, 1), jnp.float32)[..., 0]
-        bias = self.param("bias", pair_init, (2, num_types, 1), jnp.float32)[..., 0]
+
+        def pair_table(name):  # [2, types]: row 0 of each side is the pad type.
+            return without_pad_row(self.param(name, pair_init, (2, num_types, 1), jnp.float32))
+
+        mul, bias = pair_table("mul")[..., 0], pair_table("bias")[..., 0]
         means = self.param("means", kernel_init, (num_kernels,), jnp.float32)
         stds = self.param("stds", kernel_init, (num_kernels,), jnp.float32)
         types = jnp.clip(atom_types, 0, num_types - 1)
