@@ -25,11 +25,13 @@ class FairseqTables:
 
 @dataclasses.dataclass(frozen=True)
 class RowLayout:
-    """Original row of our (f, s): `bases[f] + s` for s >= 1, `pad_rows[f]` for s = 0.
+    """Original row of our (f, s): `bases[f] + s` for s >= 1; `pad_rows[f]` is the row the
+    original reads for a padded input.
 
-    Features whose pad rows coincide share one original pad row; their sum (atoms) or mean
-    (bonds) over f is what the original computes for a padded input, so export writes the mean
-    of our pad rows there, which keeps both functions. A real row is representable when it lies
+    Our row 0 is read as exactly zero (`model.layers.without_pad_row`), as the original's
+    `padding_idx=0` rows are; so import leaves it zero and export writes zero pad rows. (The
+    Gaussian pair-type tables read trainable rows 1 / 513 for padded pairs, which only masked
+    attention entries use: import drops them, noted.) A real row is representable when it lies
     inside the table, below the next feature's first real row (`bases[f + 1] + 1`) and is no pad
     row.
     """
@@ -64,12 +66,10 @@ def table_to_ours(
     num_rows, width = table.shape
     pairs, unrepresentable = layout.real_rows(vocab, num_rows)
     ours = np.zeros((len(layout.bases), vocab, width), np.float32)
-    read = set(layout.pad_rows)
+    read = set()
     for f, s, row in pairs:
         ours[f, s] = table[row]
         read.add(row)
-    for f, row in enumerate(layout.pad_rows):
-        ours[f, 0] = table[row]
     notes = []
     dropped = _nonzero_rows(table, set(range(num_rows)) - read)
     if dropped:
@@ -82,19 +82,15 @@ def table_to_ours(
 def table_to_original(
     layout: RowLayout, ours: np.ndarray, num_rows: int, name: str
 ) -> tuple[np.ndarray, list[str]]:
-    """[F, V, C] ours -> ([num_rows, C] original table, notes); unused rows are zero."""
+    """[F, V, C] ours -> ([num_rows, C] original table, notes); pad and unused rows are zero."""
     vocab, width = ours.shape[1:]
     pairs, _ = layout.real_rows(vocab, num_rows)
     table = np.zeros((num_rows, width), np.float32)
     written = np.zeros(ours.shape[:2], bool)
+    written[:, 0] = True  # Our pad rows are never read.
     for f, s, row in pairs:
         table[row] = ours[f, s]
         written[f, s] = True
-    for row in sorted(set(layout.pad_rows)):
-        group = [f for f, r in enumerate(layout.pad_rows) if r == row]
-        # float64: the mean of equal float32 rows is exactly that row (bit-identical round trip).
-        table[row] = np.mean(ours[group, 0].astype(np.float64), axis=0).astype(np.float32)
-        written[group, 0] = True
     lost = int(np.count_nonzero(np.any(ours[~written] != 0, axis=-1)))
     notes = (
         [f"{name}: {lost} nonzero rows of ids the original cannot index, dropped"] if lost else []
