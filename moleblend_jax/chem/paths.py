@@ -49,13 +49,13 @@ def floyd_warshall(num_atoms: int, bond_atoms: np.ndarray) -> tuple[np.ndarray, 
     spd = np.full((n, n), UNREACHABLE_SPD, np.int32)
     spd[bond_atoms[:, 0], bond_atoms[:, 1]] = 1
     spd[bond_atoms[:, 1], bond_atoms[:, 0]] = 1
-    np.fill_diagonal(spd, 0)
-    via = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None], (n, n)).copy()
+    spd.flat[:: n + 1] = 0
+    via = np.arange(n, dtype=np.int32)[:, None].repeat(n, axis=1)
     degree = np.bincount(bond_atoms.ravel(), minlength=n)
     # An atom with one bond lies on no shortest path between two others: its step changes
-    # nothing, so skipping it is exact (and saves ~40% of the steps on QM9).
-    for k in np.flatnonzero(degree > 1):
-        through = spd[:, k, None] + spd[None, k, :]
+    # nothing, so skipping it is exact (and saves ~1/3 of the steps on QM9).
+    for k in np.nonzero(degree > 1)[0].tolist():
+        through = spd[:, k, None] + spd[k]
         better = through < spd
         np.copyto(spd, through, where=better)
         via[better] = k
