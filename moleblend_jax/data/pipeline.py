@@ -44,8 +44,8 @@ def _pad_graphs(atoms, spd, via, ends, feats, n, n_bonds):
     atoms [B, N, 9] uint8 raw ids; spd, via [B, N * N] uint8 flat [n_i, n_i] blobs (stored
     hops, Floyd-Warshall intermediate atom; chem.paths); ends [B, E, 2], feats [B, E, 3] uint8
     raw ids (rows past n_bonds [B] ignored); n [B] atom counts (0 for filler molecules). Returns
-    atom_features
-    [B, N, 9], atom_mask [B, N], spd [B, N, N] and path_edges [B, N, N, 5, 3] (int32 ids + 1).
+    atom_features [B, N, 9], atom_mask [B, N], spd [B, N, N] and path_edges [B, N, N, 5, 3]
+    (int32 ids + 1).
     """
     b, size, num_bonds = tf.shape(atoms)[0], tf.shape(atoms)[1], tf.shape(ends)[1]
     atom = tf.range(size)
