@@ -28,8 +28,7 @@ TIED = {
 
 def _reference(n: int, bond_atoms: np.ndarray) -> tuple[list, list]:
     """(hops [N][N], path bonds [N][N][5]) by plain loops, None hops for unreachable pairs."""
-    far = None
-    dist = [[0 if i == j else far for j in range(n)] for i in range(n)]
+    dist = [[0 if i == j else None for j in range(n)] for i in range(n)]
     bond_of = {}
     for b, (u, v) in enumerate(bond_atoms.tolist()):
         dist[u][v] = dist[v][u] = 1
