@@ -6,7 +6,7 @@ docs/batch_format.md for the record and batch contract and docs/data.md for the 
 """
 
 # Bumped whenever the on-disk serialisation changes; readers refuse other versions.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # SPEC 1: 9 OGB atom categoricals and 3 OGB bond categoricals.
 NUM_ATOM_FEATURES = 9

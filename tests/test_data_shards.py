@@ -33,6 +33,13 @@ def test_encode_decode_round_trip():
         _assert_records_equal(decode_record(encode_record(rec)), rec)
 
 
+def test_reader_refuses_other_schema_versions(tmp_path):
+    (tmp_path / "metadata.json").write_text(json.dumps(dict(schema_version=1, shards=[])))
+    with pytest.raises(ValueError, match=r"schema_version 1 != \d+ .*rebuild the shards") as err:
+        iter_records(tmp_path).__next__()
+    assert "\n" not in str(err.value)
+
+
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("hostile"))

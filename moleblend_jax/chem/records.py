@@ -7,7 +7,7 @@ from rdkit import Chem, RDLogger
 
 from moleblend_jax.chem import conformers
 from moleblend_jax.chem.features import mol_to_graph
-from moleblend_jax.chem.paths import path_bonds_from_next_hop, shortest_path_tree
+from moleblend_jax.chem.paths import floyd_warshall, path_bonds_from_via
 from moleblend_jax.schema import LABEL_KEY, MAX_SUPPORTED_ATOMS, NAME_KEY
 
 # RDKit prints parse and sanitisation errors to stderr; we count them by reason instead.
@@ -53,12 +53,13 @@ def build_record(
     labels=None,
     max_atoms: int = MAX_SUPPORTED_ATOMS,
     seed: int = 0,
-    next_hop_only: bool = False,
+    via_only: bool = False,
     name: str = "",
 ) -> tuple[dict, str]:
     """Like `mol_to_record`, also returning how the coordinates were obtained
-    (a `moleblend_jax.chem.conformers` reason string). With `next_hop_only` the record holds
-    `next_hop` [N, N] (chem.paths) instead of `path_bonds` (the shard writer's fast path)."""
+    (a `moleblend_jax.chem.conformers` reason string). With `via_only` the record holds the
+    Floyd-Warshall intermediates `via` [N, N] (chem.paths) instead of `path_bonds` (the shard
+    writer's fast path: shards store `via`)."""
     if mol is None:
         raise SkipMolecule("invalid_molecule")
     n = mol.GetNumAtoms()
@@ -67,12 +68,11 @@ def build_record(
     if n > min(max_atoms, MAX_SUPPORTED_ATOMS):
         raise SkipMolecule("too_many_atoms", str(n))
     graph = mol_to_graph(mol)
-    # RDKit's distance matrix (C++; 1e8 between fragments) is the BFS hop count (SPEC 1).
-    spd, next_hop = shortest_path_tree(n, graph["bond_atoms"], Chem.GetDistanceMatrix(mol))
-    if next_hop_only:
-        paths = dict(next_hop=next_hop)
+    spd, via = floyd_warshall(n, graph["bond_atoms"])
+    if via_only:
+        paths = dict(via=via)
     else:
-        paths = dict(path_bonds=path_bonds_from_next_hop(spd, next_hop, graph["bond_atoms"]))
+        paths = dict(path_bonds=path_bonds_from_via(spd, via, graph["bond_atoms"]))
 
     if isinstance(coords, np.ndarray) or isinstance(coords, list | tuple):
         xyz, source = np.asarray(coords, np.float32), conformers.GIVEN

@@ -38,23 +38,24 @@ _shl, _shr = tf.bitwise.left_shift, tf.bitwise.right_shift
 
 
 @tf.function(jit_compile=True)
-def _pad_graphs(atoms, spd, next_hop, ends, feats, n, n_bonds):
+def _pad_graphs(atoms, spd, via, ends, feats, n, n_bonds):
     """Graph tensors of one batch, compiled by XLA (one fused program per bucket shape).
 
-    atoms [B, N, 9] uint8 raw ids; spd, next_hop [B, N * N] uint8 flat [n_i, n_i] blobs (stored
-    hops, next atom on the path); ends [B, E, 2], feats [B, E, 3] uint8 raw ids (rows past
-    n_bonds [B] ignored); n [B] atom counts (0 for filler molecules). Returns atom_features
-    [B, N, 9], atom_mask [B, N], spd [B, N, N] and path_edges [B, N, N, 5, 3] (int32 ids + 1).
+    atoms [B, N, 9] uint8 raw ids; spd, via [B, N * N] uint8 flat [n_i, n_i] blobs (stored
+    hops, Floyd-Warshall intermediate atom; chem.paths); ends [B, E, 2], feats [B, E, 3] uint8
+    raw ids (rows past n_bonds [B] ignored); n [B] atom counts (0 for filler molecules). Returns
+    atom_features [B, N, 9], atom_mask [B, N], spd [B, N, N] and path_edges [B, N, N, 5, 3]
+    (int32 ids + 1).
     """
     b, size, num_bonds = tf.shape(atoms)[0], tf.shape(atoms)[1], tf.shape(ends)[1]
     atom = tf.range(size)
     atom_mask = atom[None] < n[:, None]
     pair_mask = atom_mask[:, :, None] & atom_mask[:, None, :]
-    # Both [n_i, n_i] blobs re-laid out to [N, N] by one gather (hops | next atom << 8).
-    pairs = tf.cast(spd, tf.int32) | _shl(tf.cast(next_hop, tf.int32), 8)
+    # Both [n_i, n_i] blobs re-laid out to [N, N] by one gather (hops | via << 8).
+    pairs = tf.cast(spd, tf.int32) | _shl(tf.cast(via, tf.int32), 8)
     pairs = tf.gather(pairs, atom[:, None] * n[:, None, None] + atom, batch_dims=1)
     pairs = tf.where(pair_mask, pairs, 0)
-    hops, next_hop = pairs & 255, _shr(pairs, 8)
+    hops, via = pairs & 255, _shr(pairs, 8)
 
     # SPEC 1: stored hops (off-diagonal 0 = unreachable) -> hops + 1, unreachable 511.
     unreachable = pair_mask & (hops == 0) & (atom[:, None] != atom)
@@ -79,21 +80,37 @@ def _pad_graphs(atoms, spd, next_hop, ends, feats, n, n_bonds):
     )
     bond_code = tf.reshape(bond_code[:-1], [b, size, size])
 
-    # step[b, j, m] = bond code << 8 | next atom of the step from m towards j; a path stays put
-    # (code 0) once at j and on unreachable pairs. Since next_hop follows shortest paths (hops
-    # drop by one per step), walking 5 steps gives the path bonds without per-pair masks.
-    step = _shl(tf.gather(bond_code, next_hop, batch_dims=2), 8) | next_hop
-    step = tf.transpose(tf.where(hops > 0, step, atom[:, None]), [0, 2, 1])
-    current = tf.broadcast_to(atom, [b, size, size])  # [b, j, i]
-    codes = []
-    for _ in range(MAX_PATH_HOPS):
-        taken = tf.gather(step, current, batch_dims=2)
-        codes.append(_shr(taken, 8))
-        current = taken & 255
-    codes = tf.transpose(tf.stack(codes, -1), [0, 2, 1, 3])  # [B, N, N, 5]
+    codes = _path_bond_codes(hops, via, bond_code)  # [B, N, N, 5]
     path_edges = _shr(codes[..., None], tf.constant([0, 8, 16])) & 255
     atom_features = tf.where(atom_mask[..., None], tf.cast(atoms, tf.int32) + 1, 0)
     return atom_features, atom_mask, spd, path_edges
+
+
+def _path_bond_codes(hops, via, bond_code):
+    """[B, N, N] hops, via, bond codes -> [B, N, N, 5] codes of the path bonds, 0 past the path.
+
+    The pointer doubling of `moleblend_jax.chem.paths.path_bonds_from_via` on the whole batch:
+    state (b, i, j, t) points to (b, i, via, t) or (b, via, j, t - hops[b, i, via]) until a
+    bonded pair's first bond or the end of the path.
+    """
+    b, size = tf.shape(hops)[0], tf.shape(hops)[1]
+    atom = tf.range(size)
+    step = tf.range(MAX_PATH_HOPS)
+    first = tf.gather(hops, via, batch_dims=2)[..., None]  # Hops of the part i -> via.
+    batch = tf.range(b)[:, None, None, None] * size
+    via = via[..., None]
+    left = ((batch + atom[:, None, None]) * size + via) * MAX_PATH_HOPS + step
+    right = ((batch + via) * size + atom[:, None]) * MAX_PATH_HOPS + step - first
+    state = tf.reshape(tf.range(b * size * size * MAX_PATH_HOPS), tf.shape(left))
+    done = (step >= hops[..., None]) | (hops[..., None] == 1)
+    pointer = tf.reshape(tf.where(done, state, tf.where(step < first, left, right)), [-1])
+    _, pointer = tf.while_loop(
+        lambda span, _: span < tf.reduce_max(hops) - 1,
+        lambda span, pointer: (2 * span, tf.gather(pointer, pointer)),
+        (tf.constant(1), pointer),
+    )
+    answer = tf.where(step < hops[..., None], bond_code[..., None], 0)
+    return tf.reshape(tf.gather(tf.reshape(answer, [-1]), pointer), tf.shape(left))
 
 
 class BatchDecoder:
@@ -108,7 +125,7 @@ class BatchDecoder:
             k: tf.io.FixedLenFeature([], tf.int64, default_value=-1 if k == "id" else 0)
             for k in ("id", "n_atoms", "n_bonds", "has_coords")
         }
-        for k in ("atom_features", "bond_features", "bond_atoms", "spd", "next_hop", "coords"):
+        for k in ("atom_features", "bond_features", "bond_atoms", "spd", "via", "coords"):
             self.spec[k] = tf.io.FixedLenFeature([], tf.string, default_value="")
         if num_labels:
             missing = np.full(num_labels, np.nan, "<f4").tobytes()
@@ -131,7 +148,7 @@ class BatchDecoder:
         atom_features, atom_mask, spd, path_edges = _pad_graphs(
             dense("atom_features", tf.uint8, size, NUM_ATOM_FEATURES),
             dense("spd", tf.uint8, size * size),
-            dense("next_hop", tf.uint8, size * size),
+            dense("via", tf.uint8, size * size),
             dense("bond_atoms", tf.uint8, bonds, 2),
             dense("bond_features", tf.uint8, bonds, NUM_BOND_FEATURES),
             tf.cast(f["n_atoms"], tf.int32),

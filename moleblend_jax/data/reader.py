@@ -26,8 +26,9 @@ def load_metadata(data_dir: str | os.PathLike) -> dict:
     metadata = json.loads(path.read_text())
     if metadata.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(
-            f"{path}: schema_version {metadata.get('schema_version')} != {SCHEMA_VERSION}; "
-            "rebuild the shards"
+            f"{path}: schema_version {metadata.get('schema_version')} != {SCHEMA_VERSION} "
+            "(written by another version of the shard format); rebuild the shards with "
+            "data_prep/build_shards.py"
         )
     return metadata
 

@@ -11,7 +11,7 @@ parsed with `tf.io.parse_example` in `moleblend_jax.data.pipeline`. Layout (docs
 | bond_features | bytes | uint8 [E, 3] raw OGB ids |
 | bond_atoms | bytes | uint8 [E, 2] |
 | spd | bytes | uint8 [N, N] hops; off-diagonal 0 = unreachable |
-| next_hop | bytes | uint8 [N, N] next atom on the stored shortest path (path bonds rebuild) |
+| via | bytes | uint8 [N, N] Floyd-Warshall intermediate atom of i -> j, i if none (path bonds) |
 | coords | bytes | float32 little-endian [N, 3] |
 | labels | bytes | float32 little-endian [T] (only when the source has labels) |
 | name | bytes | UTF-8 name (.smi name column, SDF title; only when the molecule has one) |
@@ -26,7 +26,7 @@ import google_crc32c
 import numpy as np
 from etils import epath
 
-from moleblend_jax.chem.paths import next_hop_from_path_bonds, path_bonds_from_next_hop
+from moleblend_jax.chem.paths import floyd_warshall, path_bonds_from_via
 from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
     NUM_ATOM_FEATURES,
@@ -42,9 +42,9 @@ BYTES_FEATURES = (
     "coords",
     "labels",
     "name",
-    "next_hop",
     "smiles",
     "spd",
+    "via",
 )
 
 
@@ -84,19 +84,20 @@ def _entry(key: str, feature: bytes) -> bytes:
 _KEY_FIELDS = {k: _field(1, k.encode()) for k in INT_FEATURES + BYTES_FEATURES}
 
 
-def encode_record(record: dict, next_hop: np.ndarray | None = None) -> bytes:
+def encode_record(record: dict, via: np.ndarray | None = None) -> bytes:
     """Record dict (docs/batch_format.md) -> serialized tf.train.Example (deterministic bytes).
 
-    `next_hop` ([N, N], from `chem.paths.shortest_path_tree`) may replace the record's
-    `path_bonds`, which it encodes (docs/data.md).
+    The record's `path_bonds` are stored as `via` ([N, N], from `chem.paths.floyd_warshall`,
+    which they are a function of; docs/data.md): pass it if known, else it is recomputed from
+    `bond_atoms`.
     """
     n = len(record["atom_features"])
     if n > MAX_SUPPORTED_ATOMS:
         raise ValueError(f"{n} atoms > {MAX_SUPPORTED_ATOMS} supported by the shard format")
     spd = np.asarray(record["spd"])
     stored_spd = np.where(spd == UNREACHABLE_SPD, 0, spd)
-    if next_hop is None:
-        next_hop = next_hop_from_path_bonds(record["path_bonds"], record["bond_atoms"])
+    if via is None:
+        via = floyd_warshall(n, record["bond_atoms"])[1]
     ints = dict(
         has_coords=int(record["has_coords"]),
         id=int(record["id"]),
@@ -108,9 +109,9 @@ def encode_record(record: dict, next_hop: np.ndarray | None = None) -> bytes:
         bond_atoms=np.asarray(record["bond_atoms"], np.uint8).tobytes(),
         bond_features=np.asarray(record["bond_features"], np.uint8).tobytes(),
         coords=np.asarray(record["coords"], "<f4").tobytes(),
-        next_hop=np.asarray(next_hop, np.uint8).tobytes(),
         smiles=record["smiles"].encode(),
         spd=stored_spd.astype(np.uint8).tobytes(),
+        via=np.asarray(via, np.uint8).tobytes(),
     )
     if "labels" in record:
         blobs["labels"] = np.asarray(record["labels"], "<f4").tobytes()
@@ -184,7 +185,7 @@ def decode_record(example: bytes) -> dict:
     spd = np.frombuffer(f["spd"], np.uint8).reshape(n, n).astype(np.int32)
     spd = np.where((spd == 0) & ~np.eye(n, dtype=bool), UNREACHABLE_SPD, spd).astype(np.int32)
     bond_atoms = np.frombuffer(f["bond_atoms"], np.uint8).reshape(e, 2).astype(np.int32)
-    next_hop = np.frombuffer(f["next_hop"], np.uint8).reshape(n, n).astype(np.int32)
+    via = np.frombuffer(f["via"], np.uint8).reshape(n, n).astype(np.int32)
     record = dict(
         id=np.int64(f["id"]),
         smiles=f["smiles"].decode(),
@@ -196,7 +197,7 @@ def decode_record(example: bytes) -> dict:
         .astype(np.int32),
         bond_atoms=bond_atoms,
         spd=spd,
-        path_bonds=path_bonds_from_next_hop(spd, next_hop, bond_atoms),
+        path_bonds=path_bonds_from_via(spd, via, bond_atoms),
         coords=np.frombuffer(f["coords"], "<f4").reshape(n, 3).astype(np.float32),
         has_coords=np.int32(f["has_coords"]),
     )

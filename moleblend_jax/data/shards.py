@@ -40,7 +40,7 @@ def shard_name(index: int, num_shards: int) -> str:
 
 # ---------------------------------------------------------------- per-item work (in workers)
 def item_to_record(item: SourceItem, conformers: str, max_atoms: int, seed: int = 0):
-    """One source item -> (record with `next_hop` instead of `path_bonds`, conformer reason);
+    """One source item -> (record with `via` instead of `path_bonds`, conformer reason);
     raises SkipMolecule(reason)."""
     from rdkit import Chem
 
@@ -65,7 +65,7 @@ def item_to_record(item: SourceItem, conformers: str, max_atoms: int, seed: int 
             except ValueError as err:
                 raise SkipMolecule("qm9_bad_xyz", str(err)) from None
     return build_record(
-        mol, item.id, coords, item.labels, max_atoms, seed, next_hop_only=True, name=item.name
+        mol, item.id, coords, item.labels, max_atoms, seed, via_only=True, name=item.name
     )
 
 
@@ -77,7 +77,7 @@ def process_chunk(items: list[SourceItem], conformers: str, max_atoms: int, seed
     for item in items:
         try:
             record, conformer = item_to_record(item, conformers, max_atoms, seed)
-            data = serialize.encode_record(record, record.pop("next_hop"))
+            data = serialize.encode_record(record, record.pop("via"))
             out.append(("ok", item.id, data, len(record["atom_features"]), conformer))
         except SkipMolecule as skip:
             out.append(("skip", item.id, skip.reason))
