@@ -30,7 +30,7 @@ from moleblend_jax.chem import smiles_to_record  # noqa: E402
 from moleblend_jax.configs import base  # noqa: E402
 from moleblend_jax.data.batching import pad_batch  # noqa: E402
 from moleblend_jax.finetune.model import FinetuneModel  # noqa: E402
-from moleblend_jax.interop import fairseq, fairseq_file  # noqa: E402
+from moleblend_jax.interop import fairseq, fairseq_file, keys  # noqa: E402
 from moleblend_jax.model import MoleBlend, MoleBlendEncoder  # noqa: E402
 from moleblend_jax.model.embeddings import with_graph_token_bias  # noqa: E402
 from moleblend_jax.train.checkpoint import restore_params  # noqa: E402
@@ -168,7 +168,7 @@ def test_imported_checkpoint_computes_the_originals_function(tmp_path, molecules
     imported = script.run(str(path), str(tmp_path / "import"))
     assert imported.conversion.kind == fairseq.PRETRAINED
     assert len(imported.cast) == (len(model.state_dict()) if half else 0)
-    assert set(imported.conversion.dropped) == set(fairseq.UNUSED_HEAD)
+    assert set(imported.conversion.dropped) == set(keys.UNUSED_HEAD)
     params = restore_params(tmp_path / "import" / "checkpoints")
     ours = jax_outputs(params, imported.model_config, batch, blend)
     theirs = mirror_outputs(model, batch, blend)
@@ -217,7 +217,7 @@ def test_export_import_round_trip_is_bit_identical(tmp_path):
     # Keys that are not row-mapped tables come back exactly as the original stored them.
     for key in state_dict:
         if not key.endswith(("_encoder.weight", "gbf.mul.weight", "gbf.bias.weight")) and (
-            key not in fairseq.UNUSED_HEAD
+            key not in keys.UNUSED_HEAD
         ):
             np.testing.assert_array_equal(exported[key], state_dict[key], err_msg=key)
 
@@ -250,7 +250,7 @@ def test_finetuned_checkpoint_maps_to_the_finetuning_model(tmp_path, molecules):
         expected = model(data)["logits"].numpy()
     assert np.abs(np.asarray(logits) - expected).max() < TOLERANCE
     exported = fairseq.state_dict_from_params(params, model_config)
-    assert set(exported) == set(model.state_dict()) - set(fairseq.UNUSED_HEAD)
+    assert set(exported) == set(model.state_dict()) - set(keys.UNUSED_HEAD)
 
 
 def test_mismatches_are_reported_together(tmp_path):
@@ -259,7 +259,7 @@ def test_mismatches_are_reported_together(tmp_path):
     model_config, tables = fairseq_file.model_config_from_cfg(
         {"model": fm.make_args(*SIZES["small"])}
     )
-    e = fairseq.ENCODER
+    e = keys.ENCODER
     del state_dict[f"{e}layers.1.fc2.bias"]
     state_dict[f"{e}layers.2.fc1.weight"] = np.zeros((32, 32), np.float32)
     state_dict[f"{e}emb_layer_norm.weight"] = np.zeros(33, np.float32)
