@@ -15,36 +15,46 @@ def _final_params(workdir):
     return checkpoint.restore_params(workdir / "checkpoints")
 
 
-def test_kill_and_resume_matches_uninterrupted_run(qm9_shards, tmp_path):
-    config = small_config(qm9_shards, total_steps=8)
-    loop.train_and_evaluate(config, tmp_path / "straight")
+# The runs below are shared by the tests that only read what a run wrote: each run costs a
+# step compile (or a persistent-cache read) and orbax saves, the suite's main cost.
+EVAL = {"eval_every": 4, "eval_batches": 2}
 
-    interrupted = small_config(qm9_shards, total_steps=8, max_steps_per_run=4)
-    loop.train_and_evaluate(interrupted, tmp_path / "resumed")  # Stops at step 4.
-    assert read_jsonl(tmp_path / "resumed" / "metrics.jsonl")[-1]["step"] == 4
-    loop.train_and_evaluate(interrupted, tmp_path / "resumed")  # Resumes 4 -> 8.
 
-    straight = read_jsonl(tmp_path / "straight" / "metrics.jsonl")
-    resumed = read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+@pytest.fixture(scope="module")
+def runs(qm9_shards, tmp_path_factory):
+    """An uninterrupted 8-step run and the same run killed at step 4 and resumed, both with a
+    held-out evaluation every 4 steps. -> dict of workdirs and the rows after the first part."""
+    root = tmp_path_factory.mktemp("runs")
+    overrides = {"data.eval_dir": str(qm9_shards), **EVAL}
+    loop.train_and_evaluate(small_config(qm9_shards, total_steps=8, **overrides), root / "straight")
+    interrupted = small_config(qm9_shards, total_steps=8, max_steps_per_run=4, **overrides)
+    loop.train_and_evaluate(interrupted, root / "resumed")  # Stops at step 4.
+    first_part = read_jsonl(root / "resumed" / "metrics.jsonl")
+    loop.train_and_evaluate(interrupted, root / "resumed")  # Resumes 4 -> 8.
+    return {"straight": root / "straight", "resumed": root / "resumed", "first_part": first_part}
+
+
+def test_kill_and_resume_matches_uninterrupted_run(runs):
+    assert runs["first_part"][-1]["step"] == 4
+    straight = read_jsonl(runs["straight"] / "metrics.jsonl")
+    resumed = read_jsonl(runs["resumed"] / "metrics.jsonl")
     assert [r["step"] for r in straight] == [2, 4, 6, 8]
     assert straight == resumed
     jax.tree.map(
         np.testing.assert_array_equal,
-        _final_params(tmp_path / "resumed"),
-        _final_params(tmp_path / "straight"),
+        _final_params(runs["resumed"]),
+        _final_params(runs["straight"]),
     )
 
 
-def test_run_writes_metrics_tensorboard_and_plot(qm9_shards, tmp_path):
-    # total_steps=8 everywhere: the schedule is baked into the step, so equal configs share
-    # one compiled executable through the persistent compilation cache.
-    loop.train_and_evaluate(small_config(qm9_shards, total_steps=8, max_steps_per_run=4), tmp_path)
-    records = read_jsonl(tmp_path / "metrics.jsonl")
+def test_run_writes_metrics_tensorboard_and_plot(runs):
+    workdir = runs["straight"]
+    records = read_jsonl(workdir / "metrics.jsonl")
     for key in ("step", "loss", "spd_loss", "edge_loss", "direction_loss", "denoise_loss"):
         assert key in records[-1]
-    assert (tmp_path / "loss_curve.png").stat().st_size > 1000
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    assert checkpoint.Checkpointer(tmp_path / "checkpoints", 1, 1).latest_step() == 4
+    assert (workdir / "loss_curve.png").stat().st_size > 1000
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert checkpoint.Checkpointer(workdir / "checkpoints", 1, 1).latest_step() == 8
 
 
 @pytest.mark.slow
@@ -102,10 +112,9 @@ def test_wrong_config_key_is_rejected_by_the_command_line(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_metrics_jsonl_is_one_json_object_per_line(qm9_shards, tmp_path):
-    loop.train_and_evaluate(small_config(qm9_shards, total_steps=8, max_steps_per_run=2), tmp_path)
-    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == [2]
+def test_metrics_jsonl_is_one_json_object_per_line(runs):
+    lines = (runs["straight"] / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [2, 4, 6, 8]
 
 
 def test_orbax_info_logs_are_dropped_but_warnings_kept():
@@ -153,10 +162,8 @@ def test_one_compile_per_bucket(qm9_shards, tmp_path, monkeypatch):
     assert sorted(traced_shapes) == sorted(buckets)
 
 
-def test_held_out_loss_joins_the_logged_lines(qm9_shards, tmp_path):
-    overrides = {"data.eval_dir": str(qm9_shards), "eval_every": 4, "eval_batches": 2}
-    loop.train_and_evaluate(small_config(qm9_shards, total_steps=8, **overrides), tmp_path / "a")
-    rows = read_jsonl(tmp_path / "a" / "metrics.jsonl")
+def test_held_out_loss_joins_the_logged_lines(runs):
+    rows = read_jsonl(runs["straight"] / "metrics.jsonl")
     assert [r["step"] for r in rows] == [2, 4, 6, 8]
     assert [("eval_loss" in r) for r in rows] == [False, True, False, True]
     for key in ("eval_spd_loss", "eval_edge_loss", "eval_direction_loss", "eval_denoise_loss"):
@@ -164,6 +171,5 @@ def test_held_out_loss_joins_the_logged_lines(qm9_shards, tmp_path):
     weights = small_config().loss_weights
     terms = sum(weights[t] * rows[-1][f"eval_{t}_loss"] for t in loop.LOSS_TERMS)
     np.testing.assert_allclose(rows[-1]["eval_loss"], terms, rtol=1e-5)
-    # The same draws every time: a second run evaluates to the same numbers.
-    loop.train_and_evaluate(small_config(qm9_shards, total_steps=8, **overrides), tmp_path / "b")
-    assert read_jsonl(tmp_path / "b" / "metrics.jsonl") == rows
+    # The same draws every time: another run (here one that restarted) evaluates the same.
+    assert read_jsonl(runs["resumed"] / "metrics.jsonl") == rows
