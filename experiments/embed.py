@@ -69,10 +69,14 @@ def write_npz(path: Path, rows, result, atoms: bool) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import logging
+
     from moleblend_jax.data import featurize
     from moleblend_jax.train import checkpoint
 
     checkpoint.quiet_orbax_info_logs()
+    # JAX's probe for a TPU logs an INFO line; a user's mistake should be the only line.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     from moleblend_jax.inference import Embedder
 
     model_config = FLAGS.config.model if FLAGS.config is not None else None

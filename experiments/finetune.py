@@ -40,9 +40,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import logging as py_logging
+
     import jax
 
     from moleblend_jax.finetune import trainer
+
+    # JAX's probe for a TPU logs an INFO line; a user's mistake should be the only line.
+    py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
     from moleblend_jax.train import checkpoint
 
     checkpoint.quiet_orbax_info_logs()

@@ -79,10 +79,14 @@ def prediction_table(rows, predictions, task_names, seeds):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import logging
+
     from moleblend_jax.data import featurize
     from moleblend_jax.train import checkpoint
 
     checkpoint.quiet_orbax_info_logs()
+    # JAX's probe for a TPU logs an INFO line; a user's mistake should be the only line.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     from moleblend_jax.finetune import predictor as predictor_lib
 
     manifest = predictor_lib.read_manifest(FLAGS.workdir)
