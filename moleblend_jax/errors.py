@@ -19,6 +19,10 @@ class UserError(ValueError):
     and what to do."""
 
 
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or directory the user named does not exist."""
+
+
 class UnknownDatasetError(UserError, KeyError):
     """A data set name that is not registered (also a KeyError, as `get_spec` always raised)."""
 

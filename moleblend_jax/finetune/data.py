@@ -18,7 +18,7 @@ import numpy as np
 from moleblend_jax.data import iter_records
 from moleblend_jax.data.shards import build_shards
 from moleblend_jax.data.sources import Source, table_source
-from moleblend_jax.errors import UserError
+from moleblend_jax.errors import MissingFileError, UserError
 from moleblend_jax.finetune import datasets, splits, user_data
 from moleblend_jax.train.paths import as_path
 
@@ -149,7 +149,7 @@ def make_split(data: TaskData, kind: str, seed: int) -> dict[str, list[int]]:
 def read_split(path: str | os.PathLike, data: TaskData) -> dict[str, list[int]]:
     """A saved split of record ids, checked against `data`; one-line errors name the file."""
     if not as_path(path).exists():
-        raise FileNotFoundError(f"split file {path} does not exist.")
+        raise MissingFileError(f"split file {path} does not exist.")
     split = {name: ids.tolist() for name, ids in splits.load_split(path).items()}
     try:
         splits.id_positions(split, data.ids)

@@ -12,7 +12,7 @@ import os
 import jax
 import ml_collections
 
-from moleblend_jax.errors import UserError
+from moleblend_jax.errors import MissingFileError, UserError
 from moleblend_jax.finetune import data as data_lib
 from moleblend_jax.finetune import predictor, splits
 from moleblend_jax.finetune.loop import FinetuneTask, SeedTrainer
@@ -63,7 +63,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.regression_loss={config.regression_loss!r}; use one of {REGRESSION_LOSSES}."
         )
     if config.init_checkpoint and not as_path(config.init_checkpoint).exists():
-        raise UserError(f"config.init_checkpoint={config.init_checkpoint} does not exist.")
+        raise MissingFileError(f"config.init_checkpoint={config.init_checkpoint} does not exist.")
 
 
 def check_devices(config: ml_collections.ConfigDict) -> None:
