@@ -2,8 +2,10 @@
 
 Usage:
   python experiments/baseline_rf.py --dataset=esol [--split=scaffold] [--seeds=0,1,2] \
-      [--path=CSV] [--max_molecules=M] [--split_file=SPLIT.json] [--workdir=DIR] \
+      [--dataset_path=CSV] [--max_molecules=M] [--split_file=SPLIT.json] [--workdir=DIR] \
       --out=benchmarks/rf_baseline/esol.json
+  python experiments/baseline_rf.py --dataset=csv --dataset_path=mine.csv --label_columns=y \
+      --split_column=split --out=rf.json   # your own file, fine-tuning's arguments
 
 Gets its molecules exactly as fine-tuning does (`finetune.data`: the same records, built
 through the shard writer, the same molecules skipped) and splits them with the same function
@@ -30,13 +32,26 @@ if __package__ in (None, ""):  # Run as a script from a checkout: make the packa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from moleblend_jax.configs import finetune as finetune_configs  # noqa: E402
+from moleblend_jax.errors import exit_on_user_error  # noqa: E402
 from moleblend_jax.finetune import data as data_lib  # noqa: E402
 from moleblend_jax.finetune import metrics, splits  # noqa: E402
 from moleblend_jax.finetune.results import summarize  # noqa: E402
 
-_DATASET = flags.DEFINE_string("dataset", None, "Registered data set name.", required=True)
-_PATH = flags.DEFINE_string("path", None, "MoleculeNet CSV; default: the bundled copy.")
-_SPLIT = flags.DEFINE_enum("split", None, ["scaffold", "random"], "Default: the data set's.")
+_DATASET = flags.DEFINE_string(
+    "dataset", None, "Registered data set name, or csv / sdf (your own file).", required=True
+)
+_PATH = flags.DEFINE_string(
+    "dataset_path", None, "MoleculeNet CSV (default: the bundled copy), or your CSV / SDF."
+)
+flags.DEFINE_alias("path", "dataset_path")
+_SMILES_COLUMN = flags.DEFINE_string("smiles_column", "", "As config.smiles_column.")
+_LABEL_COLUMNS = flags.DEFINE_string("label_columns", "", "As config.label_columns (a,b).")
+_TASK_TYPE = flags.DEFINE_string("task_type", "", "As config.task_type.")
+_ID_COLUMN = flags.DEFINE_string("id_column", "", "As config.id_column.")
+_SPLIT_COLUMN = flags.DEFINE_string("split_column", "", "As config.split_column.")
+_SPLIT = flags.DEFINE_enum(
+    "split", None, ["scaffold", "random", "column"], "Default: the data set's."
+)
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Forest (and random-split) seeds.")
 _OUT = flags.DEFINE_string("out", None, "results.json to write.", required=True)
 _MAX_MOLECULES = flags.DEFINE_integer("max_molecules", 0, "As config.max_molecules (0 = all).")
@@ -120,15 +135,18 @@ def run(
     max_molecules: int = 0,
     max_atoms: int | None = None,
     split_file: str | None = None,
+    **file_settings: str,
 ) -> dict:
     """The results.json dict for the baseline on one data set; its data as fine-tuning with
-    configs/finetune.py (max_atoms None: the config's), splits made saved in workdir under
-    fine-tuning's names."""
+    configs/finetune.py (max_atoms None: the config's; `file_settings`: the config's
+    smiles_column, label_columns, task_type, id_column, split_column of your own file), splits
+    made saved in workdir under fine-tuning's names."""
     config = finetune_configs.get_config()
     config.dataset = name
     config.dataset_path = path
     config.max_molecules = max_molecules
     config.data.max_atoms = max_atoms or config.data.max_atoms
+    config.update(file_settings)
     data = data_lib.load(config, workdir)
     split_kind = split_kind or data.spec.default_split
     features = morgan_fingerprints([str(r["smiles"]) for r in data.records], radius, bits)
@@ -178,6 +196,7 @@ def run(
     )
 
 
+@exit_on_user_error
 def main(argv: Sequence[str]) -> None:
     del argv
     with tempfile.TemporaryDirectory() as scratch:
@@ -194,6 +213,11 @@ def main(argv: Sequence[str]) -> None:
             max_molecules=_MAX_MOLECULES.value,
             max_atoms=_MAX_ATOMS.value,
             split_file=_SPLIT_FILE.value,
+            smiles_column=_SMILES_COLUMN.value,
+            label_columns=_LABEL_COLUMNS.value,
+            task_type=_TASK_TYPE.value,
+            id_column=_ID_COLUMN.value,
+            split_column=_SPLIT_COLUMN.value,
         )
     out = Path(_OUT.value)
     out.parent.mkdir(parents=True, exist_ok=True)

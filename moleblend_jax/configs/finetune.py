@@ -23,9 +23,26 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.stochastic_depth = 0.0
     config.mesh = pretrain.mesh
 
+    # A registered name (finetune/datasets.py), or "csv" / "sdf": your own file at dataset_path.
     config.dataset = "esol"
-    config.dataset_path = ml_collections.FieldReference(None, field_type=str)  # MoleculeNet CSV.
-    config.split = ""  # "scaffold" | "random"; empty = the data set's default.
+    # The MoleculeNet CSV of a registered name, or your own CSV / SDF (dataset "csv" / "sdf").
+    config.dataset_path = ml_collections.FieldReference(None, field_type=str)
+    # Own files only (finetune/user_data.py). CSV column of the SMILES; "" = the one named
+    # "smiles" in any case.
+    config.smiles_column = ""
+    # Comma-separated label columns (CSV) or SD properties (SDF), one task each, blank cells =
+    # missing labels; "" = every numeric column except the SMILES, id and split columns.
+    config.label_columns = ""
+    # "regression" | "classification"; "" = inferred (every label 0 or 1: classification).
+    config.task_type = ""
+    # Column naming each row (kept as the molecule's name); "" = none (SDF: the title line).
+    config.id_column = ""
+    # Column of train / valid / test per row, read with split "column" (the default when set);
+    # without valid rows, 10% of the train rows are carved out as valid by scaffold.
+    config.split_column = ""
+    # "scaffold" | "random" | "column" (own files with split_column); empty = the data set's
+    # default (own files: "column" with a split_column, else "scaffold").
+    config.split = ""
     # A saved split of record ids to read (same for every seed); never written. Unset: each seed's
     # split is made and saved as WORKDIR/split_<kind>_seed<k>.json.
     config.split_file = ml_collections.FieldReference(None, field_type=str)

@@ -97,3 +97,25 @@ def bucket_batches(
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def map_batches(
+    fn, records: list[dict], batch_size: int, buckets, progress: bool = False
+) -> list[dict]:
+    """Applies `fn` (padded batch -> dict of [B, ...] arrays) to `bucket_batches` of `records`
+    (ids unique; every batch [batch_size, bucket], so a jitted `fn` compiles once per bucket)
+    and returns one dict of per-molecule arrays per record, in the records' order."""
+    position = {int(r["id"]): p for p, r in enumerate(records)}
+    if len(position) != len(records):
+        raise ValueError("map_batches needs records with unique ids")
+    batches = bucket_batches(records, batch_size, buckets)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, unit="batch", desc="model")
+    out: list[dict | None] = [None] * len(records)
+    for batch in batches:
+        result = {k: np.asarray(v) for k, v in fn(batch).items()}
+        for row in np.flatnonzero(batch["mol_mask"]):
+            out[position[int(batch["id"][row])]] = {k: v[row] for k, v in result.items()}
+    return out

@@ -121,6 +121,22 @@ def _ordered_map(fn, chunks, workers: int, args: tuple):
             yield pending.popleft().get()
 
 
+def featurize_items(
+    items,
+    conformers: str,
+    max_atoms: int,
+    seed: int = 0,
+    workers: int = 2,
+    limit: int | None = None,
+    offset: int = 0,
+):
+    """Source items -> `process_chunk` results, one list per chunk of `CHUNK_SIZE` items, in
+    source order, computed by `workers` processes (the shard writer's and inference's one
+    featurisation)."""
+    chunks = _chunks(items, CHUNK_SIZE, limit, offset)
+    yield from _ordered_map(process_chunk, chunks, workers, (conformers, max_atoms, seed))
+
+
 # ---------------------------------------------------------------- build
 def _clean(output: epath.Path) -> None:
     for pattern in (_TMP_PREFIX + "*", "shard-*" + SHARD_SUFFIX):
@@ -217,8 +233,9 @@ def build_shards(
 
         bar = tqdm(total=total, unit="mol", desc=f"shards {output.name}")
     try:
-        chunks = _chunks(source.items(), CHUNK_SIZE, limit, offset)
-        for results in _ordered_map(process_chunk, chunks, workers, (conformers, max_atoms, seed)):
+        items = source.items()
+        chunks = featurize_items(items, conformers, max_atoms, seed, workers, limit, offset)
+        for results in chunks:
             for result in results:
                 if result[0] == "skip":
                     skipped[result[2]] += 1

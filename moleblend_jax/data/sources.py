@@ -105,23 +105,41 @@ def _to_float(value) -> float:
         return math.nan
 
 
+def find_smiles_column(header: Sequence[str], smiles_column: str | None, path: str) -> str:
+    """`smiles_column` checked against the file's `header`, or (None / "") the column named
+    `smiles` in any case; ValueError naming the file's columns otherwise."""
+    if not smiles_column:
+        matches = [c for c in header if c.strip().lower() == "smiles"]
+        if not matches:
+            raise ValueError(
+                f"{path}: no 'smiles' column among the file's columns {list(header)}; "
+                "name the SMILES column"
+            )
+        return matches[0]
+    if smiles_column not in header:
+        raise ValueError(
+            f"{path}: SMILES column {smiles_column!r} not among the file's columns {list(header)}"
+        )
+    return smiles_column
+
+
 def csv_source(
-    path: str, smiles_column: str | None = None, label_columns: list[str] | None = None
+    path: str,
+    smiles_column: str | None = None,
+    label_columns: list[str] | None = None,
+    id_column: str | None = None,
 ) -> Source:
     """CSV with a SMILES column (named `smiles` in any case unless given) and optional label
     columns (default: every numeric column except the SMILES and id-like columns; pass [] for
-    none). id = 0-based data row; empty / non-numeric label cells become NaN (missing)."""
+    none). id = 0-based data row; name = the `id_column` cell when given; empty / non-numeric
+    label cells become NaN (missing)."""
     import pandas as pd
 
     _check_file(path)
     header = pd.read_csv(path, nrows=0).columns.tolist()
-    if smiles_column is None:
-        matches = [c for c in header if c.strip().lower() == "smiles"]
-        if not matches:
-            raise ValueError(f"{path}: no 'smiles' column in {header}; pass smiles_column")
-        smiles_column = matches[0]
-    elif smiles_column not in header:
-        raise ValueError(f"{path}: column {smiles_column!r} not in {header}")
+    smiles_column = find_smiles_column(header, smiles_column, path)
+    if id_column and id_column not in header:
+        raise ValueError(f"{path}: id column {id_column!r} not in {header}")
     if label_columns is None:
         sample = pd.read_csv(path, nrows=1000)
         label_columns = [
@@ -137,17 +155,18 @@ def csv_source(
 
     def items():
         row = 0
-        for chunk in pd.read_csv(
-            path, usecols=[smiles_column, *label_columns], dtype=str, chunksize=50_000
-        ):
+        extra = [id_column] if id_column else []
+        columns = list(dict.fromkeys([smiles_column, *label_columns, *extra]))
+        for chunk in pd.read_csv(path, usecols=columns, dtype=str, chunksize=50_000):
             smiles = chunk[smiles_column].tolist()
             labels = [chunk[c].tolist() for c in label_columns]
+            names = chunk[id_column].fillna("").tolist() if id_column else [""] * len(chunk)
             for i, s in enumerate(smiles):
                 values = tuple(_to_float(col[i]) for col in labels) if label_columns else None
                 if not isinstance(s, str) or not s.strip():
-                    yield SourceItem(row, skip_reason="empty_smiles")
+                    yield SourceItem(row, skip_reason="empty_smiles", name=names[i])
                 else:
-                    yield SourceItem(row, smiles=s.strip(), labels=values)
+                    yield SourceItem(row, smiles=s.strip(), labels=values, name=names[i])
                 row += 1
 
     return Source(
@@ -173,6 +192,23 @@ def iter_sdf_blocks(path: str) -> Iterator[str]:
 def _title(block: str) -> str:
     """The title (first) line of a mol block."""
     return block.split("\n", 1)[0].strip()
+
+
+def sdf_properties(block: str) -> dict[str, str]:
+    """The SD data items of one SDF record (`> <NAME>` followed by value lines) as text."""
+    properties: dict[str, str] = {}
+    _, _, data = block.partition("M  END")
+    name, values = None, []
+    for line in data.splitlines() + [""]:
+        if line.startswith(">"):
+            start, end = line.find("<"), line.rfind(">")
+            name, values = (line[start + 1 : end] if 0 <= start < end else ""), []
+        elif name is not None and not line.strip():
+            properties[name] = "\n".join(values).strip()
+            name = None
+        elif name is not None:
+            values.append(line)
+    return properties
 
 
 def sdf_source(path: str) -> Source:
@@ -302,21 +338,28 @@ def table_source(
     labels: np.ndarray,
     label_names: Sequence[str],
     names: Sequence[str] | None = None,
+    mol_blocks: Sequence[str] | None = None,
 ) -> Source:
     """Rows already in memory (a fine-tuning data set): ids [M], SMILES [M], labels [M, T]
-    float (NaN = missing), optional names [M]. The source is keyed by a hash of its content."""
+    float (NaN = missing), optional names [M] and SDF mol blocks [M] (then the molecule, with
+    its coordinates, is the block). The source is keyed by a hash of its content."""
     labels = np.asarray(labels, np.float32).reshape(len(smiles), len(label_names))
     names = list(names) if names is not None else [""] * len(smiles)
+    blocks = list(mol_blocks) if mol_blocks is not None else [""] * len(smiles)
     ids = [int(i) for i in ids]
-    if not len(ids) == len(smiles) == len(names):
+    if not len(ids) == len(smiles) == len(names) == len(blocks):
         raise ValueError(f"{name}: {len(ids)} ids, {len(smiles)} SMILES, {len(names)} names")
-    digest = hashlib.sha256(repr((ids, list(smiles), names, list(label_names))).encode())
+    content = (ids, list(smiles), names, list(label_names))
+    digest = hashlib.sha256(repr(content + ((blocks,) if mol_blocks is not None else ())).encode())
     digest.update(labels.tobytes())
 
     def items():
-        for mol_id, smi, values, title in zip(ids, smiles, labels.tolist(), names, strict=True):
-            if not isinstance(smi, str) or not smi.strip():
-                yield SourceItem(mol_id, skip_reason="empty_smiles")
+        rows = zip(ids, smiles, labels.tolist(), names, blocks, strict=True)
+        for mol_id, smi, values, title, block in rows:
+            if block:
+                yield SourceItem(mol_id, mol_block=block, labels=tuple(values), name=title)
+            elif not isinstance(smi, str) or not smi.strip():
+                yield SourceItem(mol_id, skip_reason="empty_smiles", name=title)
             else:
                 yield SourceItem(mol_id, smiles=smi.strip(), labels=tuple(values), name=title)
 
@@ -335,6 +378,7 @@ def open_source(
     smiles_column: str | None = None,
     label_columns: list[str] | None = None,
     labels_csv: str | None = None,
+    id_column: str | None = None,
 ) -> Source:
     """Picks the reader from the name: `qm9`, *.smi / *.txt, *.csv(.gz), *.sdf(.gz) (PCQM4Mv2 when
     the file is `pcqm4m-v2-train.sdf` or a directory holding it)."""
@@ -352,7 +396,7 @@ def open_source(
     if base.endswith((".smi", ".smiles", ".txt", ".smi.gz")):
         return smi_source(input_path)
     if base.endswith((".csv", ".csv.gz")):
-        return csv_source(input_path, smiles_column, label_columns)
+        return csv_source(input_path, smiles_column, label_columns, id_column)
     if base.endswith((".sdf", ".sdf.gz")):
         return sdf_source(input_path)
     raise ValueError(f"{input_path}: unknown input format (expected .smi, .csv, .sdf or qm9)")

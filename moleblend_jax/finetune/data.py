@@ -18,19 +18,22 @@ import numpy as np
 from moleblend_jax.data import iter_records
 from moleblend_jax.data.shards import build_shards
 from moleblend_jax.data.sources import Source, table_source
-from moleblend_jax.finetune import datasets, splits
+from moleblend_jax.errors import MissingFileError, UserError
+from moleblend_jax.finetune import datasets, splits, user_data
 from moleblend_jax.train.paths import as_path
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskData:
-    """One data set, featurised: records in source order, their task names and what was skipped
-    (reason -> count, from the shard metadata)."""
+    """One data set, featurised: records in source order, their task names, what was skipped
+    (reason -> count, from the shard metadata) and, for a user file with a split column, each
+    record's part (record id -> "train" | "valid" | "test")."""
 
     spec: datasets.DatasetSpec
     records: list[dict]
     task_names: tuple[str, ...]
     skipped: dict[str, int]
+    parts: dict[int, str] | None = None
 
     @property
     def ids(self) -> list[int]:
@@ -42,25 +45,56 @@ class TaskData:
         return len(self.records) + sum(self.skipped.values())
 
 
-def dataset_source(config: ml_collections.ConfigDict) -> Source | str:
-    """What `build_shards` reads for `config.dataset`: "qm9" (its first `max_molecules`), or the
-    data set's rows (`max_molecules` > 0: a fixed random subset, seed 0, since some files are
-    sorted by label), keyed by row."""
-    spec = datasets.get_spec(config.dataset)
-    if spec.name == "qm9":
-        return "qm9"
-    smiles, labels, task_names = datasets.load_dataset(spec.name, config.dataset_path)
-    rows = np.arange(len(smiles))
-    if 0 < config.max_molecules < len(smiles):
-        rows = np.sort(np.random.default_rng(0).permutation(len(smiles))[: config.max_molecules])
-    where = os.path.abspath(config.dataset_path) if config.dataset_path else "bundled"
-    return table_source(
+def _subset(num: int, max_molecules: int) -> np.ndarray:
+    """Rows kept: all, or (`max_molecules` > 0) a fixed random subset, seed 0, in file order
+    (some files are sorted by label)."""
+    if 0 < max_molecules < num:
+        return np.sort(np.random.default_rng(0).permutation(num)[:max_molecules])
+    return np.arange(num)
+
+
+def dataset_source(
+    config: ml_collections.ConfigDict,
+) -> tuple[Source | str, datasets.DatasetSpec, dict[int, str] | None]:
+    """What `build_shards` reads for `config.dataset`, its spec and the split-column parts by
+    row id (user files with `config.split_column`, else None): "qm9" (its first
+    `max_molecules`), or the data set's rows (`max_molecules` > 0: `_subset`), keyed by row."""
+    if config.dataset in user_data.FORMATS:
+        table = user_data.read_table(config)
+        spec, smiles, labels, task_names = table.spec, table.smiles, table.labels, table.task_names
+        where = os.path.abspath(config.dataset_path)
+    else:
+        spec = datasets.get_spec(config.dataset)
+        if spec.name == "qm9":
+            return "qm9", spec, None
+        table = None
+        smiles, labels, task_names = datasets.load_dataset(spec.name, config.dataset_path)
+        where = os.path.abspath(config.dataset_path) if config.dataset_path else "bundled"
+    rows = _subset(len(smiles), config.max_molecules)
+    pick = lambda values: None if values is None else [values[i] for i in rows]  # noqa: E731
+    source = table_source(
         f"{spec.name} ({where})",
         ids=rows.tolist(),
-        smiles=[smiles[i] for i in rows],
+        smiles=pick(smiles),
         labels=labels[rows],
         label_names=task_names,
+        names=pick(table.names) if table else None,
+        mol_blocks=pick(table.mol_blocks) if table else None,
     )
+    parts = None
+    if table is not None and table.parts is not None:
+        parts = {int(i): table.parts[i] for i in rows}
+    return source, spec, parts
+
+
+def conformer_mode(spec: datasets.DatasetSpec) -> str | None:
+    """`build_shards`' conformers for a data set: the source's (QM9 DFT, a user SDF's), RDKit
+    for other 3D sets, none for 2D."""
+    if spec.name == "qm9":
+        return None  # The source's default: its DFT coordinates.
+    if spec.name == "sdf":
+        return "file" if spec.needs_3d else "none"
+    return "rdkit" if spec.needs_3d else "none"
 
 
 def load(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TaskData:
@@ -68,41 +102,54 @@ def load(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TaskD
     `config.data.num_prep_workers` processes and reads them back.
 
     Molecules with more than `config.data.max_atoms` heavy atoms are skipped and counted. QM9
-    keeps its DFT coordinates; other data sets get none unless their spec needs 3D (RDKit).
+    keeps its DFT coordinates and a user SDF with 3D coordinates its own; other data sets get
+    none unless their spec needs 3D (RDKit). User files show a progress bar.
     """
-    spec = datasets.get_spec(config.dataset)
+    source, spec, parts = dataset_source(config)
     data_dir = as_path(workdir) / "data" / spec.name
     qm9 = spec.name == "qm9"
-    metadata = build_shards(
-        dataset_source(config),
-        data_dir,
-        workers=config.data.num_prep_workers,
-        max_atoms=config.data.max_atoms,
-        conformers=None if qm9 else ("rdkit" if spec.needs_3d else "none"),
-        limit=(config.max_molecules or None) if qm9 else None,
-        progress=False,
-    )
+    try:
+        metadata = build_shards(
+            source,
+            data_dir,
+            workers=config.data.num_prep_workers,
+            max_atoms=config.data.max_atoms,
+            conformers=conformer_mode(spec),
+            limit=(config.max_molecules or None) if qm9 else None,
+            progress=config.dataset in user_data.FORMATS,
+        )
+    except ValueError as err:
+        if "no molecule could be read" not in str(err):
+            raise
+        raise UserError(f"no valid molecules in {spec.name} data: {err}") from None
+    records = list(iter_records(data_dir))
     return TaskData(
         spec=spec,
-        records=list(iter_records(data_dir)),
+        records=records,
         task_names=tuple(metadata["label_names"]),
         skipped=dict(metadata["skipped"]),
+        parts=None if parts is None else {int(r["id"]): parts[int(r["id"])] for r in records},
     )
 
 
 def make_split(data: TaskData, kind: str, seed: int) -> dict[str, list[int]]:
     """The train/valid/test record ids of `data` for one seed (SPEC 7): QM9 with more than
-    `datasets.QM9_FIXED_SPLIT_MIN` molecules gets the fixed valid/test sizes."""
+    `datasets.QM9_FIXED_SPLIT_MIN` molecules gets the fixed valid/test sizes; "column" is the
+    user file's split column (the same for every seed)."""
+    smiles = [str(r["smiles"]) for r in data.records]
+    if kind == "column":
+        if data.parts is None:
+            raise UserError("config.split=column needs --config.split_column=COLUMN (a user file)")
+        return splits.column_split(data.ids, [data.parts[i] for i in data.ids], smiles)
     big_qm9 = data.spec.name == "qm9" and len(data.records) > datasets.QM9_FIXED_SPLIT_MIN
     sizes = datasets.QM9_SPLIT_SIZES if big_qm9 else {}
-    smiles = [str(r["smiles"]) for r in data.records]
     return splits.split_ids(kind, data.ids, smiles, seed=seed, **sizes)
 
 
 def read_split(path: str | os.PathLike, data: TaskData) -> dict[str, list[int]]:
     """A saved split of record ids, checked against `data`; one-line errors name the file."""
     if not as_path(path).exists():
-        raise FileNotFoundError(f"split file {path} does not exist.")
+        raise MissingFileError(f"split file {path} does not exist.")
     split = {name: ids.tolist() for name, ids in splits.load_split(path).items()}
     try:
         splits.id_positions(split, data.ids)

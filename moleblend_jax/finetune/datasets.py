@@ -25,6 +25,7 @@ import pandas as pd
 
 from moleblend_jax.chem import qm9
 from moleblend_jax.data.sources import qm9_frames
+from moleblend_jax.errors import UnknownDatasetError
 
 # QM9 (SPEC 7), from its one description in chem/qm9.py.
 QM9_TASKS = qm9.TASKS
@@ -156,7 +157,10 @@ def get_spec(name: str) -> DatasetSpec:
     """The registry entry for ``name`` (case-insensitive)."""
     key = name.lower()
     if key not in DATASETS:
-        raise KeyError(f"Unknown data set {name!r}; known: {sorted(DATASETS)}.")
+        raise UnknownDatasetError(
+            f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}; for your own "
+            "file use --config.dataset=csv (or sdf) --config.dataset_path=FILE"
+        )
     return DATASETS[key]
 
 

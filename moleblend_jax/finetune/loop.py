@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from moleblend_jax.data import bucket_batches
-from moleblend_jax.finetune import datasets, metrics
+from moleblend_jax.finetune import datasets, metrics, predictor
 from moleblend_jax.finetune.losses import Standardizer, finetune_loss_fn
 from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
 from moleblend_jax.train import optim, sharding
@@ -79,10 +79,18 @@ class SeedTrainer:
     def batches(self, records: list[dict], rng: np.random.Generator | None = None) -> list[dict]:
         return bucket_batches(records, self.config.batch_size, self.buckets, rng)
 
-    def __call__(self, parts: dict[str, list[dict]], *, seed: int, writer: MetricWriter) -> dict:
+    def __call__(
+        self,
+        parts: dict[str, list[dict]],
+        *,
+        seed: int,
+        writer: MetricWriter,
+        save_dir=None,
+    ) -> dict:
         """parts: train/valid/test records. Returns the seed's results.json entry (test at the
-        best validation epoch). Raises NonFiniteError when a step's loss or gradient norm is
-        not finite."""
+        best validation epoch, the label standardisation `label_mean` / `label_std` [T]); with
+        `save_dir`, the best-validation params are saved there (`predictor.save_params`).
+        Raises NonFiniteError when a step's loss or gradient norm is not finite."""
         config, task = self.config, self.task
         standardizer = Standardizer(
             np.stack([r["labels"] for r in parts["train"]]),
@@ -127,9 +135,19 @@ class SeedTrainer:
                         "test_per_task": task.per_task_report(per_task["test"]),
                         "best_epoch": epoch,
                     }
+                    best_params = jax.device_get(state.params) if save_dir else None
                 elif epoch - best["best_epoch"] >= config.patience:
                     break
-        return {"seed": seed, **best, "epochs_run": epochs_run, "dropped_modules": dropped}
+        if save_dir and best["best_epoch"] > 0:
+            predictor.save_params(save_dir, best["best_epoch"], best_params)
+        return {
+            "seed": seed,
+            **best,
+            "epochs_run": epochs_run,
+            "dropped_modules": dropped,
+            "label_mean": standardizer.mean.tolist(),
+            "label_std": standardizer.std.tolist(),
+        }
 
     def _train_epoch(self, state, step_fn, batches, standardizer, step: int, where: str):
         """One pass over `batches` -> (state, mean training loss, last step number)."""

@@ -72,6 +72,15 @@ class Standardizer:
         self.mean = np.broadcast_to(mean, (num_tasks,)).astype(np.float32)
         self.std = np.broadcast_to(np.where(std > 0, std, 1.0), (num_tasks,)).astype(np.float32)
 
+    @classmethod
+    def from_stats(cls, mean, std, in_label_units: bool = True) -> "Standardizer":
+        """The standardizer of saved `mean` / `std` [T] (a fine-tuning workdir's)."""
+        standardizer = cls.__new__(cls)
+        standardizer.in_label_units = in_label_units
+        standardizer.mean = np.asarray(mean, np.float32)
+        standardizer.std = np.asarray(std, np.float32)
+        return standardizer
+
     def encode(self, batch: dict) -> dict:
         """The batch with the labels the loss compares with (zero where unlabelled)."""
         labels = batch["labels"]

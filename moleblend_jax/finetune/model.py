@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from moleblend_jax.errors import UserError
 from moleblend_jax.model import MoleBlendEncoder
 from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.layers import dense, gelu
@@ -68,7 +69,7 @@ def load_pretrained_encoder(params: dict, pretrained: dict) -> tuple[dict, list[
                 return current  # Only in the fine-tuning model: keep its initialisation.
         if np.shape(node) != np.shape(current):
             name = "/".join(k.key for k in path)
-            raise ValueError(
+            raise UserError(
                 f"encoder/{name}: checkpoint shape {np.shape(node)} != model shape "
                 f"{np.shape(current)}; fine-tune with the config variant it was pretrained with."
             )

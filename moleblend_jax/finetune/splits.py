@@ -9,6 +9,7 @@ molecules by construction. Pure numpy + RDKit; no jax.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 
@@ -19,6 +20,8 @@ from moleblend_jax.train.paths import as_path
 SPLIT_NAMES = ("train", "valid", "test")
 SPLIT_KINDS = ("scaffold", "random")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+# A split column without valid rows: this share of its train rows becomes valid, by scaffold.
+CARVED_VALID_FRACTION = 0.1
 
 
 def murcko_scaffold(smiles: str) -> str | None:
@@ -143,6 +146,32 @@ def split_ids(
     index = make_split(kind, smiles, seed, fractions, **sizes)
     ids = np.asarray(ids, np.int64)
     return {name: ids[index[name]].tolist() for name in SPLIT_NAMES}
+
+
+def column_split(
+    ids: Sequence[int], parts: Sequence[str], smiles: Sequence[str]
+) -> dict[str, list[int]]:
+    """A split given per record (ids [M], parts [M] of "train" | "valid" | "test", SMILES [M])
+    as lists of record ids, exactly as given. Without valid rows, `CARVED_VALID_FRACTION` of
+    the train rows become valid by scaffold (`scaffold_split` of the train rows; logged)."""
+    ids = np.asarray(ids, np.int64)
+    parts = np.asarray(parts)
+    split = {name: ids[parts == name].tolist() for name in SPLIT_NAMES}
+    if not split["valid"]:
+        train = np.flatnonzero(parts == "train")
+        fractions = (1.0 - CARVED_VALID_FRACTION, CARVED_VALID_FRACTION, 0.0)
+        carved = scaffold_split([smiles[i] for i in train], fractions)
+        # Scaffold groups that fit neither part go to valid: train keeps its share at most.
+        valid = np.sort(np.concatenate([carved["valid"], carved["test"]]))
+        split["train"] = ids[train[carved["train"]]].tolist()
+        split["valid"] = ids[train[valid]].tolist()
+        logging.info(
+            "The split column has no valid rows: %d of its %d train rows carved out as valid "
+            "by scaffold.",
+            len(split["valid"]),
+            len(train),
+        )
+    return split
 
 
 def id_positions(split: Mapping[str, Sequence[int]], ids: Sequence[int]) -> dict[str, np.ndarray]:

@@ -12,8 +12,9 @@ import os
 import jax
 import ml_collections
 
+from moleblend_jax.errors import MissingFileError, UserError
 from moleblend_jax.finetune import data as data_lib
-from moleblend_jax.finetune import splits
+from moleblend_jax.finetune import predictor, splits
 from moleblend_jax.finetune.loop import FinetuneTask, SeedTrainer
 from moleblend_jax.finetune.losses import (
     REGRESSION_LOSSES,
@@ -39,11 +40,9 @@ __all__ = [
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Fails fast, before any data or compilation, on settings that cannot work."""
-    if config.batch_size % jax.device_count():
-        raise ValueError(
-            f"batch_size {config.batch_size} not divisible by {jax.device_count()} devices"
-        )
+    """Fails fast, before any data or compilation, on settings that cannot work (the device
+    count is checked by `check_devices`, after the data: a user file's mistakes are reported
+    before JAX starts and logs)."""
     buckets = tuple(config.data.buckets)
     if list(buckets) != sorted(buckets) or buckets[-1] < config.data.max_atoms:
         # Every record must fit a bucket: molecules above max_atoms are skipped (and counted)
@@ -52,14 +51,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.data.buckets={buckets} must be increasing and end at or above "
             f"config.data.max_atoms={config.data.max_atoms}."
         )
-    if config.split not in ("", *splits.SPLIT_KINDS):
-        raise ValueError(f"config.split={config.split!r}; use '', 'scaffold' or 'random'.")
+    if config.split not in ("", *splits.SPLIT_KINDS, "column"):
+        raise UserError(f"config.split={config.split!r}; use '', 'scaffold', 'random' or 'column'.")
+    if config.split_column and config.split not in ("", "column"):
+        raise UserError(
+            f"config.split_column={config.split_column!r} is read with config.split=column; "
+            f"drop one of them (config.split={config.split!r})."
+        )
     if config.regression_loss not in REGRESSION_LOSSES:
         raise ValueError(
             f"config.regression_loss={config.regression_loss!r}; use one of {REGRESSION_LOSSES}."
         )
     if config.init_checkpoint and not as_path(config.init_checkpoint).exists():
-        raise FileNotFoundError(f"config.init_checkpoint={config.init_checkpoint} does not exist.")
+        raise MissingFileError(f"config.init_checkpoint={config.init_checkpoint} does not exist.")
+
+
+def check_devices(config: ml_collections.ConfigDict) -> None:
+    """The global batch must split evenly over the devices."""
+    if config.batch_size % jax.device_count():
+        raise ValueError(
+            f"batch_size {config.batch_size} not divisible by {jax.device_count()} devices"
+        )
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -69,6 +81,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     config = config.copy_and_resolve_references()
     validate_config(config)
     data = data_lib.load(config, workdir)
+    check_devices(config)
     if data.skipped:
         logging.warning("%s: skipped %s", data.spec.name, data.skipped)
     split_kind = config.split or data.spec.default_split
@@ -78,9 +91,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     pretrained = (
         checkpoint.restore_params(config.init_checkpoint) if config.init_checkpoint else None
     )
-    train_seed = SeedTrainer(
-        config, FinetuneTask(data.spec, data.task_names), pretrained=pretrained
-    )
+    task = FinetuneTask(data.spec, data.task_names)
+    train_seed = SeedTrainer(config, task, pretrained=pretrained)
     is_writer = jax.process_index() == 0
     seeds = []
     for seed in range(config.seed, config.seed + config.num_seeds):
@@ -89,7 +101,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         )
         writer = MetricWriter(workdir, enabled=is_writer, run=f"seed_{seed}")
         try:
-            seeds.append(train_seed(data_lib.split_records(data, split), seed=seed, writer=writer))
+            save_dir = predictor.seed_checkpoint_dir(workdir, seed) if is_writer else None
+            parts = data_lib.split_records(data, split)
+            seeds.append(train_seed(parts, seed=seed, writer=writer, save_dir=save_dir))
         finally:
             writer.close()
     results = summarize(
@@ -105,4 +119,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     )
     if is_writer:
         (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        conformers = data_lib.conformer_mode(data.spec) or "file"
+        predictor.write_manifest(workdir, config, task, conformers, seeds)
     return results

@@ -1,7 +1,9 @@
 """The pretraining loop: sharded state (fresh or restored), compiled steps, held-out loss,
 logging, checkpoints, preemption. Its input comes from `train/inputs.py`."""
 
+import dataclasses
 import itertools
+import json
 import logging
 import signal
 import time
@@ -170,6 +172,9 @@ def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
     checkpointer = Checkpointer(
         workdir / "checkpoints", config.checkpoint_every, config.keep_checkpoints
     )
+    if jax.process_index() == 0:  # The sizes the checkpoint needs (moleblend_jax.inference).
+        sizes = dataclasses.asdict(model_lib.ModelConfig.coerce(config.model))
+        (workdir / "model_config.json").write_text(json.dumps(sizes, indent=1) + "\n")
     if checkpointer.latest_step() is None:
         state, start_step = layout.init(), 0
     else:

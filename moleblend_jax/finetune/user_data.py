@@ -1,0 +1,233 @@
+"""The user's own fine-tuning data: any CSV (`config.dataset="csv"`) or SDF ("sdf") file.
+
+`read_table(config)` reads `config.dataset_path` into a `UserTable`: one row per data row of the
+file (CSV) or record (SDF), keyed by its 0-based position, with labels [M, T] (NaN = blank),
+the task type (given, or inferred from the labels and said so in the log), an optional id per
+row (`config.id_column`; SDF: the title line) and an optional train/valid/test part per row
+(`config.split_column`). Every mistake in the file or the flags raises a one-line `UserError`
+that names what the file does have. SDF labels are SD properties; the molecule, with its
+coordinates, is the record's mol block, and a file with 3D coordinates is fine-tuned in 3D
+(as QM9). Pure numpy/pandas (+ RDKit for the 3D check); no jax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import ml_collections
+import numpy as np
+import pandas as pd
+
+from moleblend_jax.data import sources
+from moleblend_jax.errors import UserError
+from moleblend_jax.finetune.datasets import TASK_TYPES, DatasetSpec
+
+FORMATS = ("csv", "sdf")
+# Split-column cells (lower-cased, stripped) -> the split part they name.
+PART_NAMES = {
+    "train": "train",
+    "valid": "valid",
+    "val": "valid",
+    "validation": "valid",
+    "test": "test",
+}
+MOL_BLOCK = "\x00mol_block"  # Frame column holding an SDF record (never a real column name).
+
+
+@dataclasses.dataclass(frozen=True)
+class UserTable:
+    """A user file, read: rows in file order (ids = 0-based row positions)."""
+
+    spec: DatasetSpec
+    smiles: list[str]  # [M]; "" for SDF rows (the molecule is the mol block).
+    mol_blocks: list[str] | None  # [M] SDF records, or None for a CSV.
+    labels: np.ndarray  # [M, T] float32, NaN = missing.
+    task_names: tuple[str, ...]
+    names: list[str]  # [M] the id column's cells (SDF: titles); "" = none.
+    parts: list[str] | None  # [M] "train" | "valid" | "test" from split_column, or None.
+
+
+def _columns(text: str) -> list[str]:
+    return [c.strip() for c in str(text or "").split(",") if c.strip()]
+
+
+def _read_frame(path: str, kind: str) -> pd.DataFrame:
+    """The file as text cells: CSV columns, or one column per SD property plus `MOL_BLOCK`."""
+    try:
+        sources._check_file(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"config.dataset_path: {err}") from None
+    if kind == "csv":
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+            raise UserError(f"{path}: not a readable CSV file ({err})") from None
+    blocks = list(sources.iter_sdf_blocks(path))
+    rows = [{**sources.sdf_properties(b), MOL_BLOCK: b} for b in blocks]
+    return pd.DataFrame(rows).fillna("") if rows else pd.DataFrame({MOL_BLOCK: []})
+
+
+def _file_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c != MOL_BLOCK]
+
+
+def _require(frame: pd.DataFrame, path: str, what: str, names: list[str]) -> None:
+    missing = [c for c in names if c not in frame.columns or c == MOL_BLOCK]
+    if missing:
+        raise UserError(
+            f"{path}: {what} {missing} not found; the file's columns are {_file_columns(frame)}"
+        )
+
+
+def _numeric(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, list[int]]:
+    """A text column -> (float values [M] with NaN for blanks, rows that are not numbers)."""
+    text = frame[column].astype(str).str.strip()
+    values = pd.to_numeric(text.where(text != "", None), errors="coerce").to_numpy(np.float64)
+    bad = np.flatnonzero(np.isnan(values) & (text != "").to_numpy()).tolist()
+    bad = [r for r in bad if text.iloc[r].lower() not in ("nan", "na", "none")]
+    return values, bad
+
+
+def _default_label_columns(frame: pd.DataFrame, skip: set[str]) -> list[str]:
+    """Every column (not skipped, not id-like) whose non-blank cells are all numbers."""
+    return [
+        c
+        for c in _file_columns(frame)
+        if c not in skip
+        and c.strip().lower() not in sources._ID_COLUMNS
+        and (frame[c].str.strip() != "").any()
+        and not _numeric(frame, c)[1]
+    ]
+
+
+def _labels(frame: pd.DataFrame, path: str, columns: list[str]) -> np.ndarray:
+    """[M, T] float32; UserError naming the first non-numeric cells."""
+    out = np.empty((len(frame), len(columns)), np.float32)
+    for t, column in enumerate(columns):
+        out[:, t], bad = _numeric(frame, column)
+        if bad:
+            shown = ", ".join(f"row {r + 1}: {frame[column].iloc[r]!r}" for r in bad[:3])
+            raise UserError(
+                f"{path}: label column {column!r} has {len(bad)} non-numeric cells ({shown}); "
+                "labels must be numbers, blank for missing"
+            )
+    return out
+
+
+def infer_task_type(labels: np.ndarray, given: str, path: str) -> str:
+    """`given` checked against the labels, or (given "") "classification" when every label is
+    0 or 1, else "regression"; the inference is logged."""
+    present = labels[~np.isnan(labels)]
+    if given:
+        if given not in TASK_TYPES:
+            raise UserError(f"config.task_type={given!r}; use one of {TASK_TYPES} or leave empty")
+        bad = np.setdiff1d(np.unique(present), [0.0, 1.0])
+        if given == "classification" and bad.size:
+            raise UserError(
+                f"{path}: config.task_type=classification needs 0/1 labels, found {bad[:5]}"
+            )
+        return given
+    binary = present.size > 0 and np.isin(present, [0.0, 1.0]).all()
+    task_type = "classification" if binary else "regression"
+    logging.info(
+        "%s: task_type inferred as %s (%s); set --config.task_type to override.",
+        path,
+        task_type,
+        "every label is 0 or 1" if binary else "labels other than 0/1",
+    )
+    return task_type
+
+
+def _parts(frame: pd.DataFrame, path: str, column: str) -> list[str]:
+    cells = frame[column].astype(str).str.strip().str.lower()
+    bad = sorted(set(cells) - set(PART_NAMES))
+    if bad:
+        raise UserError(
+            f"{path}: split column {column!r} holds {bad[:5]}; every cell must be train, valid "
+            "or test"
+        )
+    parts = [PART_NAMES[c] for c in cells]
+    if "train" not in parts or "test" not in parts:
+        raise UserError(f"{path}: split column {column!r} needs train and test rows")
+    return parts
+
+
+def has_3d_coordinates(block: str) -> bool:
+    """True when RDKit reads the SDF record with a 3D conformer."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromMolBlock(block, removeHs=False)
+    return mol is not None and mol.GetNumConformers() > 0 and mol.GetConformer().Is3D()
+
+
+def read_table(config: ml_collections.ConfigDict) -> UserTable:
+    """`config.dataset_path` (CSV or SDF, per `config.dataset`) -> UserTable; see the module
+    docstring for the keys read. Raises UserError for the user's mistakes."""
+    kind, path = config.dataset, config.dataset_path
+    if not path:
+        raise UserError(f"config.dataset={kind} needs --config.dataset_path=FILE")
+    path = os.fspath(path)
+    frame = _read_frame(path, kind)
+    if frame.empty:
+        raise UserError(f"{path}: no rows")
+    id_column, split_column = config.id_column, config.split_column
+    for what, name in (("id column", id_column), ("split column", split_column)):
+        if name:
+            _require(frame, path, what, [name])
+    if kind == "csv":
+        try:
+            smiles_column = sources.find_smiles_column(
+                _file_columns(frame), config.smiles_column, path
+            )
+        except ValueError as err:
+            raise UserError(f"{err} with --config.smiles_column=") from None
+        smiles = frame[smiles_column].str.strip().tolist()
+        blocks = None
+        names = frame[id_column].tolist() if id_column else [""] * len(frame)
+    else:
+        smiles_column = ""
+        smiles = [""] * len(frame)
+        blocks = frame[MOL_BLOCK].tolist()
+        titles = [b.split("\n", 1)[0].strip() for b in blocks]
+        names = frame[id_column].tolist() if id_column else titles
+    label_columns = _columns(config.label_columns)
+    if label_columns:
+        _require(frame, path, "label columns", label_columns)
+    else:
+        skip = {smiles_column, id_column, split_column}
+        label_columns = _default_label_columns(frame, skip)
+        if not label_columns:
+            raise UserError(
+                f"{path}: no numeric label column found; name them with "
+                f"--config.label_columns=a,b (the file's columns are {_file_columns(frame)})"
+            )
+        logging.info("%s: label columns %s (all numeric columns).", path, label_columns)
+    labels = _labels(frame, path, label_columns)
+    parts = _parts(frame, path, split_column) if split_column else None
+    task_type = infer_task_type(labels, config.task_type, path)
+    needs_3d = kind == "sdf" and any(has_3d_coordinates(b) for b in blocks[:10])
+    if kind == "sdf":
+        modality = "3D (the file's coordinates)" if needs_3d else "2D (no 3D coordinates)"
+        logging.info("%s: %s fine-tuning.", path, modality)
+    spec = DatasetSpec(
+        name=kind,
+        task_type=task_type,
+        smiles_column=smiles_column,
+        label_columns=tuple(label_columns),
+        metric="roc_auc" if task_type == "classification" else "rmse",
+        default_split="column" if split_column else "scaffold",
+        needs_3d=needs_3d,
+        num_tasks=len(label_columns),
+        source=os.path.abspath(path),
+    )
+    return UserTable(
+        spec=spec,
+        smiles=smiles,
+        mol_blocks=blocks,
+        labels=labels,
+        task_names=tuple(label_columns),
+        names=[str(n) for n in names],
+        parts=parts,
+    )

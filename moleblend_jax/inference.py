@@ -1,0 +1,231 @@
+"""Embeddings of new molecules from a pretrained checkpoint or a fine-tuned workdir.
+
+  from moleblend_jax.inference import Embedder
+  embedder = Embedder.from_checkpoint("PRETRAIN_WORKDIR/checkpoints")   # or a fine-tuning workdir
+  graph = embedder.embed(["CCO", "c1ccccc1O"])                         # [M, D] float32
+  result = embedder.embed_rows(featurize.featurize(items), atoms=True)  # graph, atoms, valid
+
+The embedding is the encoder's last-layer graph token [D] (atom-level: its atom states [N, D]).
+A pretrained encoder runs 2D-only (`conformers="none"`, the default) or 3D-only on conformers
+("rdkit": ETKDG + MMFF; "file": an SDF's coordinates), as fine-tuning does; a fine-tuned
+workdir's encoder runs with the modality it was trained with. Molecules are batched by size
+bucket into fixed [batch_size, bucket] batches, so each bucket compiles once; SMILES are
+canonicalised (`data.featurize`), so a molecule's embedding does not depend on its spelling or
+on the other molecules of its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from flax import traverse_util
+
+from moleblend_jax.data import featurize
+from moleblend_jax.data.batching import map_batches
+from moleblend_jax.errors import UserError
+from moleblend_jax.finetune import predictor
+from moleblend_jax.model import MoleBlendEncoder
+from moleblend_jax.model.config import ModelConfig
+from moleblend_jax.train.paths import as_path
+
+DEFAULT_BUCKETS = (32, 64, 128, 256)
+CONFORMER_MODES = ("none", "rdkit", "file")
+MODEL_CONFIG_FILE = "model_config.json"  # Beside a pretraining / imported checkpoint.
+_BATCH_KEYS = ("atom_features", "atom_mask", "spd", "path_edges", "coords", "has_coords")
+
+
+class EncoderOnly(nn.Module):
+    """[batch] -> (graph token [B, D], atom states [B, N, D]) of `MoleBlendEncoder` "encoder"."""
+
+    config: ModelConfig
+    use_2d: bool = True
+    use_3d: bool = False
+
+    @nn.compact
+    def __call__(self, batch):
+        encoder = MoleBlendEncoder(
+            config=self.config, use_2d=self.use_2d, use_3d=self.use_3d, name="encoder"
+        )
+        out = encoder(batch, False)
+        return out.graph_repr, out.atom_repr
+
+
+@dataclasses.dataclass(frozen=True)
+class Embeddings:
+    """graph [M, D] float32 (NaN rows where invalid), atoms [M] of [N_i, D] arrays (None where
+    invalid or not asked for), valid [M] bool, errors [M] ("" where valid)."""
+
+    graph: np.ndarray
+    atoms: list[np.ndarray | None]
+    valid: np.ndarray
+    errors: list[str]
+
+
+def _orbax_dir(path) -> tuple[object, object]:
+    """(orbax checkpoint directory, the folder that may hold model_config.json) for a
+    checkpoints directory or a pretraining workdir holding one."""
+    path = as_path(path)
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints", path
+    return path, path.parent
+
+
+def _read_model_config(folders, given) -> ModelConfig:
+    if given is not None:
+        return ModelConfig.coerce(given)
+    for folder in folders:
+        if (folder / MODEL_CONFIG_FILE).exists():
+            values = json.loads((folder / MODEL_CONFIG_FILE).read_text())
+            return ModelConfig.coerce(ml_collections.ConfigDict(values))
+    raise UserError(
+        f"no {MODEL_CONFIG_FILE} beside the checkpoint; pass the config it was pretrained "
+        "with (--config=configs/base.py:tiny or configs/base.py)"
+    )
+
+
+def _encoder_params(model: EncoderOnly, saved: dict, where: str) -> dict:
+    """The checkpoint's encoder params that `model` uses, checked: UserError when one is
+    missing or has another shape (a checkpoint of another model size)."""
+    if "encoder" not in saved:
+        raise UserError(f"{where} has no 'encoder' parameters; is it a MoleBLEND checkpoint?")
+    dummy = {k: np.zeros((1, 8, *s), d) for k, (s, d) in _dummy_shapes().items()}
+    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy))["params"]
+    wanted = traverse_util.flatten_dict(nn.unbox(abstract)["encoder"])
+    have = traverse_util.flatten_dict(saved["encoder"])
+    out = {}
+    for key, spec in wanted.items():
+        name = "/".join(key)
+        if key not in have:
+            raise UserError(f"{where}: no encoder/{name}; the checkpoint lacks this modality")
+        if np.shape(have[key]) != tuple(spec.shape):
+            raise UserError(
+                f"{where}: encoder/{name} has shape {np.shape(have[key])}, the model "
+                f"{tuple(spec.shape)}: a checkpoint of another model size (pass the config it "
+                "was trained with)"
+            )
+        out[key] = np.asarray(have[key], spec.dtype)
+    return {"encoder": traverse_util.unflatten_dict(out)}
+
+
+def _dummy_shapes() -> dict:
+    """Per-molecule trailing shapes and dtypes of a batch with N = 8 atoms."""
+    return {
+        "atom_features": ((9,), np.int32),
+        "atom_mask": ((), bool),
+        "spd": ((8,), np.int32),
+        "path_edges": ((8, 5, 3), np.int32),
+        "coords": ((3,), np.float32),
+    }
+
+
+def _restore(directory, where: str) -> dict:
+    from moleblend_jax.train.checkpoint import restore_params
+
+    try:
+        return restore_params(directory)
+    except FileNotFoundError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+class Embedder:
+    """A frozen encoder: `embed(smiles)` / `embed_rows(featurized)` (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: EncoderOnly,
+        params: dict,
+        conformers: str = "none",
+        max_atoms: int = DEFAULT_BUCKETS[-1],
+        buckets: Sequence[int] = DEFAULT_BUCKETS,
+        batch_size: int = 32,
+    ):
+        self.model, self.params, self.conformers = model, params, conformers
+        self.max_atoms, self.batch_size = int(max_atoms), int(batch_size)
+        self.buckets = tuple(b for b in buckets if b < max_atoms) + (int(max_atoms),)
+        self._apply = jax.jit(lambda params, batch: model.apply({"params": params}, batch))
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.hidden_dim
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        conformers: str | None = None,
+        model_config=None,
+        batch_size: int = 32,
+    ) -> Embedder:
+        """`path`: a pretraining workdir or its `checkpoints` directory (model sizes from the
+        model_config.json beside it, else `model_config`: config.model), an imported
+        checkpoint's directory, or a fine-tuning workdir (its predictor.json; first seed).
+        conformers: None = "none" for a pretrained encoder, a fine-tuned one's own mode."""
+        path = as_path(path)
+        if (path / predictor.PREDICTOR_FILE).exists():
+            manifest = predictor.read_manifest(path)
+            model = EncoderOnly(
+                ModelConfig.coerce(ml_collections.ConfigDict(manifest["model"])),
+                use_2d=manifest["use_2d"],
+                use_3d=manifest["use_3d"],
+            )
+            seed_dir = path / manifest["seeds"][0]["checkpoint"]
+            params = _encoder_params(model, _restore(seed_dir, str(path)), str(path))
+            mode = conformers or ("rdkit" if manifest["use_3d"] else "none")
+            if manifest["use_3d"] == (mode == "none"):
+                raise UserError(
+                    f"{path} was fine-tuned {'3D' if manifest['use_3d'] else '2D'}; "
+                    f"conformers={mode!r} does not fit it"
+                )
+            return cls(model, params, mode, manifest["max_atoms"], manifest["buckets"], batch_size)
+        directory, folder = _orbax_dir(path)
+        if not directory.exists():
+            raise UserError(f"checkpoint {path} does not exist")
+        mode = conformers or "none"
+        if mode not in CONFORMER_MODES:
+            raise UserError(f"conformers={mode!r}; use one of {CONFORMER_MODES}")
+        config = _read_model_config([directory, folder], model_config)
+        model = EncoderOnly(config, use_2d=mode == "none", use_3d=mode != "none")
+        params = _encoder_params(model, _restore(directory, str(path)), str(path))
+        return cls(model, params, mode, batch_size=batch_size)
+
+    def featurize(self, items, workers: int = 1, progress: bool = False):
+        """Source items -> `featurize.Featurized` with this encoder's settings; molecules
+        without coordinates are invalid for a 3D encoder."""
+        return featurize.featurize(
+            items, self.conformers, self.max_atoms, workers, progress, self.model.use_3d
+        )
+
+    def embed_rows(
+        self, rows: featurize.Featurized, atoms: bool = False, progress: bool = False
+    ) -> Embeddings:
+        """Featurised rows -> Embeddings (one per row, in order)."""
+        records = [r for r in rows.records if r is not None]
+
+        def fn(batch):
+            graph, atom = self._apply(self.params, {k: batch[k] for k in _BATCH_KEYS})
+            return {"graph": graph, "atoms": atom} if atoms else {"graph": graph}
+
+        outputs = iter(map_batches(fn, records, self.batch_size, self.buckets, progress))
+        graph = np.full((len(rows.records), self.dim), np.nan, np.float32)
+        atom_list: list[np.ndarray | None] = [None] * len(rows.records)
+        for i, record in enumerate(rows.records):
+            if record is None:
+                continue
+            out = next(outputs)
+            graph[i] = out["graph"]
+            if atoms:
+                atom_list[i] = np.asarray(out["atoms"][: len(record["atom_features"])])
+        return Embeddings(graph, atom_list, np.asarray(rows.valid), list(rows.errors))
+
+    def embed(self, smiles: Sequence[str], atoms: bool = False):
+        """SMILES [M] -> graph embeddings [M, D] float32 (NaN rows for invalid SMILES); with
+        `atoms`, the `Embeddings` instead."""
+        result = self.embed_rows(self.featurize(featurize.smiles_items(smiles)), atoms)
+        return result if atoms else result.graph
