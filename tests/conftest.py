@@ -29,3 +29,29 @@ def qm9_shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("qm9_shards")
     shards.build_shards("qm9", out, num_shards=4, workers=1, max_atoms=16, limit=QM9_TEST_MOLECULES)
     return out
+
+
+@pytest.fixture(scope="module")
+def experiment_script():
+    """-> load(name): experiments/<name>.py as a module. The absl flags it defines are removed
+    when the test module ends, so scripts that define the same flag names (workdir, out) can
+    be tested in one session."""
+    import importlib.util
+    import pathlib
+
+    from absl import flags
+
+    experiments = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+    before = set(flags.FLAGS)
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(
+            f"experiment_{name}", experiments / f"{name}.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    for name in set(flags.FLAGS) - before:
+        delattr(flags.FLAGS, name)

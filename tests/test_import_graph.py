@@ -11,11 +11,13 @@ ALLOWED = {
     "host_allocator": set(),
     "configs": set(),
     "chem": {"schema"},
-    "data": {"schema", "chem"},
+    "data": {"schema", "chem", "errors"},
     "model": set(),
     "train": {"schema", "chem", "data", "model", "host_allocator"},
-    "finetune": {"schema", "chem", "data", "model", "train", "configs"},
+    "finetune": {"schema", "chem", "data", "model", "train", "configs", "errors"},
     "interop": {"model", "configs"},
+    "errors": set(),
+    "inference": {"data", "errors", "finetune", "model", "train"},
 }
 
 

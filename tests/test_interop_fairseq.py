@@ -12,7 +12,6 @@ original's 1e-5 the denoising head differs by about 1e-5 relative (measured in
 
 import dataclasses
 import functools
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -49,14 +48,9 @@ NUM_ATOMS = 16
 SIZES = {"small": (2, 32, 4, 16), "base": (12, 768, 32, 128)}  # layers, D, heads, K.
 
 
-@functools.cache
-def import_script():
-    spec = importlib.util.spec_from_file_location(
-        "import_checkpoint", ROOT / "experiments" / "import_checkpoint.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def script(experiment_script):
+    return experiment_script("import_checkpoint")
 
 
 @pytest.fixture(scope="module")
@@ -161,10 +155,11 @@ def max_errors(ours, theirs, batch) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("size, half", [("small", False), ("base", True)])
-def test_imported_checkpoint_computes_the_originals_function(tmp_path, molecules, size, half):
+def test_imported_checkpoint_computes_the_originals_function(
+    tmp_path, molecules, script, size, half
+):
     batch, blend = molecules
     model, path = make_checkpoint(tmp_path, size, half)
-    script = import_script()
     imported = script.run(str(path), str(tmp_path / "import"))
     assert imported.conversion.kind == fairseq.PRETRAINED
     assert len(imported.cast) == (len(model.state_dict()) if half else 0)
@@ -270,8 +265,7 @@ def test_mismatches_are_reported_together(tmp_path):
         assert text in message
 
 
-def test_script_without_torch_says_how_to_install(monkeypatch, capsys):
-    script = import_script()
+def test_script_without_torch_says_how_to_install(monkeypatch, capsys, script):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(SystemExit) as exit_info:
         script.require_torch()

@@ -259,10 +259,9 @@ def test_sdf_labels_from_properties_and_3d_from_the_file(tmp_path):
         user_data.read_table(config)
 
 
-def test_baseline_rf_uses_the_same_split(tmp_path, finetuned):
+def test_baseline_rf_uses_the_same_split(tmp_path, finetuned, experiment_script):
     root, frame, _ = finetuned
-    sys.path.insert(0, str(REPO / "experiments"))
-    import baseline_rf
+    baseline_rf = experiment_script("baseline_rf")
 
     settings = dict(n_estimators=5, n_jobs=1, workdir=tmp_path, max_atoms=32)
     given = dict(id_column="name", split_column="split")
