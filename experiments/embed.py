@@ -29,7 +29,7 @@ from ml_collections import config_flags  # noqa: E402
 if __package__ in (None, ""):  # Run as a script from a checkout: make the package importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moleblend_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from moleblend_jax.errors import exit_on_user_error  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Pretraining checkpoints dir or a fine-tuning workdir.")
@@ -85,9 +85,7 @@ def main(argv):
     )
     items = featurize.input_items(FLAGS.input, FLAGS.smiles_column, FLAGS.id_column)
     rows = embedder.featurize(items, FLAGS.workers, progress=True)
-    if not any(rows.valid):
-        reasons = sorted(set(rows.errors))
-        raise UserError(f"{FLAGS.input}: no valid molecules among {len(items)} rows ({reasons})")
+    rows.require_any_valid(FLAGS.input)
     result = embedder.embed_rows(rows, atoms=FLAGS.atoms, progress=True)
     out = Path(FLAGS.out)
     write_npz(out, rows, result, FLAGS.atoms)

@@ -26,7 +26,7 @@ from absl import app, flags  # noqa: E402
 if __package__ in (None, ""):  # Run as a script from a checkout: make the package importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moleblend_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from moleblend_jax.errors import exit_on_user_error  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The fine-tuning workdir (experiments/finetune.py).")
@@ -99,10 +99,8 @@ def main(argv):
     rows = featurize.featurize(
         items, conformers, manifest["max_atoms"], FLAGS.workers, True, manifest["use_3d"]
     )
+    rows.require_any_valid(FLAGS.input)
     records = [r for r in rows.records if r is not None]
-    if not records:
-        reasons = sorted(set(rows.errors))
-        raise UserError(f"{FLAGS.input}: no valid molecules among {len(items)} rows ({reasons})")
     model = predictor_lib.Predictor.load(FLAGS.workdir)
     predictions = model.predict(records, FLAGS.batch_size or None, progress=True)
     table = prediction_table(rows, predictions, model.task_names, model.seeds)

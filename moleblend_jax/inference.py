@@ -28,7 +28,7 @@ import numpy as np
 from flax import traverse_util
 
 from moleblend_jax.data import featurize
-from moleblend_jax.data.batching import map_batches
+from moleblend_jax.data.batching import map_batches, model_inputs, pad_batch
 from moleblend_jax.errors import UserError
 from moleblend_jax.finetune import predictor
 from moleblend_jax.model import MoleBlendEncoder
@@ -38,7 +38,6 @@ from moleblend_jax.train.paths import as_path
 DEFAULT_BUCKETS = (32, 64, 128, 256)
 CONFORMER_MODES = ("none", "rdkit", "file")
 MODEL_CONFIG_FILE = "model_config.json"  # Beside a pretraining / imported checkpoint.
-_BATCH_KEYS = ("atom_features", "atom_mask", "spd", "path_edges", "coords", "has_coords")
 
 
 class EncoderOnly(nn.Module):
@@ -95,7 +94,7 @@ def _encoder_params(model: EncoderOnly, saved: dict, where: str) -> dict:
     missing or has another shape (a checkpoint of another model size)."""
     if "encoder" not in saved:
         raise UserError(f"{where} has no 'encoder' parameters; is it a MoleBLEND checkpoint?")
-    dummy = {k: np.zeros((1, 8, *s), d) for k, (s, d) in _dummy_shapes().items()}
+    dummy = model_inputs(pad_batch([], num_atoms=8, batch_size=1))  # All padding.
     abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy))["params"]
     wanted = traverse_util.flatten_dict(nn.unbox(abstract)["encoder"])
     have = traverse_util.flatten_dict(saved["encoder"])
@@ -112,17 +111,6 @@ def _encoder_params(model: EncoderOnly, saved: dict, where: str) -> dict:
             )
         out[key] = np.asarray(have[key], spec.dtype)
     return {"encoder": traverse_util.unflatten_dict(out)}
-
-
-def _dummy_shapes() -> dict:
-    """Per-molecule trailing shapes and dtypes of a batch with N = 8 atoms."""
-    return {
-        "atom_features": ((9,), np.int32),
-        "atom_mask": ((), bool),
-        "spd": ((8,), np.int32),
-        "path_edges": ((8, 5, 3), np.int32),
-        "coords": ((3,), np.float32),
-    }
 
 
 def _restore(directory, where: str) -> dict:
@@ -209,7 +197,7 @@ class Embedder:
         records = [r for r in rows.records if r is not None]
 
         def fn(batch):
-            graph, atom = self._apply(self.params, {k: batch[k] for k in _BATCH_KEYS})
+            graph, atom = self._apply(self.params, model_inputs(batch))
             return {"graph": graph, "atoms": atom} if atoms else {"graph": graph}
 
         outputs = iter(map_batches(fn, records, self.batch_size, self.buckets, progress))

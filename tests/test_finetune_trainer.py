@@ -47,7 +47,7 @@ def test_masked_mse_ignores_missing_labels():
 
 def test_standardizer_round_trip_and_label_mask():
     train = np.array([[1.0, np.nan], [3.0, 4.0], [5.0, 8.0]], np.float32)
-    std = trainer.Standardizer(train, "standardised")
+    std = trainer.Standardizer.from_train_labels(train, "standardised")
     np.testing.assert_allclose(std.mean, [3.0, 6.0])
     batch = {"labels": np.array([[5.0, 0.0]], np.float32), "label_mask": np.array([[True, False]])}
     encoded = std.encode(batch)["labels"]
@@ -80,11 +80,11 @@ def test_label_units_loss_is_the_originals():
         loss_fn = trainer.finetune_loss_fn(_FixedOutputs(), False, standardizer)
         return float(loss_fn({"unused": 0.0}, standardizer.encode(batch), {})[0])
 
-    label_units = trainer.Standardizer(train, "label_units")
+    label_units = trainer.Standardizer.from_train_labels(train, "label_units")
     np.testing.assert_allclose(label_units.mean, [mu, mu], rtol=1e-6)
     np.testing.assert_allclose(loss(label_units), want, rtol=1e-5)
 
-    per_task = trainer.Standardizer(train[:, :1], "standardised")
+    per_task = trainer.Standardizer.from_train_labels(train[:, :1], "standardised")
     task_sigma = np.std([1, 3, 5])
     one_task = {k: v[:, :1] for k, v in batch.items()}
     want_one = np.mean((one_task["outputs"] * task_sigma + 3.0 - one_task["labels"]) ** 2)
@@ -92,7 +92,7 @@ def test_label_units_loss_is_the_originals():
     got = float(loss_fn({"unused": 0.0}, per_task.encode(one_task), {})[0])
     np.testing.assert_allclose(got, want_one / task_sigma**2, rtol=1e-5)
     with pytest.raises(ValueError, match="regression_loss"):
-        trainer.Standardizer(train, "mse")
+        trainer.Standardizer.from_train_labels(train, "mse")
 
 
 def test_pretrained_checkpoint_loads_without_3d_modules(tmp_path):

@@ -15,6 +15,14 @@ from moleblend_jax.schema import (
     UNREACHABLE_SPD,
 )
 
+# The batch entries the model reads (the rest, such as ids and labels, stay on the host).
+MODEL_INPUTS = ("atom_features", "atom_mask", "spd", "path_edges", "coords", "has_coords")
+
+
+def model_inputs(batch: dict) -> dict:
+    """A padded batch -> only its `MODEL_INPUTS` entries."""
+    return {key: batch[key] for key in MODEL_INPUTS}
+
 
 def pad_batch(records: list[dict], num_atoms: int, batch_size: int | None = None) -> dict:
     """Pads records (docs/batch_format.md) to N = num_atoms atoms and B = batch_size molecules.

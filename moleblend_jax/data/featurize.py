@@ -34,6 +34,14 @@ class Featurized:
     def valid(self) -> list[bool]:
         return [r is not None for r in self.records]
 
+    def require_any_valid(self, source: str) -> None:
+        """UserError naming the failure reasons when no row of `source` could be featurised."""
+        if not any(self.valid):
+            reasons = sorted(set(self.errors))
+            raise UserError(
+                f"{source}: no valid molecules among {len(self.records)} rows ({reasons})"
+            )
+
     def row_ids(self) -> list[str]:
         """The id to print per row: its name, else its row key."""
         return [name or str(i) for name, i in zip(self.names, self.ids, strict=True)]

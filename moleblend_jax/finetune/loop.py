@@ -92,7 +92,7 @@ class SeedTrainer:
         `save_dir`, the best-validation params are saved there (`predictor.save_params`).
         Raises NonFiniteError when a step's loss or gradient norm is not finite."""
         config, task = self.config, self.task
-        standardizer = Standardizer(
+        standardizer = Standardizer.from_train_labels(
             np.stack([r["labels"] for r in parts["train"]]),
             None if task.classification else config.regression_loss,
         )

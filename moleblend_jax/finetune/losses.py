@@ -7,6 +7,8 @@ standardised labels instead: the same minimiser per task, a loss smaller by std^
 changes how gradient clipping at 5 and the tasks' relative weights act (docs/model.md).
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,35 +53,40 @@ def finetune_loss_fn(
 REGRESSION_LOSSES = ("label_units", "standardised")
 
 
+@dataclasses.dataclass(frozen=True)
 class Standardizer:
-    """Train-label mean/std [T] of a regression task: one scalar repeated ("label_units") or
-    per task ("standardised"), see the module docstring; `regression_loss` None (classification)
-    is the identity."""
+    """Train-label mean/std [T] of a regression task (identity for classification): one scalar
+    repeated ("label_units") or per task ("standardised"), see the module docstring.
+    `in_label_units`: the loss compares outputs mapped to label units with the raw labels."""
 
-    def __init__(self, train_labels: np.ndarray, regression_loss: str | None):
+    mean: np.ndarray
+    std: np.ndarray
+    in_label_units: bool = True
+
+    @classmethod
+    def from_train_labels(
+        cls, train_labels: np.ndarray, regression_loss: str | None
+    ) -> "Standardizer":
+        """[M, T] train labels (NaN = missing) -> the statistics `regression_loss` asks for;
+        None (classification) gives the identity."""
         if regression_loss not in (None, *REGRESSION_LOSSES):
             raise ValueError(
                 f"config.regression_loss must be one of {REGRESSION_LOSSES}, "
                 f"not {regression_loss!r}."
             )
-        self.in_label_units = regression_loss in (None, "label_units")
+        in_label_units = regression_loss in (None, "label_units")
         num_tasks = train_labels.shape[1]
         if regression_loss is None:
             mean, std = 0.0, 1.0
         else:
-            axis = None if self.in_label_units else 0
+            axis = None if in_label_units else 0
             mean, std = np.nanmean(train_labels, axis=axis), np.nanstd(train_labels, axis=axis)
-        self.mean = np.broadcast_to(mean, (num_tasks,)).astype(np.float32)
-        self.std = np.broadcast_to(np.where(std > 0, std, 1.0), (num_tasks,)).astype(np.float32)
-
-    @classmethod
-    def from_stats(cls, mean, std, in_label_units: bool = True) -> "Standardizer":
-        """The standardizer of saved `mean` / `std` [T] (a fine-tuning workdir's)."""
-        standardizer = cls.__new__(cls)
-        standardizer.in_label_units = in_label_units
-        standardizer.mean = np.asarray(mean, np.float32)
-        standardizer.std = np.asarray(std, np.float32)
-        return standardizer
+        std = np.where(std > 0, std, 1.0)
+        return cls(
+            mean=np.broadcast_to(mean, (num_tasks,)).astype(np.float32),
+            std=np.broadcast_to(std, (num_tasks,)).astype(np.float32),
+            in_label_units=in_label_units,
+        )
 
     def encode(self, batch: dict) -> dict:
         """The batch with the labels the loss compares with (zero where unlabelled)."""

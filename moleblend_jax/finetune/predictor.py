@@ -136,24 +136,26 @@ class Predictor:
         """Records (unique ids) -> float32 [S, M, T]: per seed, each record's predictions."""
         import jax
 
-        from moleblend_jax.data.batching import map_batches
+        from moleblend_jax.data.batching import map_batches, model_inputs
 
         model = self.model
         apply = jax.jit(lambda params, batch: model.apply({"params": params}, batch))
         batch_size = batch_size or self.manifest["batch_size"]
         buckets = self.manifest["buckets"]
-        keys = ("atom_features", "atom_mask", "spd", "path_edges", "coords", "has_coords")
         out = []
         for params, seed in zip(self.params, self.manifest["seeds"], strict=True):
 
             def fn(batch, params=params):
-                return {"out": apply(params, {k: batch[k] for k in keys})}
+                return {"out": apply(params, model_inputs(batch))}
 
             rows = map_batches(fn, records, batch_size, buckets, progress)
             raw = np.stack([r["out"] for r in rows]).astype(np.float64)
             if self.manifest["task_type"] == "classification":
                 out.append(1.0 / (1.0 + np.exp(-raw)))
             else:
-                standardizer = Standardizer.from_stats(seed["label_mean"], seed["label_std"])
+                standardizer = Standardizer(
+                    np.asarray(seed["label_mean"], np.float32),
+                    np.asarray(seed["label_std"], np.float32),
+                )
                 out.append(standardizer.decode(raw))
         return np.stack(out).astype(np.float32)
