@@ -2,8 +2,8 @@
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
+from moleblend_jax.model import precision
 from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.layers import Dropout, dense, masked_softmax
 
@@ -33,11 +33,11 @@ class BiasedSelfAttention(nn.Module):
         def proj(name, axes=("embed", "kv")):
             return dense(hidden, axes, std=cfg.init_std, dtype=dtype, name=name)
 
-        q = split_heads(proj("query")(x), heads) * jnp.asarray(head_dim**-0.5, dtype)
+        q = split_heads(proj("query")(x), heads) * head_dim**-0.5
         k = split_heads(proj("key")(x), heads)
         v = split_heads(proj("value")(x), heads)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        logits = precision.einsum("bqhd,bkhd->bhqk", q, k, dtype)
         probs = masked_softmax(logits + bias, key_mask)
         probs = Dropout(cfg.attention_dropout)(probs, deterministic=not train)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v)
+        context = precision.einsum("bhqk,bkhd->bqhd", probs, v, dtype)
         return proj("out", ("kv", "embed"))(context.reshape(*x.shape[:-1], hidden))
