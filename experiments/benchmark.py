@@ -47,6 +47,11 @@ flags.DEFINE_bool(
     "its steps alternated with ours in the same rounds.",
 )
 flags.DEFINE_list("torch_modes", ["eager", "bf16"], "PyTorch modes: eager (fp32), bf16 autocast.")
+flags.DEFINE_float(
+    "attention_dropout",
+    None,
+    "Override config.model.attention_dropout (0 lets GPUs use cuDNN's fused attention).",
+)
 flags.DEFINE_string(
     "profile_dir",
     None,
@@ -66,7 +71,8 @@ PEAK_FLOPS = {
 
 
 def real_batch(batch_size: int, num_atoms: int) -> dict[str, np.ndarray]:
-    """The first `batch_size` bundled ESOL molecules with 8..num_atoms heavy atoms."""
+    """The first `batch_size` bundled ESOL molecules with 8..num_atoms heavy atoms (repeated
+    when ESOL has fewer)."""
     from moleblend_jax.chem import SkipMolecule, smiles_to_record
     from moleblend_jax.data import pad_batch
     from moleblend_jax.finetune import datasets
@@ -82,6 +88,7 @@ def real_batch(batch_size: int, num_atoms: int) -> dict[str, np.ndarray]:
             chosen.append(record)
         if len(chosen) == batch_size:
             break
+    chosen = [chosen[i % len(chosen)] for i in range(batch_size)]
     return pad_batch(chosen, num_atoms, batch_size)
 
 
@@ -171,6 +178,8 @@ class JaxStep:
 
         config = base.get_config(variant)
         config.model.dtype = dtype
+        if FLAGS.attention_dropout is not None:
+            config.model.attention_dropout = FLAGS.attention_dropout
         mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
         model = model_lib.MoleBlend(config=config.model)
         schedule, tx = optim.pretraining_optimizer(config)
@@ -198,6 +207,7 @@ class JaxStep:
             "batch_size": int(batch_size),
             "num_atoms": int(num_atoms),
             "params": int(state_lib.count_params(self.state.params)),
+            "attention_dropout": config.model.attention_dropout,
             "compile_s": round(compile_s, 2),
             **compiled_costs(self.compiled),
         }
@@ -279,6 +289,17 @@ def profile_result(step: JaxStep, variant: str, dtype: str) -> dict:
     return profile_by_module(step.compiled, run_step, trace_dir)
 
 
+def peak_memory() -> dict:
+    """Peak device memory so far (where the backend reports it) and peak host RSS."""
+    result = {}
+    device = jax.devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:
+        result["peak_device_bytes"] = int(stats["peak_bytes_in_use"])
+    result["peak_host_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result
+
+
 def summarise(info: dict, durations: list[float], loss: float) -> dict:
     median_s = float(np.median(durations))
     result = {
@@ -289,7 +310,7 @@ def summarise(info: dict, durations: list[float], loss: float) -> dict:
         "loss": loss,
     }
     peak = next(
-        (p[info["dtype"]] for k, p in PEAK_FLOPS.items() if k in jax.devices()[0].device_kind),
+        (p.get(info["dtype"]) for k, p in PEAK_FLOPS.items() if k in jax.devices()[0].device_kind),
         None,
     )
     if peak and "xla_flops_per_step" in info:
@@ -323,6 +344,7 @@ def time_config(variant: str, batch_np: dict) -> list[dict]:
             result = summarise(ours[mode].info, durations[impl, mode], losses[impl, mode])
             # Pages the host touched afresh per step; see moleblend_jax/host_allocator.py.
             result["host_page_faults_per_step"] = round(faults / sum(map(len, durations.values())))
+            result.update(peak_memory())
             if FLAGS.profile_dir:
                 result["profile_ms_per_step"] = profile_result(ours[mode], variant, mode)
         else:

@@ -138,3 +138,18 @@ def test_bf16_model_trains_within_bf16_rounding_of_fp32(fp32_loss_and_grads):
     assert jax.tree.map(lambda g: g.dtype, bf16_grads) == jax.tree.map(lambda g: g.dtype, grads)
     np.testing.assert_allclose(bf16_loss, loss, rtol=2e-2)
     assert 1e-3 < _max_relative_difference(bf16_grads, grads) < 0.15
+
+
+def test_fused_attention_arguments_match_the_einsum_path():
+    """The cuDNN call's arguments (bias layout, key lengths, scale), checked through
+    jax.nn.dot_product_attention's XLA implementation, which takes the same ones."""
+    from moleblend_jax.model.attention import fused_attention
+    from moleblend_jax.model.layers import masked_softmax
+
+    b, length, heads, d = 2, 5, 3, 8
+    q, k, v = (_random(i, (b, length, heads, d)) for i in range(3))
+    bias = _random(3, (b, heads, length, length))
+    key_mask = jnp.arange(length)[None, :] < jnp.array([[5], [3]])
+    out = fused_attention(q, k, v, bias, key_mask, jnp.float32, implementation="xla")
+    probs = masked_softmax(jnp.einsum("bqhd,bkhd->bhqk", q * d**-0.5, k) + bias, key_mask)
+    np.testing.assert_allclose(out, jnp.einsum("bhqk,bkhd->bqhd", probs, v), atol=1e-5)
