@@ -110,17 +110,19 @@ def write_shards(
     source: Source,
     tmp_paths: Sequence[epath.Path],
     plan: dict,
-    pipeline_options: Sequence[str],
+    pipeline_options: Sequence[str] | PipelineOptions,
     chunk_size: int | None = None,
 ) -> tuple[list[dict], dict]:
     """Runs the pipeline: writes shard s to tmp_paths[s]; `plan` = `featurize_items`' keywords
     (conformers, max_atoms, seed, limit, offset). Returns (stats of each shard, skip counts by
-    reason), as `shards._write_local` does."""
+    reason), as `shards._write_local` does. pipeline_options: flags or a PipelineOptions."""
     chunk_size = chunk_size or shards.CHUNK_SIZE
     num_shards = len(tmp_paths)
     paths = [str(p) for p in tmp_paths]
     summary_path = str(epath.Path(tmp_paths[0]).parent / _SUMMARY)
-    with beam.Pipeline(options=PipelineOptions(list(pipeline_options))) as pipeline:
+    if not isinstance(pipeline_options, PipelineOptions):
+        pipeline_options = PipelineOptions(list(pipeline_options))
+    with beam.Pipeline(options=pipeline_options) as pipeline:
         chunks = (
             pipeline
             | "Start" >> beam.Create([None])

@@ -17,6 +17,8 @@ import itertools
 import json
 import multiprocessing
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from etils import epath
 
@@ -28,6 +30,9 @@ from moleblend_jax.schema import (
     SCHEMA_VERSION,
     SHARD_SUFFIX,
 )
+
+if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
 
 CHUNK_SIZE = 128  # Source items per worker task.
 CONFORMER_MODES = ("rdkit", "none", "file")
@@ -226,7 +231,7 @@ def build_shards(
     seed: int = 0,
     progress: bool = True,
     runner: str = "local",
-    pipeline_options: list[str] | None = None,
+    pipeline_options: Sequence[str] | PipelineOptions | None = None,
 ) -> dict:
     """Reads `input`, writes OUTPUT/shard-*.tfrecord + metadata.json (local or gs:// paths).
 
@@ -236,11 +241,11 @@ def build_shards(
     (has_coords = 0); default: 'file' for sources with coordinates, else 'rdkit'. offset,
     limit: only source entries offset .. offset + limit - 1 (limit None: to the end), e.g. a
     held-out set after a training prefix. runner: 'local' (a `workers`-process pool) or
-    'beam' (an Apache Beam pipeline, `data.beam_shards`; `pipeline_options` such as
-    ["--runner=DataflowRunner", ...], default a multi-process DirectRunner of `workers`
-    processes); both write the same bytes. Returns the metadata dict. Raises
-    FileNotFoundError / ValueError for a missing or empty input and ValueError when no
-    molecule could be written.
+    'beam' (an Apache Beam pipeline, `data.beam_shards`; `pipeline_options`: flags such as
+    ["--runner=DataflowRunner", ...] or a PipelineOptions, default a multi-process
+    DirectRunner of `workers` processes); both write the same bytes. Returns the metadata
+    dict. Raises FileNotFoundError / ValueError for a missing or empty input and ValueError
+    when no molecule could be written.
     """
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
