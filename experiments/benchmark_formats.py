@@ -1,6 +1,7 @@
 """On-disk format A/B: our TFRecord shards + tf.data vs ArrayRecord + grain, same records.
 
-  python experiments/benchmark_formats.py --out=benchmarks/formats.json [--molecules=10000]
+  pip install -e '.[formats]'  # grain, array-record
+  python experiments/benchmark_formats.py --out=benchmarks/formats.json [--molecules=20000]
 
 Builds QM9 shards, copies every record (the same serialized bytes, the same shard of each
 record) into ArrayRecord files, then measures, in molecules/s on this machine: the raw record
@@ -67,7 +68,7 @@ def grain_batches(paths: list[str], decoder, seed: int, size: int):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--molecules", type=int, default=10_000)
+    parser.add_argument("--molecules", type=int, default=20_000)
     args = parser.parse_args()
     import grain
     import tensorflow as tf

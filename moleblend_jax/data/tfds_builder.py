@@ -61,7 +61,9 @@ class MoleblendConfig(tfds.core.BuilderConfig):
     @classmethod
     def user_files(cls, name: str, path: str, **kwargs) -> MoleblendConfig:
         """A config for a user's .smi / .csv / .sdf file (kwargs: the fields above)."""
-        return cls(name=name, input=os.path.abspath(path), description=f"{path}", **kwargs)
+        return cls(
+            name=name, input=os.path.abspath(path), description=f"User file {path}.", **kwargs
+        )
 
 
 def _features() -> tfds.features.FeaturesDict:
@@ -117,7 +119,7 @@ def decode_example(serialized: tf.Tensor) -> dict:
 class MoleblendRecords(tfds.core.DatasetBuilder):
     """moleblend-jax records, written as shard directories by the Beam shard writer."""
 
-    VERSION = tfds.core.Version(f"{SCHEMA_VERSION}.0.0")  # SPEC: the shard schema version.
+    VERSION = tfds.core.Version(f"{SCHEMA_VERSION}.0.0")  # A new shard schema: a new version.
     RELEASE_NOTES = {f"{SCHEMA_VERSION}.0.0": "Shard schema version 2 (docs/data.md)."}
     BUILDER_CONFIGS = [
         MoleblendConfig(name="qm9", input="qm9", description="QM9 (qm9pack), DFT coordinates."),
