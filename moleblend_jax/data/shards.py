@@ -1,12 +1,13 @@
 """Build TFRecord shards from an input source (docs/data.md).
 
 Determinism: the source is read in order in the parent, processed in fixed-size chunks by W
-worker processes, and the results are written back in source order; the k-th written record goes
-to shard k % num_shards. Output bytes therefore depend only on the input and the arguments, never
-on W. Atomicity: shards are written under temporary names and renamed at the end, and
-metadata.json is written last (also via rename); a directory without metadata.json is
-incomplete, and rerunning rebuilds it. Rerunning a completed build with the same arguments is a
-no-op.
+worker processes, and the results are written back in source order; the k-th written record
+goes to shard k % num_shards. Output bytes therefore depend only on the input and the
+arguments, never on W. `runner="beam"` runs the same per-item work as an Apache Beam pipeline
+(`data.beam_shards`) and writes the same bytes. Atomicity: shards are written under temporary
+names and renamed at the end, and metadata.json is written last (also via rename); a directory
+without metadata.json is incomplete, and rerunning rebuilds it. Rerunning a completed build
+with the same arguments is a no-op.
 """
 
 from __future__ import annotations
