@@ -1,12 +1,13 @@
 """Build TFRecord shards from an input source (docs/data.md).
 
 Determinism: the source is read in order in the parent, processed in fixed-size chunks by W
-worker processes, and the results are written back in source order; the k-th written record goes
-to shard k % num_shards. Output bytes therefore depend only on the input and the arguments, never
-on W. Atomicity: shards are written under temporary names and renamed at the end, and
-metadata.json is written last (also via rename); a directory without metadata.json is
-incomplete, and rerunning rebuilds it. Rerunning a completed build with the same arguments is a
-no-op.
+worker processes, and the results are written back in source order; the k-th written record
+goes to shard k % num_shards. Output bytes therefore depend only on the input and the
+arguments, never on W. `runner="beam"` runs the same per-item work as an Apache Beam pipeline
+(`data.beam_shards`) and writes the same bytes. Atomicity: shards are written under temporary
+names and renamed at the end, and metadata.json is written last (also via rename); a directory
+without metadata.json is incomplete, and rerunning rebuilds it. Rerunning a completed build
+with the same arguments is a no-op.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import itertools
 import json
 import multiprocessing
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from etils import epath
 
@@ -28,6 +31,9 @@ from moleblend_jax.schema import (
     SCHEMA_VERSION,
     SHARD_SUFFIX,
 )
+
+if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
 
 CHUNK_SIZE = 128  # Source items per worker task.
 CONFORMER_MODES = ("rdkit", "none", "file")
@@ -86,7 +92,7 @@ def process_chunk(items: list[SourceItem], conformers: str, max_atoms: int, seed
     return out
 
 
-def _chunks(items, size: int, limit: int | None, offset: int = 0):
+def source_chunks(items, size: int, limit: int | None, offset: int = 0):
     """Lists of `size` source items, from entry `offset` on, at most `limit` in all."""
     chunk = []
     for count, item in enumerate(itertools.islice(items, offset, None)):
@@ -133,8 +139,65 @@ def featurize_items(
     """Source items -> `process_chunk` results, one list per chunk of `CHUNK_SIZE` items, in
     source order, computed by `workers` processes (the shard writer's and inference's one
     featurisation)."""
-    chunks = _chunks(items, CHUNK_SIZE, limit, offset)
+    chunks = source_chunks(items, CHUNK_SIZE, limit, offset)
     yield from _ordered_map(process_chunk, chunks, workers, (conformers, max_atoms, seed))
+
+
+# ---------------------------------------------------------------- shard files
+class ShardFile:
+    """One shard being written: framed records appended to a temporary file, which is hashed
+    and counted on the way (used by the local writer and by the Beam writer's workers)."""
+
+    def __init__(self, path: epath.Path):
+        self._file = path.open("wb")
+        self._sha256 = hashlib.sha256()
+        self._size = 0
+        self._atom_counts = collections.Counter()
+        self._conformers = collections.Counter()
+
+    def add(self, data: bytes, n_atoms: int, conformer: str) -> None:
+        """Appends one serialized record (`process_chunk`'s bytes) of n_atoms atoms."""
+        framed = serialize.frame(data)
+        self._file.write(framed)
+        self._sha256.update(framed)
+        self._size += len(framed)
+        self._atom_counts[n_atoms] += 1
+        self._conformers[conformer] += 1
+
+    def close(self) -> dict:
+        """Closes the file -> its stats: num_records, bytes, sha256, atom_counts, conformers
+        (plain JSON types, so Beam workers can send them back)."""
+        self._file.close()
+        return dict(
+            num_records=sum(self._atom_counts.values()),
+            bytes=self._size,
+            sha256=self._sha256.hexdigest(),
+            atom_counts={str(k): v for k, v in sorted(self._atom_counts.items())},
+            conformers=dict(sorted(self._conformers.items())),
+        )
+
+
+def _write_local(source: Source, tmp_paths, plan: dict, workers: int, bar) -> tuple:
+    """The multiprocessing writer: featurises in `workers` processes, writes record k of the
+    source order to shard k % S. Returns (stats of each shard, skip counts by reason)."""
+    files = [ShardFile(p) for p in tmp_paths]
+    skipped = collections.Counter()
+    num_written = 0
+    try:
+        chunks = featurize_items(source.items(), workers=workers, **plan)
+        for results in chunks:
+            for result in results:
+                if result[0] == "skip":
+                    skipped[result[2]] += 1
+                    continue
+                _, _, data, n_atoms, conformer = result
+                files[num_written % len(files)].add(data, n_atoms, conformer)
+                num_written += 1
+            if bar is not None:
+                bar.update(len(results))
+    finally:
+        stats = [f.close() for f in files]
+    return stats, skipped
 
 
 # ---------------------------------------------------------------- build
@@ -151,6 +214,9 @@ def read_metadata(data_dir: str | os.PathLike) -> dict | None:
     return json.loads(path.read_text())
 
 
+RUNNERS = ("local", "beam")
+
+
 def build_shards(
     input: str | Source,  # noqa: A002 - the CLI flag's name.
     output: str | os.PathLike,
@@ -165,6 +231,8 @@ def build_shards(
     labels_csv: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    runner: str = "local",
+    pipeline_options: Sequence[str] | PipelineOptions | None = None,
 ) -> dict:
     """Reads `input`, writes OUTPUT/shard-*.tfrecord + metadata.json (local or gs:// paths).
 
@@ -173,9 +241,15 @@ def build_shards(
     SMILES sources get none), 'rdkit' (ETKDG + MMFF for every molecule) or 'none'
     (has_coords = 0); default: 'file' for sources with coordinates, else 'rdkit'. offset,
     limit: only source entries offset .. offset + limit - 1 (limit None: to the end), e.g. a
-    held-out set after a training prefix. Returns the metadata dict. Raises FileNotFoundError /
-    ValueError for a missing or empty input and ValueError when no molecule could be written.
+    held-out set after a training prefix. runner: 'local' (a `workers`-process pool) or
+    'beam' (an Apache Beam pipeline, `data.beam_shards`; `pipeline_options`: flags such as
+    ["--runner=DataflowRunner", ...] or a PipelineOptions, default a multi-process
+    DirectRunner of `workers` processes); both write the same bytes. Returns the metadata
+    dict. Raises FileNotFoundError / ValueError for a missing or empty input and ValueError
+    when no molecule could be written.
     """
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     if isinstance(input, Source):
         source = input
         where = dict(input=source.name, fingerprint=source.fingerprint)
@@ -189,9 +263,9 @@ def build_shards(
         raise ValueError(f"max_atoms must be in [1, {MAX_SUPPORTED_ATOMS}], got {max_atoms}")
     if num_shards < 1:
         raise ValueError("num_shards must be >= 1")
-    # Everything that determines the output bytes (not workers / progress). Keys absent at
-    # their old value keep older builds valid; converted label units make older builds
-    # (QM9 in Hartree) stale.
+    # Everything that determines the output bytes (not workers / runner / progress). Keys
+    # absent at their old value keep older builds valid; converted label units make older
+    # builds (QM9 in Hartree) stale.
     label_units = source.notes.get("label_units")
     args = dict(
         **where,
@@ -218,66 +292,52 @@ def build_shards(
 
     names = [shard_name(i, num_shards) for i in range(num_shards)]
     tmp_paths = [output / (_TMP_PREFIX + n) for n in names]
-    files = [p.open("wb") for p in tmp_paths]
-    hashes = [hashlib.sha256() for _ in names]
-    shard_counts = [collections.Counter() for _ in names]
-    skipped = collections.Counter()
-    conformer_counts = collections.Counter()
-    num_written = 0
-    total = None if source.total is None else max(source.total - offset, 0)  # Progress bar.
-    if limit is not None:
-        total = limit if total is None else min(limit, total)
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    # What the featurisation depends on (`featurize_items`' keywords).
+    plan = dict(conformers=conformers, max_atoms=max_atoms, seed=seed, limit=limit, offset=offset)
+    if runner == "beam":
+        from moleblend_jax.data import beam_shards
 
-        bar = tqdm(total=total, unit="mol", desc=f"shards {output.name}")
-    try:
-        items = source.items()
-        chunks = featurize_items(items, conformers, max_atoms, seed, workers, limit, offset)
-        for results in chunks:
-            for result in results:
-                if result[0] == "skip":
-                    skipped[result[2]] += 1
-                    continue
-                _, _, data, n_atoms, conformer = result
-                shard = num_written % num_shards
-                framed = serialize.frame(data)
-                files[shard].write(framed)
-                hashes[shard].update(framed)
-                shard_counts[shard][n_atoms] += 1
-                conformer_counts[conformer] += 1
-                num_written += 1
+        options = pipeline_options or beam_shards.direct_options(workers)
+        stats, skipped = beam_shards.write_shards(source, tmp_paths, plan, options)
+    else:
+        total = None if source.total is None else max(source.total - offset, 0)  # Progress.
+        if limit is not None:
+            total = limit if total is None else min(limit, total)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="mol", desc=f"shards {output.name}")
+        try:
+            stats, skipped = _write_local(source, tmp_paths, plan, workers, bar)
+        finally:
             if bar is not None:
-                bar.update(len(results))
-    finally:
-        for f in files:
-            f.close()
-        if bar is not None:
-            bar.close()
-    if num_written == 0:
+                bar.close()
+    try:
+        metadata = _metadata(source, args, names, stats, skipped)
+    except ValueError:
         _clean(output)
-        raise ValueError(f"{source.name}: no molecule could be read (skipped: {dict(skipped)})")
-
-    histogram = collections.Counter()
-    for counts in shard_counts:
-        histogram.update(counts)
-    sizes = [p.stat().length for p in tmp_paths]
-    shards = []
-    for name, tmp, size, digest, counts in zip(
-        names, tmp_paths, sizes, hashes, shard_counts, strict=True
-    ):
-        shards.append(
-            dict(
-                file=name,
-                num_records=sum(counts.values()),
-                bytes=size,
-                sha256=digest.hexdigest(),
-                atom_counts={str(k): v for k, v in sorted(counts.items())},
-            )
-        )
+        raise
+    for name, tmp in zip(names, tmp_paths, strict=True):
         tmp.replace(output / name)
-    metadata = dict(
+    tmp_meta = output / (_TMP_PREFIX + METADATA_FILE)
+    tmp_meta.write_text(json.dumps(metadata, indent=1))
+    tmp_meta.replace(output / METADATA_FILE)
+    return metadata
+
+
+def _metadata(source: Source, args: dict, names: list[str], stats: list[dict], skipped) -> dict:
+    """metadata.json (docs/data.md) of the shards `names` with stats from `ShardFile.close`."""
+    num_written = sum(s["num_records"] for s in stats)
+    if num_written == 0:
+        raise ValueError(f"{source.name}: no molecule could be read (skipped: {dict(skipped)})")
+    histogram = collections.Counter()
+    conformers = collections.Counter()
+    for s in stats:
+        histogram.update({int(k): v for k, v in s["atom_counts"].items()})
+        conformers.update(s["conformers"])
+    total_bytes = sum(s["bytes"] for s in stats)
+    return dict(
         schema_version=SCHEMA_VERSION,
         source=source.name,
         source_kind=source.kind,
@@ -286,19 +346,18 @@ def build_shards(
         num_written=num_written,
         num_skipped=sum(skipped.values()),
         skipped=dict(sorted(skipped.items())),
-        conformers=dict(sorted(conformer_counts.items())),
+        conformers=dict(sorted(conformers.items())),
         label_names=source.label_names,
         num_labels=len(source.label_names),
         max_atoms_seen=max(histogram),
         atom_count_histogram={str(k): v for k, v in sorted(histogram.items())},
-        total_bytes=sum(sizes),
-        bytes_per_molecule=sum(sizes) / num_written,
-        shards=shards,
+        total_bytes=total_bytes,
+        bytes_per_molecule=total_bytes / num_written,
+        shards=[
+            dict(file=name, **{k: s[k] for k in ("num_records", "bytes", "sha256", "atom_counts")})
+            for name, s in zip(names, stats, strict=True)
+        ],
     )
-    tmp_meta = output / (_TMP_PREFIX + METADATA_FILE)
-    tmp_meta.write_text(json.dumps(metadata, indent=1))
-    tmp_meta.replace(output / METADATA_FILE)
-    return metadata
 
 
 def _shards_present(output: epath.Path, metadata: dict) -> bool:
