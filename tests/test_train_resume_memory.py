@@ -55,5 +55,8 @@ def test_resume_peak_memory_is_one_state(qm9_shards, tmp_path):
     resumed = _peak_rss_kib(qm9_shards, tmp_path)  # Restores step 1, trains step 2.
     assert (tmp_path / "checkpoints" / "2").exists()
     print(f"\npeak RSS: fresh start {fresh / 2**20:.2f} GiB, resume {resumed / 2**20:.2f} GiB")
-    # Initialising and then restoring would hold ~1.7 GB more than a fresh start.
-    assert resumed < 1.3 * fresh, (fresh, resumed)
+    # Initialising and then restoring would hold the ~1.7 GB state on top of the restore's
+    # transient host copy (~1.3 GB): ~1.6x a fresh start. Measured 1.27x without pyarrow in
+    # the environment and 1.37x with it (apache-beam's dependency, which TensorFlow's pandas
+    # import loads; the cause of its extra 0.6 GB on resume only is not known).
+    assert resumed < 1.45 * fresh, (fresh, resumed)

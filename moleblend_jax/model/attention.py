@@ -90,11 +90,12 @@ class BiasedSelfAttention(nn.Module):
                 context = fused_attention(q, k, v, bias, key_mask, dtype)
             except (ValueError, NotImplementedError, RuntimeError) as error:  # At trace time.
                 blocker = f"cuDNN refused: {error}"
-        _log_once(
-            f"Attention: XLA einsums (no fused kernel: {blocker})."
-            if blocker
-            else "Attention: cuDNN fused (jax.nn.dot_product_attention)."
-        )
+        if jax.default_backend() == "gpu":  # Elsewhere there is no choice to report.
+            _log_once(
+                f"Attention: XLA einsums (no fused kernel: {blocker})."
+                if blocker
+                else "Attention: cuDNN fused (jax.nn.dot_product_attention)."
+            )
         if context is None:
             q = q * head_dim**-0.5
             logits = precision.einsum("bqhd,bkhd->bhqk", q, k, dtype)
