@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from train_testing import small_config
 
-from moleblend_jax.train import checkpoint, loop
+from moleblend_jax.train import checkpoint, inputs, loop
 from moleblend_jax.train.metrics_writer import read_jsonl
 
 
@@ -173,3 +173,22 @@ def test_held_out_loss_joins_the_logged_lines(runs):
     np.testing.assert_allclose(rows[-1]["eval_loss"], terms, rtol=1e-5)
     # The same draws every time: another run (here one that restarted) evaluates the same.
     assert read_jsonl(runs["resumed"] / "metrics.jsonl") == rows
+
+
+def test_molecules_above_the_largest_bucket_refuse_the_run(qm9_shards, tmp_path):
+    from moleblend_jax.data import reader
+    from moleblend_jax.errors import UserError
+
+    histogram = reader.load_metadata(qm9_shards)["atom_count_histogram"]
+    largest = max(int(n) for n in histogram)
+    above = histogram[str(largest)]
+    config = small_config(qm9_shards, **{"data.buckets": (largest - 1,)})
+    message = (
+        f"{above} molecules have more than {largest - 1} atoms.*largest molecule has {largest}"
+        ".*drop_oversize"
+    )
+    with pytest.raises(UserError, match=message):
+        loop.train_and_evaluate(config, tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+    config.data.drop_oversize = True
+    assert inputs.prepare_pretraining_data(config, tmp_path).num_oversize == above > 0

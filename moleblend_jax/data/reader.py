@@ -33,6 +33,13 @@ def load_metadata(data_dir: str | os.PathLike) -> dict:
     return metadata
 
 
+def count_oversize(metadata: dict, largest_bucket: int) -> tuple[int, int]:
+    """-> (molecules with more atoms than `largest_bucket`, the largest atom count) of a shard
+    directory, from its metadata.json histogram."""
+    sizes = {int(n): c for n, c in metadata["atom_count_histogram"].items()}
+    return sum(c for n, c in sizes.items() if n > largest_bucket), max(sizes, default=0)
+
+
 def shard_paths(data_dir: str | os.PathLike, metadata: dict | None = None) -> list[str]:
     """Paths of all shard files, in shard order, after checking each one's size.
 

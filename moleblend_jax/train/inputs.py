@@ -12,18 +12,21 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
+from moleblend_jax.errors import UserError
 from moleblend_jax.train.paths import as_path, is_local
 
 
 class PretrainingData(NamedTuple):
     train_dir: str
     eval_dir: str | None  # None: no held-out loss.
+    num_oversize: int = 0  # Training molecules above the largest bucket, dropped (opt-in).
 
 
 def prepare_pretraining_data(config: ml_collections.ConfigDict, workdir: str) -> PretrainingData:
     """The configured shard directories, or default shards built once (see module doc).
 
-    Raises (naming the path) if a directory is missing or corrupt.
+    Raises (naming the path) if a directory is missing or corrupt, or holds molecules above
+    the largest bucket without `config.data.drop_oversize`.
     """
     from moleblend_jax.data import reader
 
@@ -36,10 +39,35 @@ def prepare_pretraining_data(config: ml_collections.ConfigDict, workdir: str) ->
             _build_default_shards(config, dirs)
         # Processes 1..N must not read the shards while process 0 is still writing them.
         multihost_utils.sync_global_devices("moleblend_default_shards")
-    for directory in dirs:
+    for directory in (dirs.train_dir, dirs.eval_dir):
         if directory is not None:
             reader.shard_paths(directory)  # Raises, naming the path, if missing or corrupt.
-    return dirs
+    if dirs.eval_dir is not None:
+        check_oversize(dirs.eval_dir, config.data)
+    return dirs._replace(num_oversize=check_oversize(dirs.train_dir, config.data))
+
+
+def check_oversize(data_dir: str, data: ml_collections.ConfigDict) -> int:
+    """Molecules of `data_dir` above the largest of `data.buckets`: a UserError (the pipeline
+    would skip them) unless `data.drop_oversize`, then logged. -> their count."""
+    from moleblend_jax.data import reader
+
+    largest_bucket = max(data.buckets)
+    count, largest = reader.count_oversize(reader.load_metadata(data_dir), largest_bucket)
+    if count and not data.drop_oversize:
+        raise UserError(
+            f"{data_dir}: {count} molecules have more than {largest_bucket} atoms (the largest "
+            f"bucket; the largest molecule has {largest}); add a bucket of {largest} to "
+            "--config.data.buckets, or drop them with --config.data.drop_oversize=true"
+        )
+    if count:
+        logging.warning(
+            "%s: dropping %d molecules above the largest bucket (%d atoms).",
+            data_dir,
+            count,
+            largest_bucket,
+        )
+    return count
 
 
 def _default_dirs(config: ml_collections.ConfigDict, workdir: str) -> PretrainingData:

@@ -183,6 +183,8 @@ def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
         logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     writer.truncate_after(start_step)
+    if data.num_oversize and start_step == 0:
+        writer.write(0, {"oversize_dropped": data.num_oversize})
 
     from moleblend_jax.data import pipeline
 
@@ -197,6 +199,7 @@ def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
         num_shards_total=num_processes,
         start_batch=start_step,
         shuffle_buffer=config.data.shuffle_buffer,
+        oversize="skip" if config.data.drop_oversize else "error",
     )
     train_step = CompiledPerShape(
         jit_train_step(
