@@ -192,3 +192,11 @@ def test_molecules_above_the_largest_bucket_refuse_the_run(qm9_shards, tmp_path)
     assert not (tmp_path / "checkpoints").exists()
     config.data.drop_oversize = True
     assert inputs.prepare_pretraining_data(config, tmp_path).num_oversize == above > 0
+
+
+def test_resume_with_another_batch_size_is_refused_before_compiling(runs, qm9_shards):
+    from moleblend_jax.errors import UserError
+
+    config = small_config(qm9_shards, total_steps=16, batch_size=8)
+    with pytest.raises(UserError, match="batch_size: 16 -> 8"):
+        loop.train_and_evaluate(config, runs["straight"])

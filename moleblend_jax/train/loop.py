@@ -20,6 +20,7 @@ from moleblend_jax import host_allocator
 from moleblend_jax import model as model_lib
 from moleblend_jax.train import inputs, optim, sharding
 from moleblend_jax.train import state as state_lib
+from moleblend_jax.train import workdir as workdir_lib
 from moleblend_jax.train.checkpoint import Checkpointer
 from moleblend_jax.train.compiled import CompiledPerShape
 from moleblend_jax.train.evaluate import evaluate, jit_eval_step
@@ -157,6 +158,11 @@ def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
         buckets = buckets[-1:]
     local_batch_size = config.batch_size // num_processes
 
+    checkpointer = Checkpointer(
+        workdir / "checkpoints", config.checkpoint_every, config.keep_checkpoints
+    )
+    is_writer = jax.process_index() == 0
+    workdir_lib.check_config(workdir, config, checkpointer.latest_step() is not None, is_writer)
     mesh = sharding.make_mesh(config.mesh)
     model = model_lib.MoleBlend(config=config.model)
     schedule, tx = optim.pretraining_optimizer(config)
@@ -169,10 +175,7 @@ def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
         config.mesh.rules,
     )
     logging.info("Parameters: %s", f"{state_lib.count_params(layout.abstract.params):,}")
-    checkpointer = Checkpointer(
-        workdir / "checkpoints", config.checkpoint_every, config.keep_checkpoints
-    )
-    if jax.process_index() == 0:  # The sizes the checkpoint needs (moleblend_jax.inference).
+    if is_writer:  # The sizes the checkpoint needs (moleblend_jax.inference).
         sizes = dataclasses.asdict(model_lib.ModelConfig.coerce(config.model))
         (workdir / "model_config.json").write_text(json.dumps(sizes, indent=1) + "\n")
     if checkpointer.latest_step() is None:
@@ -181,7 +184,7 @@ def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
         state = checkpointer.restore(layout.abstract)
         start_step = int(jax.device_get(state.step))
         logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
-    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    writer = MetricWriter(workdir, enabled=is_writer)
     writer.truncate_after(start_step)
     if data.num_oversize and start_step == 0:
         writer.write(0, {"oversize_dropped": data.num_oversize})

@@ -1,0 +1,70 @@
+"""What a pretraining workdir holds besides checkpoints and metrics: the config it was started
+with (config.json), checked on every resume, and the lock of the process training in it."""
+
+import json
+import logging
+
+import ml_collections
+from etils import epath
+
+from moleblend_jax.errors import UserError
+
+CONFIG_FILE = "config.json"
+# A resumed run must read the same batches into the same model: these keys may not change.
+# Anything else (total_steps, the learning rate, logging) may, and the change is logged.
+FIXED_PREFIXES = ("model.", "data.", "batch_size")
+FREE_KEYS = ("data.num_prep_workers",)  # Does not change a shard's bytes.
+
+
+def flat_config(config: ml_collections.ConfigDict) -> dict:
+    """The resolved config as JSON values (tuples as lists), keyed by dotted name."""
+    tree = json.loads(json.dumps(config.copy_and_resolve_references().to_dict()))
+    flat = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = value
+
+    walk(tree, "")
+    return flat
+
+
+def config_diff(saved: dict, current: dict) -> dict[str, tuple]:
+    """Dotted key -> (saved value, current value) where two flat configs differ (None: absent)."""
+    keys = sorted(set(saved) | set(current))
+    return {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
+
+
+def _is_fixed(key: str) -> bool:
+    return key not in FREE_KEYS and key.startswith(FIXED_PREFIXES)
+
+
+def _lines(diff: dict[str, tuple]) -> str:
+    return "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in diff.items())
+
+
+def check_config(
+    workdir: epath.Path, config: ml_collections.ConfigDict, resuming: bool, write: bool = True
+) -> None:
+    """A fresh run saves its resolved config as WORKDIR/config.json; a resumed one is compared
+    with it first: a changed model, data or batch size is a UserError listing the changed keys,
+    other changes are logged (a new total_steps is a normal continuation). `write`: this
+    process writes the file (process 0)."""
+    path = workdir / CONFIG_FILE
+    current = flat_config(config)
+    if resuming and path.exists():
+        diff = config_diff(json.loads(path.read_text()), current)
+        fixed = {k: v for k, v in diff.items() if _is_fixed(k)}
+        if fixed:
+            raise UserError(
+                f"{workdir} holds a run started with another config ({path}): {_lines(fixed)}; "
+                "resume with that config, or use a new --workdir"
+            )
+        if diff:
+            logging.warning("Resuming %s with a changed config: %s", workdir, _lines(diff))
+    if write:
+        workdir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
