@@ -26,3 +26,18 @@ def test_resume_refuses_a_changed_model_data_or_batch_size(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         workdir_lib.check_config(workdir, longer, resuming=True)
     assert "optimizer.peak_lr: 0.001 -> 0.1; total_steps: 8 -> 100" in caplog.text
+
+
+def test_a_second_run_on_a_locked_workdir_exits_naming_the_holder(tmp_path, qm9_shards):
+    import os
+    import socket
+
+    from moleblend_jax.train import loop
+
+    holder = f"pid {os.getpid()} on host {socket.gethostname()}"
+    with workdir_lib.locked(as_path(tmp_path)):
+        with pytest.raises(UserError, match=holder):
+            loop.train_and_evaluate(small_config(qm9_shards), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+    with workdir_lib.locked(as_path(tmp_path)):  # Released: the next run may start.
+        pass

@@ -85,8 +85,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     validate_config(config)
     _hint_allocator()
-    data = inputs.prepare_pretraining_data(config, workdir)
-    workdir = as_path(workdir)
+    path = as_path(workdir)
+    with workdir_lib.locked(path, enabled=jax.process_index() == 0):
+        return _train(config, path, inputs.prepare_pretraining_data(config, workdir))
+
+
+def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingData) -> dict:
+    """`train_and_evaluate` once the workdir is locked and the data checked."""
     # Set-up may move small things to the devices implicitly (keys, constants); the step loop
     # may not: its inputs reach the devices only through `global_batch`.
     with jax.transfer_guard("allow"):
