@@ -235,3 +235,15 @@ def test_smi_names_and_sdf_titles_are_kept(tmp_path, hostile):
     assert [(int(r["id"]), r["name"]) for r in records] == [(0, "mol_0"), (1, "mol_1")]
     build_shards(pcqm, str(tmp_path / "pcqm"), num_shards=1, workers=1, progress=False)
     assert not any("name" in r for r in iter_records(str(tmp_path / "pcqm")))
+
+
+def test_rerun_rebuilds_a_shard_with_a_flipped_byte(tmp_path):
+    out = str(tmp_path / "out")
+    meta = build_shards(HOSTILE, out, num_shards=2, workers=1, conformers="none", progress=False)
+    path = os.path.join(out, meta["shards"][0]["file"])
+    good = open(path, "rb").read()
+    damaged = bytearray(good)
+    damaged[len(damaged) // 2] ^= 0x01  # Same size: only the sha256 tells.
+    open(path, "wb").write(bytes(damaged))
+    build_shards(HOSTILE, out, num_shards=2, workers=1, conformers="none", progress=False)
+    assert open(path, "rb").read() == good

@@ -6,7 +6,7 @@ to shard k % num_shards. Output bytes therefore depend only on the input and the
 on W. Atomicity: shards are written under temporary names and renamed at the end, and
 metadata.json is written last (also via rename); a directory without metadata.json is
 incomplete, and rerunning rebuilds it. Rerunning a completed build with the same arguments is a
-no-op.
+no-op once every shard's size and sha256 match metadata.json (a damaged shard is rebuilt).
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def build_shards(
     output = epath.Path(output)
     output.mkdir(parents=True, exist_ok=True)
     existing = read_metadata(output)
-    if existing is not None and existing.get("args") == args and _shards_present(output, existing):
+    if existing is not None and existing.get("args") == args and _shards_intact(output, existing):
         return existing
     # Drop the old metadata first: from here on the directory does not look complete.
     if existing is not None:
@@ -301,8 +301,16 @@ def build_shards(
     return metadata
 
 
-def _shards_present(output: epath.Path, metadata: dict) -> bool:
-    return all(
-        (output / s["file"]).exists() and (output / s["file"]).stat().length == s["bytes"]
-        for s in metadata.get("shards", [])
-    )
+def _shards_intact(output: epath.Path, metadata: dict) -> bool:
+    """Every shard of `metadata` present with its recorded size and sha256."""
+    return all(_shard_intact(output / s["file"], s) for s in metadata.get("shards", []))
+
+
+def _shard_intact(path: epath.Path, shard: dict) -> bool:
+    if not path.exists() or path.stat().length != shard["bytes"]:
+        return False
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest() == shard["sha256"]
