@@ -35,6 +35,11 @@ flags.DEFINE_string("smiles_column", None, "CSV SMILES column (default: a column
 flags.DEFINE_list("label_columns", None, "CSV label columns (default: numeric columns).")
 flags.DEFINE_string("labels_csv", None, "PCQM4Mv2 data.csv.gz (default: next to the SDF).")
 flags.DEFINE_integer("seed", 0, "Seed of RDKit conformers.")
+flags.DEFINE_bool(
+    "skip_bad_labels",
+    False,
+    "Skip CSV rows whose label cell is not a number (counted as bad_label); default: an error.",
+)
 
 FLAGS = flags.FLAGS
 
@@ -53,6 +58,7 @@ def main(argv):
         label_columns=FLAGS.label_columns,
         labels_csv=FLAGS.labels_csv,
         seed=FLAGS.seed,
+        skip_bad_labels=FLAGS.skip_bad_labels,
     )
     summary = {k: metadata[k] for k in ("num_written", "num_skipped", "skipped", "conformers")}
     summary["bytes_per_molecule"] = round(metadata["bytes_per_molecule"], 1)

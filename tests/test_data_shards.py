@@ -247,3 +247,23 @@ def test_rerun_rebuilds_a_shard_with_a_flipped_byte(tmp_path):
     open(path, "wb").write(bytes(damaged))
     build_shards(HOSTILE, out, num_shards=2, workers=1, conformers="none", progress=False)
     assert open(path, "rb").read() == good
+
+
+def test_text_in_a_label_column_is_refused_counted_or_logged(tmp_path, caplog):
+    from moleblend_jax.errors import UserError
+
+    path = tmp_path / "mols.csv"
+    path.write_text("smiles,y,note\nCCO,1.0,a\nCCC,abc,b\nCCCC,,c\nCO,NaN,\n")
+    common = dict(num_shards=1, workers=1, conformers="none", progress=False)
+    with pytest.raises(UserError, match=r"'y' has 1 non-numeric cells \(row 2: 'abc'\)"):
+        build_shards(str(path), str(tmp_path / "named"), label_columns=["y"], **common)
+    assert not (tmp_path / "named").exists()
+    meta = build_shards(
+        str(path), str(tmp_path / "skip"), label_columns=["y"], skip_bad_labels=True, **common
+    )
+    assert meta["skipped"] == {"bad_label": 1} and meta["num_written"] == 3
+    with caplog.at_level("WARNING"):
+        meta = build_shards(str(path), str(tmp_path / "auto"), **common)
+    assert meta["label_names"] == []
+    assert "column 'y' is not a label column: 1 non-numeric cells (row 2: 'abc')" in caplog.text
+    assert "column 'note' is not a label column" in caplog.text

@@ -271,3 +271,13 @@ def test_baseline_rf_uses_the_same_split(tmp_path, finetuned, experiment_script)
     finetuned_split = splits.load_split(root / "ft" / "split_column_seed0.json")
     for part in ("train", "valid", "test"):
         np.testing.assert_array_equal(made[part], finetuned_split[part])
+
+
+def test_an_auto_detected_column_that_is_not_numeric_is_logged(tmp_path, caplog):
+    (tmp_path / "mols.csv").write_text("smiles,y,assay\nCCO,1.5,ok\nCCC,2.5,abc\nCO,,\n")
+    config = finetune_configs.get_config("tiny")
+    config.dataset, config.dataset_path = "csv", str(tmp_path / "mols.csv")
+    with caplog.at_level("WARNING"):
+        table = user_data.read_table(config)
+    assert table.task_names == ("y",)
+    assert "column 'assay' is not a label column: 2 non-numeric cells (row 1: 'ok'" in caplog.text

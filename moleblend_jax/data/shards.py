@@ -165,6 +165,7 @@ def build_shards(
     labels_csv: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    skip_bad_labels: bool = False,
 ) -> dict:
     """Reads `input`, writes OUTPUT/shard-*.tfrecord + metadata.json (local or gs:// paths).
 
@@ -173,14 +174,18 @@ def build_shards(
     SMILES sources get none), 'rdkit' (ETKDG + MMFF for every molecule) or 'none'
     (has_coords = 0); default: 'file' for sources with coordinates, else 'rdkit'. offset,
     limit: only source entries offset .. offset + limit - 1 (limit None: to the end), e.g. a
-    held-out set after a training prefix. Returns the metadata dict. Raises FileNotFoundError /
-    ValueError for a missing or empty input and ValueError when no molecule could be written.
+    held-out set after a training prefix. skip_bad_labels: CSV rows whose named label cell is
+    not a number are skipped as `bad_label` (default: a UserError naming them). Returns the
+    metadata dict. Raises FileNotFoundError / ValueError for a missing or empty input and
+    ValueError when no molecule could be written.
     """
     if isinstance(input, Source):
         source = input
         where = dict(input=source.name, fingerprint=source.fingerprint)
     else:
-        source = open_source(input, smiles_column, label_columns, labels_csv)
+        source = open_source(
+            input, smiles_column, label_columns, labels_csv, skip_bad_labels=skip_bad_labels
+        )
         where = dict(input=input if input == "qm9" else os.path.abspath(input))
     conformers = conformers or source.default_conformers
     if conformers not in CONFORMER_MODES:
@@ -205,6 +210,7 @@ def build_shards(
         labels_csv=labels_csv,
         seed=seed,
         **({"label_units": label_units} if label_units else {}),
+        **({"skip_bad_labels": True} if skip_bad_labels else {}),
     )
     output = epath.Path(output)
     output.mkdir(parents=True, exist_ok=True)
