@@ -267,3 +267,37 @@ def test_text_in_a_label_column_is_refused_counted_or_logged(tmp_path, caplog):
     assert meta["label_names"] == []
     assert "column 'y' is not a label column: 1 non-numeric cells (row 2: 'abc')" in caplog.text
     assert "column 'note' is not a label column" in caplog.text
+
+
+def _sdf_text(num):
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMolecule(mol, randomSeed=0)
+    return (Chem.MolToMolBlock(Chem.RemoveHs(mol)) + "$$$$\n") * num
+
+
+def test_unreadable_inputs_are_one_line_errors_and_leave_no_files(tmp_path, file_size_limit):
+    from moleblend_jax.errors import UserError
+
+    common = dict(num_shards=2, workers=1, conformers="none", progress=False)
+    binary = tmp_path / "mols.smi"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(UserError, match="not a text file"):
+        build_shards(str(binary), str(tmp_path / "binary"), **common)
+    junk = tmp_path / "junk.smi"
+    junk.write_text("CCO\n" + "".join(f"x{i}((\n" for i in range(19)))
+    with pytest.raises(UserError, match="19 of 20 entries could not be parsed"):
+        build_shards(str(junk), str(tmp_path / "junk"), **common)
+    assert not os.listdir(tmp_path / "junk")
+    packed = gzip.compress(_sdf_text(400).encode())  # 180 kB of text: beyond the first check.
+    truncated = tmp_path / "mols.sdf.gz"
+    truncated.write_bytes(packed[: len(packed) * 3 // 4])
+    with pytest.raises(UserError, match=f"{truncated}: truncated or corrupt file"):
+        build_shards(str(truncated), str(tmp_path / "sdf"), **common)
+    assert not os.listdir(tmp_path / "sdf")
+    file_size_limit(600)  # A full disk.
+    with pytest.raises(UserError, match=r"\.tmp-shard-0000.-of-00002.tfrecord: writing shards"):
+        build_shards(HOSTILE, str(tmp_path / "full"), **common)
+    assert not os.listdir(tmp_path / "full")

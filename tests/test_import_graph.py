@@ -13,7 +13,7 @@ ALLOWED = {
     "chem": {"schema"},
     "data": {"schema", "chem", "errors"},
     "model": set(),
-    "train": {"schema", "chem", "data", "model", "host_allocator"},
+    "train": {"schema", "chem", "data", "model", "host_allocator", "errors"},
     "finetune": {"schema", "chem", "data", "model", "train", "configs", "errors"},
     "interop": {"model", "configs"},
     "errors": set(),

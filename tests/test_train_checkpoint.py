@@ -1,23 +1,11 @@
 """Checkpointer: failed writes are reported at once, the previous checkpoint kept."""
 
 import resource
-import signal
 
 import numpy as np
 import pytest
 
 from moleblend_jax.train import checkpoint
-
-
-@pytest.fixture
-def file_size_limit():
-    """-> limit(bytes): no file of this process may grow past `bytes` (writes fail with EFBIG,
-    as on a full disk) until the test ends."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    signal.signal(signal.SIGXFSZ, previous)
 
 
 def test_a_failed_save_stops_the_next_step_and_keeps_the_previous_checkpoint(

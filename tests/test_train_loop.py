@@ -200,3 +200,15 @@ def test_resume_with_another_batch_size_is_refused_before_compiling(runs, qm9_sh
     config = small_config(qm9_shards, total_steps=16, batch_size=8)
     with pytest.raises(UserError, match="batch_size: 16 -> 8"):
         loop.train_and_evaluate(config, runs["straight"])
+
+
+def test_shards_without_coordinates_are_logged(tmp_path, caplog):
+    import os
+
+    from moleblend_jax.data import build_shards
+
+    hostile = os.path.join(os.path.dirname(__file__), "data", "hostile.smi")
+    build_shards(hostile, tmp_path, 1, workers=1, max_atoms=16, conformers="none", progress=False)
+    with caplog.at_level("WARNING"):
+        inputs.check_shards(str(tmp_path), small_config().data)
+    assert "10 of 10 molecules have no 3D coordinates: their 3D losses are 0" in caplog.text

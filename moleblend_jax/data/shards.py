@@ -12,16 +12,20 @@ no-op once every shard's size and sha256 match metadata.json (a damaged shard is
 from __future__ import annotations
 
 import collections
+import contextlib
+import gzip
 import hashlib
 import itertools
 import json
 import multiprocessing
 import os
+import zlib
 
 from etils import epath
 
 from moleblend_jax.data import serialize
 from moleblend_jax.data.sources import Source, SourceItem, open_source
+from moleblend_jax.errors import UserError
 from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
     METADATA_FILE,
@@ -30,6 +34,17 @@ from moleblend_jax.schema import (
 )
 
 CHUNK_SIZE = 128  # Source items per worker task.
+# An input where this share of at least MIN_ENTRIES_CHECKED entries does not parse is refused.
+MAX_PARSE_FAILURES = 0.9
+MIN_ENTRIES_CHECKED = 10
+PARSE_FAILURES = (
+    "invalid_smiles",
+    "valence_error",
+    "kekulize_error",
+    "sanitize_error",
+    "sdf_parse_error",
+    "invalid_molecule",
+)
 CONFORMER_MODES = ("rdkit", "none", "file")
 _TMP_PREFIX = ".tmp-"
 
@@ -222,14 +237,7 @@ def build_shards(
         (output / METADATA_FILE).unlink()
     _clean(output)
 
-    names = [shard_name(i, num_shards) for i in range(num_shards)]
-    tmp_paths = [output / (_TMP_PREFIX + n) for n in names]
-    files = [p.open("wb") for p in tmp_paths]
-    hashes = [hashlib.sha256() for _ in names]
-    shard_counts = [collections.Counter() for _ in names]
-    skipped = collections.Counter()
-    conformer_counts = collections.Counter()
-    num_written = 0
+    writer = _ShardWriter(output, num_shards)
     total = None if source.total is None else max(source.total - offset, 0)  # Progress bar.
     if limit is not None:
         total = limit if total is None else min(limit, total)
@@ -239,50 +247,26 @@ def build_shards(
 
         bar = tqdm(total=total, unit="mol", desc=f"shards {output.name}")
     try:
-        items = source.items()
-        chunks = featurize_items(items, conformers, max_atoms, seed, workers, limit, offset)
-        for results in chunks:
+        items = _read(source)
+        for results in featurize_items(items, conformers, max_atoms, seed, workers, limit, offset):
             for result in results:
-                if result[0] == "skip":
-                    skipped[result[2]] += 1
-                    continue
-                _, _, data, n_atoms, conformer = result
-                shard = num_written % num_shards
-                framed = serialize.frame(data)
-                files[shard].write(framed)
-                hashes[shard].update(framed)
-                shard_counts[shard][n_atoms] += 1
-                conformer_counts[conformer] += 1
-                num_written += 1
+                writer.add(result)
             if bar is not None:
                 bar.update(len(results))
+        writer.close()
+        _require_mostly_parsed(source.name, writer.num_written, writer.skipped)
+    except BaseException:
+        writer.close(failed=True)  # Temporary shards would be taken for a build's output.
+        _clean(output)
+        raise
     finally:
-        for f in files:
-            f.close()
         if bar is not None:
             bar.close()
-    if num_written == 0:
-        _clean(output)
-        raise ValueError(f"{source.name}: no molecule could be read (skipped: {dict(skipped)})")
-
+    num_written, skipped, sizes = writer.num_written, writer.skipped, writer.sizes
+    shards = writer.finish()
     histogram = collections.Counter()
-    for counts in shard_counts:
+    for counts in writer.atom_counts:
         histogram.update(counts)
-    sizes = [p.stat().length for p in tmp_paths]
-    shards = []
-    for name, tmp, size, digest, counts in zip(
-        names, tmp_paths, sizes, hashes, shard_counts, strict=True
-    ):
-        shards.append(
-            dict(
-                file=name,
-                num_records=sum(counts.values()),
-                bytes=size,
-                sha256=digest.hexdigest(),
-                atom_counts={str(k): v for k, v in sorted(counts.items())},
-            )
-        )
-        tmp.replace(output / name)
     metadata = dict(
         schema_version=SCHEMA_VERSION,
         source=source.name,
@@ -292,7 +276,7 @@ def build_shards(
         num_written=num_written,
         num_skipped=sum(skipped.values()),
         skipped=dict(sorted(skipped.items())),
-        conformers=dict(sorted(conformer_counts.items())),
+        conformers=dict(sorted(writer.conformers.items())),
         label_names=source.label_names,
         num_labels=len(source.label_names),
         max_atoms_seen=max(histogram),
@@ -302,9 +286,108 @@ def build_shards(
         shards=shards,
     )
     tmp_meta = output / (_TMP_PREFIX + METADATA_FILE)
-    tmp_meta.write_text(json.dumps(metadata, indent=1))
+    try:
+        _ShardWriter.guard(tmp_meta, lambda: tmp_meta.write_text(json.dumps(metadata, indent=1)))
+    except UserError:
+        _clean(output)
+        raise
     tmp_meta.replace(output / METADATA_FILE)
     return metadata
+
+
+class _ShardWriter:
+    """Writes `process_chunk` results round-robin to temporary shard files, counting what it
+    writes and skips; `finish` renames the shards into place. A failed write is a UserError
+    naming the file and the OS error (a full disk)."""
+
+    def __init__(self, output: epath.Path, num_shards: int):
+        self.names = [shard_name(i, num_shards) for i in range(num_shards)]
+        self.output = output
+        self.paths = [output / (_TMP_PREFIX + n) for n in self.names]
+        self.files = [self.guard(p, lambda p=p: p.open("wb")) for p in self.paths]
+        self.hashes = [hashlib.sha256() for _ in self.names]
+        self.atom_counts = [collections.Counter() for _ in self.names]
+        self.skipped = collections.Counter()
+        self.conformers = collections.Counter()
+        self.num_written = 0
+
+    @staticmethod
+    def guard(path: epath.Path, write):
+        """write() -> its result; an OSError becomes a UserError naming `path`."""
+        try:
+            return write()
+        except OSError as err:
+            raise UserError(f"{path}: writing shards failed: {err.strerror or err}") from None
+
+    def add(self, result: tuple) -> None:
+        if result[0] == "skip":
+            self.skipped[result[2]] += 1
+            return
+        _, _, data, n_atoms, conformer = result
+        shard = self.num_written % len(self.files)
+        framed = serialize.frame(data)
+        self.guard(self.paths[shard], lambda: self.files[shard].write(framed))
+        self.hashes[shard].update(framed)
+        self.atom_counts[shard][n_atoms] += 1
+        self.conformers[conformer] += 1
+        self.num_written += 1
+
+    def close(self, failed: bool = False) -> None:
+        """Flushes and closes every file (after a failure: quietly, as they are deleted)."""
+        for path, f in zip(self.paths, self.files, strict=True):
+            if failed:
+                with contextlib.suppress(OSError):
+                    f.close()
+            else:
+                self.guard(path, f.close)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [p.stat().length for p in self.paths]
+
+    def finish(self) -> list[dict]:
+        """Renames the closed shards into place -> their metadata.json entries."""
+        shards = []
+        for name, path, size, digest, counts in zip(
+            self.names, self.paths, self.sizes, self.hashes, self.atom_counts, strict=True
+        ):
+            shards.append(
+                dict(
+                    file=name,
+                    num_records=sum(counts.values()),
+                    bytes=size,
+                    sha256=digest.hexdigest(),
+                    atom_counts={str(k): v for k, v in sorted(counts.items())},
+                )
+            )
+            path.replace(self.output / name)
+        return shards
+
+
+def _read(source: Source):
+    """`source.items()`, with a truncated or corrupt (gzip) file a UserError naming it."""
+    try:
+        yield from source.items()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise UserError(f"{source.name}: truncated or corrupt file ({err})") from None
+
+
+def _require_mostly_parsed(name: str, num_written: int, skipped: collections.Counter) -> None:
+    """No molecule written: ValueError; nearly every entry unparseable (the wrong format, a
+    binary file): UserError naming the reasons."""
+    if num_written == 0:
+        raise ValueError(f"{name}: no molecule could be read (skipped: {dict(skipped)})")
+    failed = sum(c for reason, c in skipped.items() if _is_parse_failure(reason))
+    entries = num_written + sum(skipped.values())
+    if entries >= MIN_ENTRIES_CHECKED and failed >= MAX_PARSE_FAILURES * entries:
+        raise UserError(
+            f"{name}: {failed} of {entries} entries could not be parsed "
+            f"({dict(sorted(skipped.items()))}); is it the format its name says?"
+        )
+
+
+def _is_parse_failure(reason: str) -> bool:
+    return reason in PARSE_FAILURES or reason.startswith("error_")
 
 
 def _shards_intact(output: epath.Path, metadata: dict) -> bool:

@@ -71,6 +71,19 @@ def _check_file(path: str) -> None:
         return
     if os.path.getsize(path) == 0:
         raise ValueError(f"input file is empty: {path}")
+    _check_text(path)
+
+
+def _check_text(path: str) -> None:
+    """UserError for a file whose start (after gunzip) holds NUL bytes: not text."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(1 << 16)
+    except (OSError, EOFError) as err:
+        raise UserError(f"{path}: unreadable ({err})") from None
+    if b"\x00" in head:
+        raise UserError(f"{path}: not a text file (NUL bytes in its first {len(head)} bytes)")
 
 
 def _open_text(path: str):

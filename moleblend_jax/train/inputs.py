@@ -15,6 +15,9 @@ from jax.experimental import multihost_utils
 from moleblend_jax.errors import UserError
 from moleblend_jax.train.paths import as_path, is_local
 
+# Conformer reasons of records without coordinates (chem.conformers.NONE, EMBED_FAILED).
+NO_COORDINATES = ("none", "embed_failed")
+
 
 class PretrainingData(NamedTuple):
     train_dir: str
@@ -43,17 +46,29 @@ def prepare_pretraining_data(config: ml_collections.ConfigDict, workdir: str) ->
         if directory is not None:
             reader.shard_paths(directory)  # Raises, naming the path, if missing or corrupt.
     if dirs.eval_dir is not None:
-        check_oversize(dirs.eval_dir, config.data)
-    return dirs._replace(num_oversize=check_oversize(dirs.train_dir, config.data))
+        check_shards(dirs.eval_dir, config.data)
+    return dirs._replace(num_oversize=check_shards(dirs.train_dir, config.data))
 
 
-def check_oversize(data_dir: str, data: ml_collections.ConfigDict) -> int:
-    """Molecules of `data_dir` above the largest of `data.buckets`: a UserError (the pipeline
-    would skip them) unless `data.drop_oversize`, then logged. -> their count."""
+def check_shards(data_dir: str, data: ml_collections.ConfigDict) -> int:
+    """Checks what pretraining would lose silently: molecules of `data_dir` above the largest
+    of `data.buckets` are a UserError (the pipeline would skip them) unless
+    `data.drop_oversize`, then logged; shards without 3D coordinates are logged (the 3D losses
+    would stay 0). -> the count of molecules dropped."""
     from moleblend_jax.data import reader
 
+    metadata = reader.load_metadata(data_dir)
+    without = sum(metadata["conformers"].get(reason, 0) for reason in NO_COORDINATES)
+    if without:
+        logging.warning(
+            "%s: %d of %d molecules have no 3D coordinates: their 3D losses are 0 (rebuild "
+            "with data_prep/build_shards.py --conformers=rdkit to generate them).",
+            data_dir,
+            without,
+            metadata["num_written"],
+        )
     largest_bucket = max(data.buckets)
-    count, largest = reader.count_oversize(reader.load_metadata(data_dir), largest_bucket)
+    count, largest = reader.count_oversize(metadata, largest_bucket)
     if count and not data.drop_oversize:
         raise UserError(
             f"{data_dir}: {count} molecules have more than {largest_bucket} atoms (the largest "
