@@ -18,6 +18,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from moleblend_jax.data.shards import build_shards  # noqa: E402
+from moleblend_jax.errors import exit_on_user_error  # noqa: E402
 
 flags.DEFINE_string("input", None, "Input file, PCQM4Mv2 directory, or 'qm9'.", required=True)
 flags.DEFINE_string("output", None, "Output directory.", required=True)
@@ -44,6 +45,7 @@ flags.DEFINE_bool(
 FLAGS = flags.FLAGS
 
 
+@exit_on_user_error
 def main(argv):
     del argv
     metadata = build_shards(

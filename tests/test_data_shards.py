@@ -301,3 +301,15 @@ def test_unreadable_inputs_are_one_line_errors_and_leave_no_files(tmp_path, file
     with pytest.raises(UserError, match=r"\.tmp-shard-0000.-of-00002.tfrecord: writing shards"):
         build_shards(HOSTILE, str(tmp_path / "full"), **common)
     assert not os.listdir(tmp_path / "full")
+
+
+def test_corrupt_metadata_is_named_and_rebuilt(tmp_path):
+    from moleblend_jax.errors import UserError
+
+    out = str(tmp_path / "out")
+    meta = build_shards(HOSTILE, out, num_shards=1, workers=1, conformers="none", progress=False)
+    with open(os.path.join(out, "metadata.json"), "r+") as f:
+        f.truncate(100)
+    with pytest.raises(UserError, match=f"{out}/metadata.json: corrupt"):
+        list(iter_records(out))
+    assert build_shards(HOSTILE, out, 1, workers=1, conformers="none", progress=False) == meta

@@ -212,3 +212,39 @@ def test_shards_without_coordinates_are_logged(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         inputs.check_shards(str(tmp_path), small_config().data)
     assert "10 of 10 molecules have no 3D coordinates: their 3D losses are 0" in caplog.text
+
+
+def test_user_mistakes_are_one_line_exit_2(tmp_path):
+    """The pretraining and shard-building commands print a user's mistake as one line."""
+    import os
+    import subprocess
+    import sys
+
+    from train_testing import REPO
+
+    (tmp_path / "mols.smi").write_bytes(bytes(range(256)))
+    commands = {
+        "config.batch_size=-8 must be positive": [
+            "experiments/pretrain.py",
+            "--config=configs/base.py:tiny",
+            f"--workdir={tmp_path / 'w'}",
+            "--config.batch_size=-8",
+        ],
+        "mols.smi: not a text file": [
+            "data_prep/build_shards.py",
+            f"--input={tmp_path / 'mols.smi'}",
+            f"--output={tmp_path / 'out'}",
+        ],
+    }
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = {
+        text: subprocess.Popen(
+            [sys.executable, *command], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
+        )
+        for text, command in commands.items()
+    }
+    for text, proc in procs.items():
+        _, stderr = proc.communicate(timeout=300)
+        last = stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2, (text, stderr[-2000:])
+        assert last.startswith("error: ") and text in last and "Traceback" not in stderr, last

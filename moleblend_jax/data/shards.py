@@ -160,10 +160,15 @@ def _clean(output: epath.Path) -> None:
 
 
 def read_metadata(data_dir: str | os.PathLike) -> dict | None:
+    """metadata.json of a shard directory, or None when it is missing or corrupt (the build
+    did not finish: rebuild)."""
     path = epath.Path(data_dir) / METADATA_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
 
 
 def build_shards(
@@ -233,8 +238,7 @@ def build_shards(
     if existing is not None and existing.get("args") == args and _shards_intact(output, existing):
         return existing
     # Drop the old metadata first: from here on the directory does not look complete.
-    if existing is not None:
-        (output / METADATA_FILE).unlink()
+    (output / METADATA_FILE).unlink(missing_ok=True)
     _clean(output)
 
     writer = _ShardWriter(output, num_shards)

@@ -18,6 +18,7 @@ import tqdm
 
 from moleblend_jax import host_allocator
 from moleblend_jax import model as model_lib
+from moleblend_jax.errors import UserError
 from moleblend_jax.train import inputs, optim, sharding
 from moleblend_jax.train import state as state_lib
 from moleblend_jax.train import workdir as workdir_lib
@@ -45,20 +46,24 @@ def dummy_batch(batch_size: int, num_atoms: int) -> dict[str, jnp.ndarray]:
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Fails fast, before any data is built or anything compiled, on settings that cannot work."""
+    """Fails fast, before any data is built or anything compiled, on settings that cannot work
+    (a UserError: one line from the command line)."""
+    for key in ("batch_size", "total_steps", "log_every", "checkpoint_every"):
+        if config[key] <= 0:
+            raise UserError(f"config.{key}={config[key]} must be positive.")
     if config.batch_size % jax.device_count():
-        raise ValueError(
+        raise UserError(
             f"config.batch_size={config.batch_size} is not divisible by the "
             f"{jax.device_count()} devices."
         )
     missing = set(LOSS_TERMS) - set(config.loss_weights)
     if missing:
-        raise ValueError(f"config.loss_weights lacks {sorted(missing)}.")
+        raise UserError(f"config.loss_weights lacks {sorted(missing)}.")
     buckets = tuple(config.data.buckets)
     if list(buckets) != sorted(buckets) or buckets[-1] > config.data.max_atoms:
-        raise ValueError(f"config.data.buckets={buckets} must be increasing and <= max_atoms.")
+        raise UserError(f"config.data.buckets={buckets} must be increasing and <= max_atoms.")
     if config.eval_every and config.eval_every % config.log_every:
-        raise ValueError(
+        raise UserError(
             f"config.eval_every={config.eval_every} must be a multiple of "
             f"config.log_every={config.log_every} (the held-out loss joins that step's line)."
         )
