@@ -52,6 +52,7 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(
                 save_interval_steps=save_every, max_to_keep=keep, create=True
             ),
+            item_handlers={"state": ocp.StandardCheckpointHandler()},
         )
 
     def latest_step(self) -> int | None:
@@ -90,11 +91,40 @@ class Checkpointer:
                 shutil.rmtree(partial, ignore_errors=True)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
-        """Restores `step` (default: latest) straight into the shapes and shardings of
-        `abstract_state` (ShapeDtypeStructs): no initialised state is needed first."""
-        step = self.latest_step() if step is None else step
-        if step is None:
+        """Restores `step` (default: the latest readable one) straight into the shapes and
+        shardings of `abstract_state` (ShapeDtypeStructs): no initialised state is needed first.
+
+        An unreadable latest checkpoint (corrupt files) is deleted, with a warning, and the one
+        before it restored. Params of other shapes than `abstract_state`'s (another model
+        size) are a UserError naming them; no readable checkpoint at all is a UserError too.
+        """
+        steps = sorted(self._manager.all_steps(), reverse=True) if step is None else [step]
+        if not steps:
             raise FileNotFoundError(f"No checkpoint found in {self.directory}.")
+        unreadable = []
+        for candidate in steps:
+            try:
+                state = self._restore(candidate, abstract_state)
+            except UserError:
+                raise
+            except Exception as err:  # noqa: BLE001 - orbax and tensorstore raise many kinds.
+                logging.warning("%s/%d is unreadable: %s", self.directory, candidate, one_line(err))
+                unreadable.append((candidate, err))
+                continue
+            for bad, _ in unreadable:  # Else the resumed run would skip saving that step.
+                logging.warning(
+                    "Deleting %s/%d; resuming from step %d.", self.directory, bad, candidate
+                )
+                self._manager.delete(bad)
+            return state
+        raise UserError(
+            f"{self.directory}: no readable checkpoint (step {unreadable[0][0]}: "
+            f"{one_line(unreadable[0][1])[:400]})"
+        )
+
+    def _restore(self, step: int, abstract_state: Any) -> Any:
+        saved = self._manager.item_metadata(step)["state"]
+        _require_same_shapes(f"{self.directory}/{step}", saved["params"], abstract_state.params)
         restored = self._manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         )
@@ -114,6 +144,27 @@ class Checkpointer:
             # After a failed save orbax would raise its error once more.
             with contextlib.suppress(Exception) if self._failed else contextlib.nullcontext():
                 self._manager.close()
+
+
+def _shapes(tree: Any) -> dict[str, tuple]:
+    """Leaf name ("encoder/layer_0/ffn/kernel") -> shape of a params tree or its metadata."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+    name = lambda path: "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)  # noqa: E731
+    return {name(path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def _require_same_shapes(where: str, saved: Any, wanted: Any) -> None:
+    """UserError naming the params a checkpoint has with other shapes, lacks or adds."""
+    have, want = _shapes(saved), _shapes(wanted)
+    differ = sorted(k for k in have.keys() & want.keys() if have[k] != want[k])
+    missing, extra = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+    if differ or missing or extra:
+        shapes = [f"{k} {have[k]} (model {want[k]})" for k in differ[:3]]
+        raise UserError(
+            f"{where} holds another model: {len(differ)} params of other shapes {shapes}, "
+            f"{len(missing)} missing {missing[:3]}, {len(extra)} extra {extra[:3]}; resume "
+            "with the config it was written with (config.json next to it)"
+        )
 
 
 def restore_params(directory: str | epath.Path, step: int | None = None) -> dict:
