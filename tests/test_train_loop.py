@@ -248,3 +248,28 @@ def test_user_mistakes_are_one_line_exit_2(tmp_path):
         last = stderr.strip().splitlines()[-1]
         assert proc.returncode == 2, (text, stderr[-2000:])
         assert last.startswith("error: ") and text in last and "Traceback" not in stderr, last
+
+
+def test_ctrl_c_sets_the_save_and_stop_flag_like_sigterm():
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        stop, restore = loop._install_stop_flag()
+        assert not stop()
+        os.kill(os.getpid(), signum)  # Handled at once: the flag is set, nothing raised.
+        assert stop()
+        if signum == signal.SIGINT:
+            with pytest.raises(KeyboardInterrupt):  # A second Ctrl-C stops at once.
+                os.kill(os.getpid(), signum)
+        restore()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_total_steps_below_the_checkpoint_says_so(runs, qm9_shards, caplog):
+    config = small_config(qm9_shards, total_steps=4, **{"data.eval_dir": str(qm9_shards), **EVAL})
+    with caplog.at_level("WARNING"):
+        assert loop.train_and_evaluate(config, runs["straight"]) == {"step": 8}
+    assert "is at step 8, config.total_steps=4: nothing to train" in caplog.text
+    assert [r["step"] for r in read_jsonl(runs["straight"] / "metrics.jsonl")] == [2, 4, 6, 8]

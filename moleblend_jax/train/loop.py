@@ -102,7 +102,7 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
     with jax.transfer_guard("allow"):
         run = _set_up(config, workdir, data)
     state, step = run.state, run.start_step
-    preempted, restore_sigterm = _install_sigterm_flag()
+    preempted, restore_signals = _install_stop_flag()
     progress = tqdm.tqdm(
         total=config.total_steps * config.batch_size,
         initial=step * config.batch_size,
@@ -113,6 +113,15 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
     )
     pending = []  # Device metrics since the last log, fetched together to avoid syncs.
     last_logged = {}
+    if step >= config.total_steps:
+        logging.warning(
+            "%s is at step %d, config.total_steps=%d: nothing to train (raise "
+            "--config.total_steps to continue).",
+            workdir,
+            step,
+            config.total_steps,
+        )
+        last_logged = {"step": step}
     stop_step = config.total_steps
     if config.max_steps_per_run:
         stop_step = min(stop_step, step + config.max_steps_per_run)
@@ -147,7 +156,7 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
         logging.error("Stopped; the last good checkpoint is step %s.", latest)
         raise
     finally:
-        restore_sigterm()
+        restore_signals()
         progress.close()
         run.checkpointer.close()
         run.writer.close()
@@ -289,14 +298,27 @@ def _log(step: int, scalars: dict, writer: MetricWriter, progress) -> dict:
     return {"step": step, **scalars}
 
 
-def _install_sigterm_flag():
-    """SIGTERM (preemption) sets a flag the loop checks after each step.
+def _install_stop_flag():
+    """SIGTERM (preemption) and SIGINT (Ctrl-C) set a flag the loop checks after each step: it
+    saves and stops. A second Ctrl-C stops at once (KeyboardInterrupt).
 
-    Returns (flag getter, function restoring the previous handler).
+    Returns (flag getter, function restoring the previous handlers).
     """
     received = []
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT and received:
+            raise KeyboardInterrupt
+        logging.warning("%s: saving and stopping after this step.", signal.Signals(signum).name)
+        received.append(time.time())
+
     try:
-        previous = signal.signal(signal.SIGTERM, lambda *_: received.append(time.time()))
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # Not the main thread: rely on orbax's preemption check.
         return (lambda: bool(received)), (lambda: None)
-    return (lambda: bool(received)), (lambda: signal.signal(signal.SIGTERM, previous))
+
+    def restore():
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    return (lambda: bool(received)), restore
