@@ -97,10 +97,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingData) -> dict:
     """`train_and_evaluate` once the workdir is locked and the data checked."""
+    checkpointer = Checkpointer(
+        workdir / "checkpoints", config.checkpoint_every, config.keep_checkpoints
+    )
+    latest = checkpointer.latest_step()
+    workdir_lib.check_config(workdir, config, latest is not None, jax.process_index() == 0)
+    if latest is not None and latest >= config.total_steps:
+        checkpointer.close()
+        logging.warning(
+            "%s is at step %d, config.total_steps=%d: nothing to train (raise "
+            "--config.total_steps to continue).",
+            workdir,
+            latest,
+            config.total_steps,
+        )
+        return {"step": latest}
     # Set-up may move small things to the devices implicitly (keys, constants); the step loop
     # may not: its inputs reach the devices only through `global_batch`.
     with jax.transfer_guard("allow"):
-        run = _set_up(config, workdir, data)
+        run = _set_up(config, workdir, data, checkpointer)
     state, step = run.state, run.start_step
     preempted, restore_signals = _install_stop_flag()
     progress = tqdm.tqdm(
@@ -113,15 +128,6 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
     )
     pending = []  # Device metrics since the last log, fetched together to avoid syncs.
     last_logged = {}
-    if step >= config.total_steps:
-        logging.warning(
-            "%s is at step %d, config.total_steps=%d: nothing to train (raise "
-            "--config.total_steps to continue).",
-            workdir,
-            step,
-            config.total_steps,
-        )
-        last_logged = {"step": step}
     stop_step = config.total_steps
     if config.max_steps_per_run:
         stop_step = min(stop_step, step + config.max_steps_per_run)
@@ -165,7 +171,7 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
     return last_logged
 
 
-def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
+def _set_up(config, workdir, data: inputs.PretrainingData, checkpointer: Checkpointer) -> _Run:
     """Mesh, model, the state (restored straight into its sharded layout when a checkpoint
     exists, else initialised in it), the batch iterator from the state's step on, and the
     compiled steps."""
@@ -177,11 +183,7 @@ def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
         buckets = buckets[-1:]
     local_batch_size = config.batch_size // num_processes
 
-    checkpointer = Checkpointer(
-        workdir / "checkpoints", config.checkpoint_every, config.keep_checkpoints
-    )
     is_writer = jax.process_index() == 0
-    workdir_lib.check_config(workdir, config, checkpointer.latest_step() is not None, is_writer)
     mesh = sharding.make_mesh(config.mesh)
     model = model_lib.MoleBlend(config=config.model)
     schedule, tx = optim.pretraining_optimizer(config)
