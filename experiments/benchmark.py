@@ -38,7 +38,20 @@ flags.DEFINE_list("configs", ["tiny", "base"], "Variants of configs/base.py to t
 flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Activation dtypes to time.")
 flags.DEFINE_integer("batch_size", 32, "Molecules per step.")
 flags.DEFINE_integer("num_atoms", 32, "Padded atom count.")
-flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
+flags.DEFINE_integer("steps", 10, "Timed steps per variant and round (after 2 warm-up steps).")
+flags.DEFINE_integer("rounds", 1, "Rounds: every variant of a config runs --steps once per round.")
+flags.DEFINE_bool(
+    "torch",
+    False,
+    "Also time the PyTorch reference (benchmarks/torch_reference, `pip install -e .[bench]`), "
+    "its steps alternated with ours in the same rounds.",
+)
+flags.DEFINE_list("torch_modes", ["eager", "bf16"], "PyTorch modes: eager (fp32), bf16 autocast.")
+flags.DEFINE_float(
+    "attention_dropout",
+    None,
+    "Override config.model.attention_dropout (0 lets GPUs use cuDNN's fused attention).",
+)
 flags.DEFINE_string(
     "profile_dir",
     None,
@@ -47,6 +60,8 @@ flags.DEFINE_string(
 )
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+TORCH_REFERENCE = REPO / "benchmarks" / "torch_reference"
+TORCH_CONFIGS = {"tiny": "tiny_fh", "base": "base_fh"}  # Its configs with our factored heads.
 # Peak dense throughput used for MFU, by device kind substring and dtype (FLOP/s).
 PEAK_FLOPS = {
     "H100": {"bfloat16": 989e12, "float32": 67e12},
@@ -56,7 +71,8 @@ PEAK_FLOPS = {
 
 
 def real_batch(batch_size: int, num_atoms: int) -> dict[str, np.ndarray]:
-    """The first `batch_size` bundled ESOL molecules with 8..num_atoms heavy atoms."""
+    """The first `batch_size` bundled ESOL molecules with 8..num_atoms heavy atoms (repeated
+    when ESOL has fewer)."""
     from moleblend_jax.chem import SkipMolecule, smiles_to_record
     from moleblend_jax.data import pad_batch
     from moleblend_jax.finetune import datasets
@@ -72,16 +88,17 @@ def real_batch(batch_size: int, num_atoms: int) -> dict[str, np.ndarray]:
             chosen.append(record)
         if len(chosen) == batch_size:
             break
+    chosen = [chosen[i % len(chosen)] for i in range(batch_size)]
     return pad_batch(chosen, num_atoms, batch_size)
 
 
 def measured_matmul_flops(dtype: str = "float32", size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of one large square matmul on the default device (median): the practical peak
-    a compute-bound train step can approach here."""
+    """FLOP/s of one large square matmul (`dtype` operands, float32 result as in the model) on
+    the default device (median): the practical peak a compute-bound step can approach here."""
     import jax.numpy as jnp
 
     a = jnp.ones((size, size), dtype)
-    matmul = jax.jit(jnp.matmul)
+    matmul = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
     matmul(a, a).block_until_ready()
     durations = []
     for _ in range(repeats):
@@ -150,58 +167,68 @@ def machine_info() -> dict:
     }
 
 
-def time_step(variant: str, dtype: str, batch_np: dict) -> dict:
-    from moleblend_jax import model as model_lib
-    from moleblend_jax.train import loop, optim, sharding
-    from moleblend_jax.train import state as state_lib
-    from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
+class JaxStep:
+    """Our compiled pretraining step for one (config variant, dtype), ready to time."""
 
-    config = base.get_config(variant)
-    config.model.dtype = dtype
-    mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-    model = model_lib.MoleBlend(config=config.model)
-    schedule, tx = optim.pretraining_optimizer(config)
-    example = loop.dummy_batch(1, batch_np["atom_mask"].shape[1])
-    layout = state_lib.state_layout(
-        model, tx, example, jax.random.PRNGKey(0), mesh, config.mesh.rules
-    )
-    state, shardings = layout.init(), layout.shardings
-    num_params = state_lib.count_params(state.params)
-    batch = sharding.global_batch(batch_np, mesh)
-    step_fn = jit_train_step(
-        pretraining_loss_fn(model, dict(config.loss_weights)), tx, schedule, shardings, mesh
-    )
-    start = time.perf_counter()
-    compiled = step_fn.lower(state, batch).compile()
-    compile_s = time.perf_counter() - start
+    def __init__(self, variant: str, dtype: str, batch_np: dict):
+        from moleblend_jax import model as model_lib
+        from moleblend_jax.train import loop, optim, sharding
+        from moleblend_jax.train import state as state_lib
+        from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
 
-    for _ in range(2):
-        state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    durations = []
-    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(FLAGS.steps):
+        config = base.get_config(variant)
+        config.model.dtype = dtype
+        if FLAGS.attention_dropout is not None:
+            config.model.attention_dropout = FLAGS.attention_dropout
+        mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+        model = model_lib.MoleBlend(config=config.model)
+        schedule, tx = optim.pretraining_optimizer(config)
+        example = loop.dummy_batch(1, batch_np["atom_mask"].shape[1])
+        layout = state_lib.state_layout(
+            model, tx, example, jax.random.PRNGKey(0), mesh, config.mesh.rules
+        )
+        self.state = layout.init()
+        self.batch = sharding.global_batch(batch_np, mesh)
+        step_fn = jit_train_step(
+            pretraining_loss_fn(model, dict(config.loss_weights)),
+            tx,
+            schedule,
+            layout.shardings,
+            mesh,
+        )
         start = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready(metrics)
-        durations.append(time.perf_counter() - start)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
-    median_s = float(np.median(durations))
-    batch_size = batch_np["atom_mask"].shape[0]
-    result = {
-        "config": variant,
-        "dtype": dtype,
-        "batch_size": batch_size,
-        "num_atoms": int(batch_np["atom_mask"].shape[1]),
-        "params": int(num_params),
-        "compile_s": round(compile_s, 2),
-        "step_s_median": round(median_s, 4),
-        "step_s_all": [round(d, 4) for d in durations],
-        "molecules_per_s": round(batch_size / median_s, 1),
-        # Pages the host touched afresh per step; see moleblend_jax/host_allocator.py.
-        "host_page_faults_per_step": round(faults / FLAGS.steps),
-        "loss": float(metrics["loss"]),
-    }
+        self.compiled = step_fn.lower(self.state, self.batch).compile()
+        compile_s = time.perf_counter() - start
+        batch_size, num_atoms = batch_np["atom_mask"].shape
+        self.info = {
+            "impl": "moleblend_jax",
+            "config": variant,
+            "dtype": dtype,
+            "batch_size": int(batch_size),
+            "num_atoms": int(num_atoms),
+            "params": int(state_lib.count_params(self.state.params)),
+            "attention_dropout": config.model.attention_dropout,
+            "compile_s": round(compile_s, 2),
+            **compiled_costs(self.compiled),
+        }
+        self.run(2)  # Warm-up.
+
+    def run(self, num_steps: int) -> list[float]:
+        """Time `num_steps` steps; -> seconds each."""
+        durations = []
+        for _ in range(num_steps):
+            start = time.perf_counter()
+            self.state, metrics = self.compiled(self.state, self.batch)
+            jax.block_until_ready(metrics)
+            durations.append(time.perf_counter() - start)
+        self.loss = float(metrics["loss"])
+        return durations
+
+
+def compiled_costs(compiled) -> dict:
+    """XLA's FLOPs and the step's memory (arguments + temporaries + outputs) from the compiled
+    step."""
+    result = {}
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     if cost and "flops" in cost:
@@ -210,31 +237,148 @@ def time_step(variant: str, dtype: str, batch_np: dict) -> dict:
     if memory is not None:
         result["xla_temp_bytes"] = int(memory.temp_size_in_bytes)
         result["xla_argument_bytes"] = int(memory.argument_size_in_bytes)
+        result["xla_output_bytes"] = int(memory.output_size_in_bytes)
+        result["xla_alias_bytes"] = int(memory.alias_size_in_bytes)
+    return result
+
+
+class TorchSteps:
+    """The PyTorch reference's step server (benchmarks/torch_reference/worker.py) for one config."""
+
+    def __init__(self, variant: str, modes: list[str], batch_size: int, num_atoms: int):
+        import subprocess
+        import sys
+
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(TORCH_REFERENCE / "worker.py"),
+                f"--config={TORCH_CONFIGS[variant]}",
+                f"--modes={','.join(modes)}",
+                f"--batch={batch_size}",
+                f"--atoms={num_atoms}",
+            ],
+            cwd=TORCH_REFERENCE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready = json.loads(self.process.stdout.readline() or "{}")
+        if not ready.get("ready"):
+            raise SystemExit("The PyTorch reference did not start: pip install -e '.[bench]'.")
+        self.info = {"impl": "torch", "config": TORCH_CONFIGS[variant], **ready}
+        del self.info["ready"]
+
+    def run(self, mode: str, num_steps: int) -> tuple[list[float], float]:
+        """Time `num_steps` steps of `mode`; -> (seconds each, last loss)."""
+        self.process.stdin.write(f"{mode} {num_steps}\n")
+        self.process.stdin.flush()
+        answer = json.loads(self.process.stdout.readline())
+        return answer["step_s"], answer["loss"]
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def profile_result(step: JaxStep, variant: str, dtype: str) -> dict:
+    def run_step():
+        step.run(1)
+
+    trace_dir = f"{FLAGS.profile_dir}/{variant}_{dtype}"
+    return profile_by_module(step.compiled, run_step, trace_dir)
+
+
+def peak_memory() -> dict:
+    """Peak device memory so far (where the backend reports it) and peak host RSS."""
+    result = {}
     device = jax.devices()[0]
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "peak_bytes_in_use" in stats:
         result["peak_device_bytes"] = int(stats["peak_bytes_in_use"])
     result["peak_host_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if FLAGS.profile_dir:
-
-        def run_step():
-            nonlocal state
-            state, step_metrics = compiled(state, batch)
-            jax.block_until_ready(step_metrics)
-
-        trace_dir = f"{FLAGS.profile_dir}/{variant}_{dtype}"
-        result["profile_ms_per_step"] = profile_by_module(compiled, run_step, trace_dir)
-    peak = next((p[dtype] for k, p in PEAK_FLOPS.items() if k in device.device_kind), None)
-    if peak and "xla_flops_per_step" in result:
-        result["mfu"] = result["xla_flops_per_step"] / median_s / peak
-    if "xla_flops_per_step" in result:
-        # Throughput if every FLOP ran at the measured large-matmul rate: an upper bound.
-        matmul_flops = measured_matmul_flops(dtype)
-        result["matmul_peak_flops_measured"] = round(matmul_flops / 1e9, 1) * 1e9
-        result["molecules_per_s_at_matmul_peak"] = round(
-            batch_size * matmul_flops / result["xla_flops_per_step"], 1
-        )
     return result
+
+
+def summarise(info: dict, durations: list[float], loss: float) -> dict:
+    median_s = float(np.median(durations))
+    result = {
+        **info,
+        "step_s_median": round(median_s, 4),
+        "step_s_all": [round(d, 4) for d in durations],
+        "molecules_per_s": round(info.get("batch_size", FLAGS.batch_size) / median_s, 1),
+        "loss": loss,
+    }
+    peak = next(
+        (p.get(info["dtype"]) for k, p in PEAK_FLOPS.items() if k in jax.devices()[0].device_kind),
+        None,
+    )
+    if peak and "xla_flops_per_step" in info:
+        result["mfu"] = info["xla_flops_per_step"] / median_s / peak
+    return result
+
+
+def time_config(variant: str, batch_np: dict) -> list[dict]:
+    """Every dtype of ours (and the PyTorch modes) for one config, steps alternated by round."""
+    ours = {dtype: JaxStep(variant, dtype, batch_np) for dtype in FLAGS.dtypes}
+    torch_steps = None
+    if FLAGS.torch:
+        torch_steps = TorchSteps(variant, FLAGS.torch_modes, FLAGS.batch_size, FLAGS.num_atoms)
+    names = [("ours", d) for d in ours] + [("torch", m) for m in (FLAGS.torch_modes * FLAGS.torch)]
+    durations = {name: [] for name in names}
+    losses = {}
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for round_index in range(FLAGS.rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:  # Each round starts with another variant.
+            if name[0] == "ours":
+                durations[name] += ours[name[1]].run(FLAGS.steps)
+                losses[name] = ours[name[1]].loss
+            else:
+                steps, losses[name] = torch_steps.run(name[1], FLAGS.steps)
+                durations[name] += steps
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+    results = []
+    for impl, mode in names:
+        if impl == "ours":
+            result = summarise(ours[mode].info, durations[impl, mode], losses[impl, mode])
+            # Pages the host touched afresh per step; see moleblend_jax/host_allocator.py.
+            result["host_page_faults_per_step"] = round(faults / sum(map(len, durations.values())))
+            result.update(peak_memory())
+            if FLAGS.profile_dir:
+                result["profile_ms_per_step"] = profile_result(ours[mode], variant, mode)
+        else:
+            info = {**torch_steps.info, "dtype": mode, "batch_size": FLAGS.batch_size}
+            result = summarise(info, durations[impl, mode], losses[impl, mode])
+        results.append(result)
+    if torch_steps:
+        torch_steps.close()
+    return results
+
+
+def ratios(results: list[dict]) -> dict:
+    """Same-run throughput ratios per config: ours bf16 vs ours fp32 and vs PyTorch."""
+    out = {}
+    for config in FLAGS.configs:
+        rate = {}
+        for r in results:
+            if r["config"] in (config, TORCH_CONFIGS.get(config)):
+                rate[f"{'ours' if r['impl'] == 'moleblend_jax' else 'torch'} {r['dtype']}"] = r[
+                    "molecules_per_s"
+                ]
+        pairs = {
+            "ours bfloat16 / ours float32": ("ours bfloat16", "ours float32"),
+            "ours bfloat16 / torch bf16": ("ours bfloat16", "torch bf16"),
+            "ours float32 / torch eager": ("ours float32", "torch eager"),
+        }
+        out[config] = {
+            k: round(rate[a] / rate[b], 3) for k, (a, b) in pairs.items() if a in rate and b in rate
+        }
+        ours_best = max((v for k, v in rate.items() if k.startswith("ours")), default=None)
+        torch_best = max((v for k, v in rate.items() if k.startswith("torch")), default=None)
+        if ours_best and torch_best:
+            out[config]["ours best / torch best"] = round(ours_best / torch_best, 3)
+    return out
 
 
 def main(argv):
@@ -242,13 +386,17 @@ def main(argv):
     batch_np = real_batch(FLAGS.batch_size, FLAGS.num_atoms)
     results = []
     for variant in FLAGS.configs:
-        for dtype in FLAGS.dtypes:
-            result = time_step(variant, dtype, batch_np)
-            print(json.dumps(result))
+        for result in time_config(variant, batch_np):
+            print(json.dumps({k: v for k, v in result.items() if k != "step_s_all"}))
             results.append(result)
+    summary = {"machine": machine_info(), "ratios": ratios(results), "results": results}
+    summary["machine"]["matmul_peak_flops_measured"] = {
+        dtype: round(measured_matmul_flops(dtype) / 1e9, 1) * 1e9 for dtype in FLAGS.dtypes
+    }
+    print(json.dumps(summary["ratios"]))
     out = pathlib.Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine_info(), "results": results}, indent=2) + "\n")
+    out.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
   python experiments/benchmark_data.py --out=benchmarks/data.json [--qm9_limit=20000]
 
 Measures (molecules/s, wall clock, on whatever else the machine is running; the JSON records
-the load average): preprocessing QM9 with its DFT coordinates (one process, and a W-worker
-build), preprocessing with RDKit ETKDG+MMFF conformers (a subset), bytes per molecule, the
-plain-Python record reader, and padded tf.data batches (batch 256, buckets (16, 32)).
+the load average): preprocessing QM9 with its DFT coordinates (one process, and builds with 1
+and 2 workers, local pool and Beam DirectRunner), preprocessing with RDKit ETKDG+MMFF
+conformers (a subset), bytes per molecule, the plain-Python record reader, and padded tf.data
+batches (batch 256, buckets (16, 32)).
 """
 
 import argparse
@@ -32,7 +33,6 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
     parser.add_argument("--qm9_limit", type=int, default=20_000)
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--conformer_molecules", type=int, default=200)
     parser.add_argument("--pipeline_batches", type=int, default=200)
     args = parser.parse_args()
@@ -52,23 +52,29 @@ def main():
     )
 
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        meta = build_shards("qm9", tmp, workers=args.workers, limit=args.qm9_limit, progress=False)
-        seconds = time.perf_counter() - start
-        results[f"build_shards_qm9_{args.workers}workers_mol_per_s"] = _rate(
-            meta["num_written"], seconds
-        )
+        for runner in ("local", "beam"):
+            for workers in (1, 2):
+                out = os.path.join(tmp, f"{runner}{workers}")
+                start = time.perf_counter()
+                meta = build_shards(
+                    "qm9", out, workers=workers, limit=args.qm9_limit, progress=False, runner=runner
+                )
+                seconds = time.perf_counter() - start
+                results[f"build_shards_qm9_{runner}_{workers}workers_mol_per_s"] = _rate(
+                    meta["num_written"], seconds
+                )
         results["build_shards_qm9_molecules"] = meta["num_written"]
         results["bytes_per_molecule_qm9"] = round(meta["bytes_per_molecule"], 1)
+        shard_dir = out  # What the reader benchmarks read.
 
         start = time.perf_counter()
-        count = sum(1 for _ in iter_records(tmp))
+        count = sum(1 for _ in iter_records(shard_dir))
         results["iter_records_mol_per_s"] = _rate(count, time.perf_counter() - start)
 
         from moleblend_jax.data.pipeline import make_batches
 
         start = time.perf_counter()
-        batches = make_batches(tmp, 256, (16, 32), seed=0)
+        batches = make_batches(shard_dir, 256, (16, 32), seed=0)
         next(batches)
         results["pipeline_first_batch_s"] = round(time.perf_counter() - start, 2)
         start = time.perf_counter()

@@ -100,3 +100,18 @@ def test_schedule_warmup_then_cosine_to_end():
     np.testing.assert_allclose(schedule(10), peak, rtol=1e-6)
     np.testing.assert_allclose(schedule(55), peak / 2, rtol=1e-5)
     np.testing.assert_allclose(schedule(100), 0.0, atol=1e-12)
+
+
+def test_bf16_training_follows_the_fp32_loss_curve(real_batches):
+    """A looser version of benchmarks/bf16_numerics.json (tiny, 300 steps, within 2% after
+    step 50): 30 steps of the small model from the same seed and batches, within 5% after 10.
+    """
+    batches = [real_batches[i % len(real_batches)] for i in range(30)]
+    curves = {}
+    for dtype in ("float32", "bfloat16"):
+        config = small_config(**{"model.dtype": dtype, "total_steps": 30})
+        _, metrics = _run_steps(config, jax.devices()[:1], batches, len(batches))
+        curves[dtype] = np.array([float(m["loss"]) for m in metrics])
+    fp32, bf16 = curves["float32"], curves["bfloat16"]
+    np.testing.assert_allclose(bf16[10:], fp32[10:], rtol=0.05)
+    assert not np.array_equal(bf16, fp32)

@@ -1,12 +1,15 @@
 """Build TFRecord shards from an input source (docs/data.md).
 
 Determinism: the source is read in order in the parent, processed in fixed-size chunks by W
-worker processes, and the results are written back in source order; the k-th written record goes
-to shard k % num_shards. Output bytes therefore depend only on the input and the arguments, never
-on W. Atomicity: shards are written under temporary names and renamed at the end, and
-metadata.json is written last (also via rename); a directory without metadata.json is
-incomplete, and rerunning rebuilds it. Rerunning a completed build with the same arguments is a
-no-op once every shard's size and sha256 match metadata.json (a damaged shard is rebuilt).
+worker processes, and the results are written back in source order; the k-th written record
+goes to shard k % num_shards. Output bytes therefore depend only on the input and the
+arguments, never on W. `runner="beam"` runs the same per-item work as an Apache Beam pipeline
+(`data.beam_shards`) and writes the same bytes. Atomicity: shards are written under temporary
+names and renamed at the end, and metadata.json is written last (also via rename); a directory
+without metadata.json is incomplete, and rerunning rebuilds it. Rerunning a completed build
+with the same arguments is a no-op once every shard's size and sha256 match metadata.json (a
+damaged shard is rebuilt). A failed build (a full disk, a truncated input) leaves no temporary
+files and says which file failed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import json
 import multiprocessing
 import os
 import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from etils import epath
 
@@ -32,6 +37,9 @@ from moleblend_jax.schema import (
     SCHEMA_VERSION,
     SHARD_SUFFIX,
 )
+
+if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
 
 CHUNK_SIZE = 128  # Source items per worker task.
 # An input where this share of at least MIN_ENTRIES_CHECKED entries does not parse is refused.
@@ -101,7 +109,7 @@ def process_chunk(items: list[SourceItem], conformers: str, max_atoms: int, seed
     return out
 
 
-def _chunks(items, size: int, limit: int | None, offset: int = 0):
+def source_chunks(items, size: int, limit: int | None, offset: int = 0):
     """Lists of `size` source items, from entry `offset` on, at most `limit` in all."""
     chunk = []
     for count, item in enumerate(itertools.islice(items, offset, None)):
@@ -148,8 +156,89 @@ def featurize_items(
     """Source items -> `process_chunk` results, one list per chunk of `CHUNK_SIZE` items, in
     source order, computed by `workers` processes (the shard writer's and inference's one
     featurisation)."""
-    chunks = _chunks(items, CHUNK_SIZE, limit, offset)
+    chunks = source_chunks(items, CHUNK_SIZE, limit, offset)
     yield from _ordered_map(process_chunk, chunks, workers, (conformers, max_atoms, seed))
+
+
+# ---------------------------------------------------------------- shard files
+class ShardFile:
+    """One shard being written: framed records appended to a temporary file, which is hashed
+    and counted on the way (used by the local writer and by the Beam writer's workers)."""
+
+    def __init__(self, path: epath.Path):
+        self._path = path
+        self._file = _guard(path, lambda: path.open("wb"))
+        self._sha256 = hashlib.sha256()
+        self._size = 0
+        self._atom_counts = collections.Counter()
+        self._conformers = collections.Counter()
+
+    def add(self, data: bytes, n_atoms: int, conformer: str) -> None:
+        """Appends one serialized record (`process_chunk`'s bytes) of n_atoms atoms."""
+        framed = serialize.frame(data)
+        _guard(self._path, lambda: self._file.write(framed))
+        self._sha256.update(framed)
+        self._size += len(framed)
+        self._atom_counts[n_atoms] += 1
+        self._conformers[conformer] += 1
+
+    def close(self) -> dict:
+        """Closes the file -> its stats: num_records, bytes, sha256, atom_counts, conformers
+        (plain JSON types, so Beam workers can send them back)."""
+        _guard(self._path, self._file.close)
+        return dict(
+            num_records=sum(self._atom_counts.values()),
+            bytes=self._size,
+            sha256=self._sha256.hexdigest(),
+            atom_counts={str(k): v for k, v in sorted(self._atom_counts.items())},
+            conformers=dict(sorted(self._conformers.items())),
+        )
+
+    def abort(self) -> None:
+        """Closes the file quietly after a failure (it is about to be deleted)."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+
+
+def _guard(path: epath.Path, write):
+    """write() -> its result; an OSError (a full disk) becomes a UserError naming `path`."""
+    try:
+        return write()
+    except OSError as err:
+        raise UserError(f"{path}: writing shards failed: {err.strerror or err}") from None
+
+
+def _read(source: Source):
+    """`source.items()`, with a truncated or corrupt (gzip) file a UserError naming it."""
+    try:
+        yield from source.items()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise UserError(f"{source.name}: truncated or corrupt file ({err})") from None
+
+
+def _write_local(source: Source, tmp_paths, plan: dict, workers: int, bar) -> tuple:
+    """The multiprocessing writer: featurises in `workers` processes, writes record k of the
+    source order to shard k % S. Returns (stats of each shard, skip counts by reason)."""
+    files = [ShardFile(p) for p in tmp_paths]
+    skipped = collections.Counter()
+    num_written = 0
+    try:
+        chunks = featurize_items(_read(source), workers=workers, **plan)
+        for results in chunks:
+            for result in results:
+                if result[0] == "skip":
+                    skipped[result[2]] += 1
+                    continue
+                _, _, data, n_atoms, conformer = result
+                files[num_written % len(files)].add(data, n_atoms, conformer)
+                num_written += 1
+            if bar is not None:
+                bar.update(len(results))
+    except BaseException:
+        for f in files:
+            f.abort()
+        raise
+    return [f.close() for f in files], skipped
 
 
 # ---------------------------------------------------------------- build
@@ -171,6 +260,9 @@ def read_metadata(data_dir: str | os.PathLike) -> dict | None:
         return None
 
 
+RUNNERS = ("local", "beam")
+
+
 def build_shards(
     input: str | Source,  # noqa: A002 - the CLI flag's name.
     output: str | os.PathLike,
@@ -186,6 +278,8 @@ def build_shards(
     seed: int = 0,
     progress: bool = True,
     skip_bad_labels: bool = False,
+    runner: str = "local",
+    pipeline_options: Sequence[str] | PipelineOptions | None = None,
 ) -> dict:
     """Reads `input`, writes OUTPUT/shard-*.tfrecord + metadata.json (local or gs:// paths).
 
@@ -195,10 +289,15 @@ def build_shards(
     (has_coords = 0); default: 'file' for sources with coordinates, else 'rdkit'. offset,
     limit: only source entries offset .. offset + limit - 1 (limit None: to the end), e.g. a
     held-out set after a training prefix. skip_bad_labels: CSV rows whose named label cell is
-    not a number are skipped as `bad_label` (default: a UserError naming them). Returns the
-    metadata dict. Raises FileNotFoundError / ValueError for a missing or empty input and
-    ValueError when no molecule could be written.
+    not a number are skipped as `bad_label` (default: a UserError naming them). runner: 'local' (a `workers`-process pool) or
+    'beam' (an Apache Beam pipeline, `data.beam_shards`; `pipeline_options`: flags such as
+    ["--runner=DataflowRunner", ...] or a PipelineOptions, default a multi-process
+    DirectRunner of `workers` processes); both write the same bytes. Returns the metadata
+    dict. Raises FileNotFoundError / ValueError for a missing or empty input and ValueError
+    when no molecule could be written.
     """
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     if isinstance(input, Source):
         source = input
         where = dict(input=source.name, fingerprint=source.fingerprint)
@@ -214,9 +313,9 @@ def build_shards(
         raise ValueError(f"max_atoms must be in [1, {MAX_SUPPORTED_ATOMS}], got {max_atoms}")
     if num_shards < 1:
         raise ValueError("num_shards must be >= 1")
-    # Everything that determines the output bytes (not workers / progress). Keys absent at
-    # their old value keep older builds valid; converted label units make older builds
-    # (QM9 in Hartree) stale.
+    # Everything that determines the output bytes (not workers / runner / progress). Keys
+    # absent at their old value keep older builds valid; converted label units make older
+    # builds (QM9 in Hartree) stale.
     label_units = source.notes.get("label_units")
     args = dict(
         **where,
@@ -241,37 +340,61 @@ def build_shards(
     (output / METADATA_FILE).unlink(missing_ok=True)
     _clean(output)
 
-    writer = _ShardWriter(output, num_shards)
-    total = None if source.total is None else max(source.total - offset, 0)  # Progress bar.
-    if limit is not None:
-        total = limit if total is None else min(limit, total)
+    names = [shard_name(i, num_shards) for i in range(num_shards)]
+    tmp_paths = [output / (_TMP_PREFIX + n) for n in names]
+    # What the featurisation depends on (`featurize_items`' keywords).
+    plan = dict(conformers=conformers, max_atoms=max_atoms, seed=seed, limit=limit, offset=offset)
+    try:
+        stats, skipped = _write(
+            source, tmp_paths, plan, runner, pipeline_options, workers, progress
+        )
+        num_written = sum(s["num_records"] for s in stats)
+        _require_mostly_parsed(source.name, num_written, skipped)
+        metadata = _metadata(source, args, names, stats, skipped)
+        tmp_meta = output / (_TMP_PREFIX + METADATA_FILE)
+        _guard(tmp_meta, lambda: tmp_meta.write_text(json.dumps(metadata, indent=1)))
+    except BaseException:
+        _clean(output)  # Temporary shards would be taken for a build's output.
+        raise
+    for name, tmp in zip(names, tmp_paths, strict=True):
+        tmp.replace(output / name)
+    tmp_meta.replace(output / METADATA_FILE)
+    return metadata
+
+
+def _write(source, tmp_paths, plan, runner, pipeline_options, workers, progress) -> tuple:
+    """Featurises and writes the temporary shards with `runner` -> (stats of each shard, skip
+    counts by reason)."""
+    if runner == "beam":
+        from moleblend_jax.data import beam_shards
+
+        options = pipeline_options or beam_shards.direct_options(workers)
+        return beam_shards.write_shards(source, tmp_paths, plan, options)
+    total = None if source.total is None else max(source.total - plan["offset"], 0)  # Progress.
+    if plan["limit"] is not None:
+        total = plan["limit"] if total is None else min(plan["limit"], total)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="mol", desc=f"shards {output.name}")
+        bar = tqdm(total=total, unit="mol", desc=f"shards {tmp_paths[0].parent.name}")
     try:
-        items = _read(source)
-        for results in featurize_items(items, conformers, max_atoms, seed, workers, limit, offset):
-            for result in results:
-                writer.add(result)
-            if bar is not None:
-                bar.update(len(results))
-        writer.close()
-        _require_mostly_parsed(source.name, writer.num_written, writer.skipped)
-    except BaseException:
-        writer.close(failed=True)  # Temporary shards would be taken for a build's output.
-        _clean(output)
-        raise
+        return _write_local(source, tmp_paths, plan, workers, bar)
     finally:
         if bar is not None:
             bar.close()
-    num_written, skipped, sizes = writer.num_written, writer.skipped, writer.sizes
-    shards = writer.finish()
+
+
+def _metadata(source: Source, args: dict, names: list[str], stats: list[dict], skipped) -> dict:
+    """metadata.json (docs/data.md) of the shards `names` with stats from `ShardFile.close`."""
+    num_written = sum(s["num_records"] for s in stats)
     histogram = collections.Counter()
-    for counts in writer.atom_counts:
-        histogram.update(counts)
-    metadata = dict(
+    conformers = collections.Counter()
+    for s in stats:
+        histogram.update({int(k): v for k, v in s["atom_counts"].items()})
+        conformers.update(s["conformers"])
+    total_bytes = sum(s["bytes"] for s in stats)
+    return dict(
         schema_version=SCHEMA_VERSION,
         source=source.name,
         source_kind=source.kind,
@@ -280,100 +403,18 @@ def build_shards(
         num_written=num_written,
         num_skipped=sum(skipped.values()),
         skipped=dict(sorted(skipped.items())),
-        conformers=dict(sorted(writer.conformers.items())),
+        conformers=dict(sorted(conformers.items())),
         label_names=source.label_names,
         num_labels=len(source.label_names),
         max_atoms_seen=max(histogram),
         atom_count_histogram={str(k): v for k, v in sorted(histogram.items())},
-        total_bytes=sum(sizes),
-        bytes_per_molecule=sum(sizes) / num_written,
-        shards=shards,
+        total_bytes=total_bytes,
+        bytes_per_molecule=total_bytes / num_written,
+        shards=[
+            dict(file=name, **{k: s[k] for k in ("num_records", "bytes", "sha256", "atom_counts")})
+            for name, s in zip(names, stats, strict=True)
+        ],
     )
-    tmp_meta = output / (_TMP_PREFIX + METADATA_FILE)
-    try:
-        _ShardWriter.guard(tmp_meta, lambda: tmp_meta.write_text(json.dumps(metadata, indent=1)))
-    except UserError:
-        _clean(output)
-        raise
-    tmp_meta.replace(output / METADATA_FILE)
-    return metadata
-
-
-class _ShardWriter:
-    """Writes `process_chunk` results round-robin to temporary shard files, counting what it
-    writes and skips; `finish` renames the shards into place. A failed write is a UserError
-    naming the file and the OS error (a full disk)."""
-
-    def __init__(self, output: epath.Path, num_shards: int):
-        self.names = [shard_name(i, num_shards) for i in range(num_shards)]
-        self.output = output
-        self.paths = [output / (_TMP_PREFIX + n) for n in self.names]
-        self.files = [self.guard(p, lambda p=p: p.open("wb")) for p in self.paths]
-        self.hashes = [hashlib.sha256() for _ in self.names]
-        self.atom_counts = [collections.Counter() for _ in self.names]
-        self.skipped = collections.Counter()
-        self.conformers = collections.Counter()
-        self.num_written = 0
-
-    @staticmethod
-    def guard(path: epath.Path, write):
-        """write() -> its result; an OSError becomes a UserError naming `path`."""
-        try:
-            return write()
-        except OSError as err:
-            raise UserError(f"{path}: writing shards failed: {err.strerror or err}") from None
-
-    def add(self, result: tuple) -> None:
-        if result[0] == "skip":
-            self.skipped[result[2]] += 1
-            return
-        _, _, data, n_atoms, conformer = result
-        shard = self.num_written % len(self.files)
-        framed = serialize.frame(data)
-        self.guard(self.paths[shard], lambda: self.files[shard].write(framed))
-        self.hashes[shard].update(framed)
-        self.atom_counts[shard][n_atoms] += 1
-        self.conformers[conformer] += 1
-        self.num_written += 1
-
-    def close(self, failed: bool = False) -> None:
-        """Flushes and closes every file (after a failure: quietly, as they are deleted)."""
-        for path, f in zip(self.paths, self.files, strict=True):
-            if failed:
-                with contextlib.suppress(OSError):
-                    f.close()
-            else:
-                self.guard(path, f.close)
-
-    @property
-    def sizes(self) -> list[int]:
-        return [p.stat().length for p in self.paths]
-
-    def finish(self) -> list[dict]:
-        """Renames the closed shards into place -> their metadata.json entries."""
-        shards = []
-        for name, path, size, digest, counts in zip(
-            self.names, self.paths, self.sizes, self.hashes, self.atom_counts, strict=True
-        ):
-            shards.append(
-                dict(
-                    file=name,
-                    num_records=sum(counts.values()),
-                    bytes=size,
-                    sha256=digest.hexdigest(),
-                    atom_counts={str(k): v for k, v in sorted(counts.items())},
-                )
-            )
-            path.replace(self.output / name)
-        return shards
-
-
-def _read(source: Source):
-    """`source.items()`, with a truncated or corrupt (gzip) file a UserError naming it."""
-    try:
-        yield from source.items()
-    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-        raise UserError(f"{source.name}: truncated or corrupt file ({err})") from None
 
 
 def _require_mostly_parsed(name: str, num_written: int, skipped: collections.Counter) -> None:

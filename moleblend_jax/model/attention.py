@@ -1,9 +1,12 @@
 """Multi-head self-attention with an additive per-head bias and key padding mask (SPEC 2)."""
 
+import logging
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from moleblend_jax.model import precision
 from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.layers import Dropout, dense, masked_softmax
 
@@ -13,10 +16,54 @@ def split_heads(x: jax.Array, num_heads: int) -> jax.Array:
     return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
 
 
+_LOGGED: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    """The attention path chosen, logged once per process rather than per layer and trace."""
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        logging.info(message)
+
+
+def fused_attention_blocker(cfg: ModelConfig, head_dim: int, train: bool) -> str | None:
+    """Why `jax.nn.dot_product_attention`'s cuDNN kernel cannot run this attention, or None.
+
+    cuDNN's fused attention takes the per-head bias and key lengths, 16-bit operands and
+    head dims that are multiples of 8, but no attention-probability dropout.
+    """
+    if jax.default_backend() != "gpu":
+        return f"backend {jax.default_backend()}"
+    if cfg.jnp_dtype not in (jnp.bfloat16, jnp.float16):
+        return f"dtype {cfg.dtype}"
+    if head_dim % 8 or head_dim > 128:
+        return f"head dim {head_dim}"
+    if train and cfg.attention_dropout > 0:
+        return f"attention dropout {cfg.attention_dropout} in training"
+    return None
+
+
+def fused_attention(q, k, v, bias, key_mask, dtype, implementation="cudnn"):
+    """softmax(q k^T / sqrt(d) + bias) v in one kernel: [B, L, H, d] q, k, v (scaled q not
+    expected), [B, H, L, L] bias, [B, L] bool keys, padding last (docs/batch_format.md)
+    -> [B, L, H, d] float32."""
+    lengths = jnp.sum(key_mask, axis=-1).astype(jnp.int32)
+    out = jax.nn.dot_product_attention(
+        q.astype(dtype),
+        k.astype(dtype),
+        v.astype(dtype),
+        bias=bias.astype(dtype),
+        key_value_seq_lengths=lengths,
+        implementation=implementation,
+    )
+    return out.astype(jnp.float32)
+
+
 class BiasedSelfAttention(nn.Module):
     """softmax(q k^T / sqrt(d) + bias, masked keys) v, logits and softmax in fp32 (SPEC 2).
 
-    config.num_heads heads, attention-prob dropout config.attention_dropout.
+    config.num_heads heads, attention-prob dropout config.attention_dropout. On GPU, when
+    `fused_attention_blocker` finds nothing in the way, cuDNN's fused kernel instead.
     """
 
     config: ModelConfig
@@ -33,11 +80,25 @@ class BiasedSelfAttention(nn.Module):
         def proj(name, axes=("embed", "kv")):
             return dense(hidden, axes, std=cfg.init_std, dtype=dtype, name=name)
 
-        q = split_heads(proj("query")(x), heads) * jnp.asarray(head_dim**-0.5, dtype)
+        q = split_heads(proj("query")(x), heads)
         k = split_heads(proj("key")(x), heads)
         v = split_heads(proj("value")(x), heads)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        probs = masked_softmax(logits + bias, key_mask)
-        probs = Dropout(cfg.attention_dropout)(probs, deterministic=not train)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v)
+        blocker = fused_attention_blocker(cfg, head_dim, train)
+        context = None
+        if blocker is None:
+            try:
+                context = fused_attention(q, k, v, bias, key_mask, dtype)
+            except (ValueError, NotImplementedError, RuntimeError) as error:  # At trace time.
+                blocker = f"cuDNN refused: {error}"
+        _log_once(
+            f"Attention: XLA einsums (no fused kernel: {blocker})."
+            if blocker
+            else "Attention: cuDNN fused (jax.nn.dot_product_attention)."
+        )
+        if context is None:
+            q = q * head_dim**-0.5
+            logits = precision.einsum("bqhd,bkhd->bhqk", q, k, dtype)
+            probs = masked_softmax(logits + bias, key_mask)
+            probs = Dropout(cfg.attention_dropout)(probs, deterministic=not train)
+            context = precision.einsum("bhqk,bkhd->bqhd", probs, v, dtype)
         return proj("out", ("kv", "embed"))(context.reshape(*x.shape[:-1], hidden))

@@ -36,6 +36,7 @@ class ModelConfig:
     stochastic_depth: float
     stochastic_depth_mask: str
     dtype: str
+    remat: bool
     # Input vocabularies (SPEC 1).
     num_atom_features: int
     atom_vocab_size: int

@@ -147,8 +147,10 @@ class MoleBlendEncoder(nn.Module):
         # of every row, so no row is ever fully masked.
         bias = with_graph_token_bias(atom_bias, token_bias)
         key_mask = jnp.concatenate([jnp.ones((batch_size, 1), bool), atom_mask], axis=1)
+        # `train` is static under remat: it selects Python branches (dropout on or off).
+        layer_cls = nn.remat(EncoderLayer, static_argnums=(4,)) if cfg.remat else EncoderLayer
         for i, rate in enumerate(drop_path_rates(cfg.num_layers, cfg.stochastic_depth)):
-            layer = EncoderLayer(config=cfg, drop_path_rate=rate, name=f"layer_{i}")
+            layer = layer_cls(config=cfg, drop_path_rate=rate, name=f"layer_{i}")
             x = layer(x, bias, key_mask, train)
 
         x = x.astype(jnp.float32)

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from moleblend_jax.model import precision
 from moleblend_jax.model.attention import split_heads
 from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.layers import (
@@ -91,11 +92,9 @@ def outer_product_linear(
     batch, num_atoms, p = row.shape
     out_features = kernel.shape[-1]
     weight = kernel.reshape(p, p, out_features).transpose(0, 2, 1).reshape(p, out_features * p)
-    row_weight = row.reshape(batch * num_atoms, p).astype(dtype) @ weight.astype(dtype)
+    row_weight = precision.matmul(row, weight, dtype)  # [b, i, (o, q)]
     row_weight = row_weight.reshape(batch, num_atoms * out_features, p)  # [b, (i, o), q]
-    out = jnp.einsum(
-        "bxq,bjq->bxj", row_weight, col.astype(dtype), preferred_element_type=jnp.float32
-    )
+    out = precision.einsum("bxq,bjq->bxj", row_weight, col, dtype)
     out = out.reshape(batch, num_atoms, out_features, num_atoms)
     if classes_before_j:
         return out + bias[:, None]
@@ -187,15 +186,14 @@ class DenoiseHead(nn.Module):
                 features, axes, std=cfg.init_std, dtype=dtype, use_bias=use_bias, name=name
             )
 
-        h = h.astype(dtype)
-        q = split_heads(proj("query")(h), heads) * jnp.asarray(head_dim**-0.5, dtype)
+        q = split_heads(proj("query")(h), heads) * head_dim**-0.5
         k = split_heads(proj("key")(h), heads)
-        v = split_heads(proj("value")(h), heads).astype(jnp.float32)  # [B, N, H, d]
-        logits = jnp.einsum("bihd,bjhd->bhij", q, k, preferred_element_type=jnp.float32)
+        v = split_heads(proj("value")(h), heads)  # [B, N, H, d] float32
+        logits = precision.einsum("bihd,bjhd->bhij", q, k, dtype)
         probs = masked_softmax(logits + atom_bias, atom_mask)
         probs = Dropout(rate=cfg.denoise_attention_dropout)(probs, deterministic=not train)
         x = _sum_over_unit_vectors(probs, coords, atom_mask, v)  # [B, N, 3, H, d]
-        x = x.reshape(*x.shape[:3], hidden).astype(dtype)
+        x = x.reshape(*x.shape[:3], hidden)
         out_axes = ("embed", "classes")
         if cfg.tied_denoise_head:
             out = proj("proj", 1, out_axes, use_bias=False)(x)[..., 0]

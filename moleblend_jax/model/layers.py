@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from moleblend_jax.model import precision
+
 Dtype = Any
 # Finite "minus infinity" for masked attention logits: a fully masked row stays finite (SPEC 9).
 LARGE_NEGATIVE = -1e9
@@ -51,12 +53,14 @@ def dense(
     use_bias: bool = True,
     name: str | None = None,
 ) -> nn.Dense:
-    """Linear layer: fp32 N(0, std) kernel with logical `axes`, zero bias, `dtype` compute."""
+    """Linear layer: fp32 N(0, std) kernel with logical `axes`, zero bias; the matmul takes
+    `dtype` operands and returns float32 (model/precision.py)."""
     return nn.Dense(
         features,
         use_bias=use_bias,
-        dtype=dtype,
+        dtype=jnp.float32,
         param_dtype=jnp.float32,
+        dot_general=precision.dot_general(dtype),
         kernel_init=logical(normal_init(std), axes),
         bias_init=logical(nn.initializers.zeros_init(), (axes[-1],)),
         name=name,

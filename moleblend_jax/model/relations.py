@@ -136,20 +136,18 @@ class GaussianBasis(nn.Module):
 
 
 class GaussianBias(nn.Module):
-    """SPEC 3 3D bias: Linear(K->H)(GELU(Linear(K->K)(psi))), fp32."""
+    """SPEC 3 3D bias: Linear(K->H)(GELU(Linear(K->K)(psi))), fp32 results."""
 
     config: ModelConfig
 
     @nn.compact
     def __call__(self, psi: jax.Array) -> jax.Array:
         """[B, N, N, K] fp32 psi -> [B, H, N, N] fp32 bias."""
-        std = self.config.init_std
-        hidden = dense(
-            psi.shape[-1], ("rbf", "rbf_hidden"), std=std, dtype=jnp.float32, name="hidden"
-        )(psi)
-        bias = dense(
-            self.config.num_heads, ("rbf_hidden", "heads"), std=std, dtype=jnp.float32, name="out"
-        )(gelu(hidden))
+        cfg = self.config
+        std, dtype = cfg.init_std, cfg.jnp_dtype
+        hidden = dense(psi.shape[-1], ("rbf", "rbf_hidden"), std=std, dtype=dtype, name="hidden")
+        out = dense(cfg.num_heads, ("rbf_hidden", "heads"), std=std, dtype=dtype, name="out")
+        bias = out(gelu(hidden(psi)))
         return _heads_first(bias)
 
 
@@ -164,6 +162,6 @@ class Centrality(nn.Module):
         cfg = self.config
         summed = jnp.sum(jnp.where(atom_mask[:, None, :, None], psi, 0.0), axis=2)
         out = dense(
-            cfg.hidden_dim, ("rbf", "embed"), std=cfg.init_std, dtype=jnp.float32, name="proj"
+            cfg.hidden_dim, ("rbf", "embed"), std=cfg.init_std, dtype=cfg.jnp_dtype, name="proj"
         )(summed)
         return jnp.where(atom_mask[..., None], cfg.centrality_scale * out, 0.0)

@@ -9,12 +9,20 @@ import jax
 class CompiledPerShape:
     """Calls `jitted(*args)` through one `lower(*args).compile()` per shape signature of
     `args[shape_arg]` (the batch: one program per padding bucket), logging each program's
-    memory analysis when it is compiled."""
+    memory analysis when it is compiled and passing it to `check_memory(memory, shape)`, which
+    may refuse to run it (train/memory.py)."""
 
-    def __init__(self, jitted: Callable, name: str, shape_arg: int = 1):
+    def __init__(
+        self,
+        jitted: Callable,
+        name: str,
+        shape_arg: int = 1,
+        check_memory: Callable[[object, str], None] | None = None,
+    ):
         self._jitted = jitted
         self._name = name
         self._shape_arg = shape_arg
+        self._check_memory = check_memory
         self._programs: dict[tuple, jax.stages.Compiled] = {}
 
     def __call__(self, *args):
@@ -22,8 +30,11 @@ class CompiledPerShape:
         program = self._programs.get(key)
         if program is None:
             program = self._jitted.lower(*args).compile()
-            self._programs[key] = program
             _log_memory(self._name, args[self._shape_arg], program)
+            memory = program.memory_analysis()
+            if self._check_memory is not None and memory is not None:
+                self._check_memory(memory, _shape(args[self._shape_arg]))
+            self._programs[key] = program
         return program(*args)
 
     @property
@@ -35,8 +46,12 @@ def _signature(batch: Mapping[str, jax.Array]) -> tuple:
     return tuple(sorted((k, tuple(v.shape), str(v.dtype)) for k, v in batch.items()))
 
 
+def _shape(batch: Mapping[str, jax.Array]) -> str:
+    return "x".join(str(d) for d in batch["atom_mask"].shape)
+
+
 def _log_memory(name: str, batch: Mapping[str, jax.Array], program: jax.stages.Compiled) -> None:
-    shape = "x".join(str(d) for d in batch["atom_mask"].shape)
+    shape = _shape(batch)
     memory = program.memory_analysis()
     if memory is None:  # Not every backend reports it.
         logging.info("Compiled %s for batch %s.", name, shape)

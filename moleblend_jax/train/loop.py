@@ -26,6 +26,7 @@ from moleblend_jax.train.checkpoint import Checkpointer
 from moleblend_jax.train.compiled import CompiledPerShape
 from moleblend_jax.train.evaluate import evaluate, jit_eval_step
 from moleblend_jax.train.finite import NonFiniteError, raise_if_not_finite
+from moleblend_jax.train.memory import check_fits
 from moleblend_jax.train.metrics_writer import MetricWriter, plot_loss_curve
 from moleblend_jax.train.paths import as_path
 from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
@@ -55,6 +56,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise UserError(
             f"config.batch_size={config.batch_size} is not divisible by the "
             f"{jax.device_count()} devices."
+        )
+    per_device = config.batch_size // jax.device_count()
+    if config.grad_accum_steps < 1 or per_device % config.grad_accum_steps:
+        raise ValueError(
+            f"config.grad_accum_steps={config.grad_accum_steps} must be >= 1 and divide the "
+            f"{per_device} molecules per device (config.batch_size / devices)."
         )
     missing = set(LOSS_TERMS) - set(config.loss_weights)
     if missing:
@@ -232,8 +239,16 @@ def _set_up(config, workdir, data: inputs.PretrainingData, checkpointer: Checkpo
             schedule,
             layout.shardings,
             mesh,
+            config.grad_accum_steps,
         ),
         "train step",
+        check_memory=lambda memory, shape: check_fits(
+            memory,
+            what=f"train step for batch {shape}",
+            batch_size=config.batch_size,
+            grad_accum_steps=config.grad_accum_steps,
+            remat=config.model.remat,
+        ),
     )
     held_out = _held_out_loss(config, model, data.eval_dir, layout, mesh, buckets, local_batch_size)
     return _Run(mesh, state, start_step, batches, train_step, held_out, checkpointer, writer)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU check of the mixed-precision work: the base model's bf16 pretraining step at batch
+# 256 and 1024 x N = 32 and 64 (and once with attention dropout 0, cuDNN's fused attention),
+# model FLOPs per step, MFU against the device's bf16 peak, peak device memory and the
+# compiled step's arguments + temporaries + outputs. Writes one JSON (under 8 minutes on
+# one H100/H200):
+#   bash benchmarks/gpu_check.sh [OUT_DIR]      # -> OUT_DIR/train_step_gpu.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-${OUT:-benchmarks}}"
+mkdir -p "$out/gpu_cases"
+python -m pip install --quiet -e . "jax[cuda12]==0.10.2"
+python -c "import jax; assert jax.default_backend() == 'gpu', jax.devices(); print(jax.devices())"
+run_case() {  # NAME BATCH ATOMS [extra flags]
+  local name=$1 batch=$2 atoms=$3
+  shift 3
+  timeout 150 python experiments/benchmark.py --configs=base --dtypes=bfloat16 \
+    --batch_size="$batch" --num_atoms="$atoms" --steps=10 --out="$out/gpu_cases/$name.json" "$@" \
+    || echo "{\"case\": \"$name\", \"error\": \"exit $?\"}" > "$out/gpu_cases/$name.json"
+}
+run_case b256_n32 256 32
+run_case b256_n64 256 64
+run_case b1024_n32 1024 32
+run_case b1024_n64 1024 64
+run_case b256_n32_fused_attention 256 32 --attention_dropout=0
+python - "$out" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+cases = {p.stem: json.loads(p.read_text()) for p in sorted((out / "gpu_cases").glob("*.json"))}
+for case in cases.values():
+    for r in case.get("results", []):
+        step = r["xla_argument_bytes"] + r["xla_output_bytes"] + r["xla_temp_bytes"]
+        r["compiled_step_bytes"] = step - r["xla_alias_bytes"]
+        r["fits_16_gib"] = r["compiled_step_bytes"] <= 16 * 2**30
+(out / "train_step_gpu.json").write_text(json.dumps(cases, indent=2) + "\n")
+print(json.dumps({k: [(r["molecules_per_s"], r.get("mfu"), r.get("peak_device_bytes"))
+                      for r in v.get("results", [])] for k, v in cases.items()}))
+PY
