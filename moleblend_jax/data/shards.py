@@ -289,9 +289,10 @@ def build_shards(
     (has_coords = 0); default: 'file' for sources with coordinates, else 'rdkit'. offset,
     limit: only source entries offset .. offset + limit - 1 (limit None: to the end), e.g. a
     held-out set after a training prefix. skip_bad_labels: CSV rows whose named label cell is
-    not a number are skipped as `bad_label` (default: a UserError naming them). runner: 'local' (a `workers`-process pool) or
-    'beam' (an Apache Beam pipeline, `data.beam_shards`; `pipeline_options`: flags such as
-    ["--runner=DataflowRunner", ...] or a PipelineOptions, default a multi-process
+    not a number are skipped as `bad_label` (default: a UserError naming them). runner:
+    'local' (a `workers`-process pool) or 'beam' (an Apache Beam pipeline,
+    `data.beam_shards`; `pipeline_options`: flags such as ["--runner=DataflowRunner", ...]
+    or a PipelineOptions, default a multi-process
     DirectRunner of `workers` processes); both write the same bytes. Returns the metadata
     dict. Raises FileNotFoundError / ValueError for a missing or empty input and ValueError
     when no molecule could be written.
