@@ -23,6 +23,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from moleblend_jax.data.shards import build_shards  # noqa: E402
+from moleblend_jax.errors import exit_on_user_error  # noqa: E402
 
 flags.DEFINE_string("input", None, "Input file, PCQM4Mv2 directory, or 'qm9'.", required=True)
 flags.DEFINE_string("output", None, "Output directory.", required=True)
@@ -40,6 +41,11 @@ flags.DEFINE_string("smiles_column", None, "CSV SMILES column (default: a column
 flags.DEFINE_list("label_columns", None, "CSV label columns (default: numeric columns).")
 flags.DEFINE_string("labels_csv", None, "PCQM4Mv2 data.csv.gz (default: next to the SDF).")
 flags.DEFINE_integer("seed", 0, "Seed of RDKit conformers.")
+flags.DEFINE_bool(
+    "skip_bad_labels",
+    False,
+    "Skip CSV rows whose label cell is not a number (counted as bad_label); default: an error.",
+)
 flags.DEFINE_enum(
     "runner", "local", ["local", "beam"], "local: a process pool; beam: an Apache Beam pipeline."
 )
@@ -53,6 +59,7 @@ flags.DEFINE_list(
 FLAGS = flags.FLAGS
 
 
+@exit_on_user_error
 def main(argv):
     del argv
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Worker logs: per bundle.
@@ -68,6 +75,7 @@ def main(argv):
         label_columns=FLAGS.label_columns,
         labels_csv=FLAGS.labels_csv,
         seed=FLAGS.seed,
+        skip_bad_labels=FLAGS.skip_bad_labels,
         runner=FLAGS.runner,
         pipeline_options=FLAGS.beam_pipeline_options,
     )

@@ -4,7 +4,8 @@
   python experiments/pretrain.py --config=configs/base.py:tiny --workdir=DIR   # laptop size
 
 With no `--config.data.dir` it builds shards of the bundled QM9 once under DIR/data. Rerunning
-with the same workdir resumes from the latest checkpoint.
+with the same workdir resumes from the latest checkpoint. Mistakes in the data or flags are one
+line on stderr (exit status 2).
 """
 
 import os
@@ -18,6 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from moleblend_jax.errors import exit_on_user_error  # noqa: E402
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally FILE.py:variant.")
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and default data go.")
@@ -27,6 +30,7 @@ flags.DEFINE_integer("process_id", None, "This process's index in a multi-proces
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+@exit_on_user_error
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -55,3 +55,17 @@ def experiment_script():
     yield load
     for name in set(flags.FLAGS) - before:
         delattr(flags.FLAGS, name)
+
+
+@pytest.fixture
+def file_size_limit():
+    """-> limit(bytes): no file of this process may grow past `bytes` (writes fail with EFBIG,
+    as on a full disk) until the test ends."""
+    import resource
+    import signal
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    signal.signal(signal.SIGXFSZ, previous)

@@ -51,7 +51,7 @@ def test_sdf_conformer_kept():
 
 
 def test_given_coords_and_salt_spd():
-    coords = np.arange(15, dtype=np.float32).reshape(5, 3)
+    coords = np.arange(15, dtype=np.float32).reshape(5, 3) / 4  # Bonds of 1.3 and 2.6 A.
     rec = smiles_to_record("CC(=O)[O-].[Na+]", 1, coords=coords)
     np.testing.assert_array_equal(rec["coords"], coords)
     assert rec["has_coords"] == 1
@@ -83,3 +83,14 @@ def test_parse_xyz_block():
     np.testing.assert_allclose(
         parse_xyz_block(xyz, 2), [[-0.01, 1.08, 0.008], [0.002, -0.006, 0.0019]]
     )
+
+
+def test_implausible_coordinates_are_skipped():
+    coords = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [3.0, 0.0, 0.0]], np.float32)
+    assert smiles_to_record("CCO", 0, coords=coords)["has_coords"] == 1
+    far = coords + [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1e7]]  # An atom 10^7 A away.
+    stretched = coords * [[4.0, 1.0, 1.0]]  # Bonds of 6 A, near the origin.
+    for bad in (far, stretched):
+        with pytest.raises(SkipMolecule) as err:
+            smiles_to_record("CCO", 0, coords=bad.astype(np.float32))
+        assert err.value.reason == "implausible_coordinates"

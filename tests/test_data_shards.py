@@ -235,3 +235,81 @@ def test_smi_names_and_sdf_titles_are_kept(tmp_path, hostile):
     assert [(int(r["id"]), r["name"]) for r in records] == [(0, "mol_0"), (1, "mol_1")]
     build_shards(pcqm, str(tmp_path / "pcqm"), num_shards=1, workers=1, progress=False)
     assert not any("name" in r for r in iter_records(str(tmp_path / "pcqm")))
+
+
+def test_rerun_rebuilds_a_shard_with_a_flipped_byte(tmp_path):
+    out = str(tmp_path / "out")
+    meta = build_shards(HOSTILE, out, num_shards=2, workers=1, conformers="none", progress=False)
+    path = os.path.join(out, meta["shards"][0]["file"])
+    good = open(path, "rb").read()
+    damaged = bytearray(good)
+    damaged[len(damaged) // 2] ^= 0x01  # Same size: only the sha256 tells.
+    open(path, "wb").write(bytes(damaged))
+    build_shards(HOSTILE, out, num_shards=2, workers=1, conformers="none", progress=False)
+    assert open(path, "rb").read() == good
+
+
+def test_text_in_a_label_column_is_refused_counted_or_logged(tmp_path, caplog):
+    from moleblend_jax.errors import UserError
+
+    path = tmp_path / "mols.csv"
+    path.write_text("smiles,y,note\nCCO,1.0,a\nCCC,abc,b\nCCCC,,c\nCO,NaN,\n")
+    common = dict(num_shards=1, workers=1, conformers="none", progress=False)
+    with pytest.raises(UserError, match=r"'y' has 1 non-numeric cells \(row 2: 'abc'\)"):
+        build_shards(str(path), str(tmp_path / "named"), label_columns=["y"], **common)
+    assert not (tmp_path / "named").exists()
+    meta = build_shards(
+        str(path), str(tmp_path / "skip"), label_columns=["y"], skip_bad_labels=True, **common
+    )
+    assert meta["skipped"] == {"bad_label": 1} and meta["num_written"] == 3
+    with caplog.at_level("WARNING"):
+        meta = build_shards(str(path), str(tmp_path / "auto"), **common)
+    assert meta["label_names"] == []
+    assert "column 'y' is not a label column: 1 non-numeric cells (row 2: 'abc')" in caplog.text
+    assert "column 'note' is not a label column" in caplog.text
+
+
+def _sdf_text(num):
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMolecule(mol, randomSeed=0)
+    return (Chem.MolToMolBlock(Chem.RemoveHs(mol)) + "$$$$\n") * num
+
+
+def test_unreadable_inputs_are_one_line_errors_and_leave_no_files(tmp_path, file_size_limit):
+    from moleblend_jax.errors import UserError
+
+    common = dict(num_shards=2, workers=1, conformers="none", progress=False)
+    binary = tmp_path / "mols.smi"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(UserError, match="not a text file"):
+        build_shards(str(binary), str(tmp_path / "binary"), **common)
+    junk = tmp_path / "junk.smi"
+    junk.write_text("CCO\n" + "".join(f"x{i}((\n" for i in range(19)))
+    with pytest.raises(UserError, match="19 of 20 entries could not be parsed"):
+        build_shards(str(junk), str(tmp_path / "junk"), **common)
+    assert not os.listdir(tmp_path / "junk")
+    packed = gzip.compress(_sdf_text(400).encode())  # 180 kB of text: beyond the first check.
+    truncated = tmp_path / "mols.sdf.gz"
+    truncated.write_bytes(packed[: len(packed) * 3 // 4])
+    with pytest.raises(UserError, match=f"{truncated}: truncated or corrupt file"):
+        build_shards(str(truncated), str(tmp_path / "sdf"), **common)
+    assert not os.listdir(tmp_path / "sdf")
+    file_size_limit(600)  # A full disk.
+    with pytest.raises(UserError, match=r"\.tmp-shard-0000.-of-00002.tfrecord: writing shards"):
+        build_shards(HOSTILE, str(tmp_path / "full"), **common)
+    assert not os.listdir(tmp_path / "full")
+
+
+def test_corrupt_metadata_is_named_and_rebuilt(tmp_path):
+    from moleblend_jax.errors import UserError
+
+    out = str(tmp_path / "out")
+    meta = build_shards(HOSTILE, out, num_shards=1, workers=1, conformers="none", progress=False)
+    with open(os.path.join(out, "metadata.json"), "r+") as f:
+        f.truncate(100)
+    with pytest.raises(UserError, match=f"{out}/metadata.json: corrupt"):
+        list(iter_records(out))
+    assert build_shards(HOSTILE, out, 1, workers=1, conformers="none", progress=False) == meta

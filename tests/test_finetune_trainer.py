@@ -214,3 +214,22 @@ def test_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(finetune_loop, "finetune_loss_fn", poisoned)
     with pytest.raises(NonFiniteError, match="seed 0 epoch 1 step 1: loss=nan"):
         trainer.run(_quick_config(), tmp_path)
+
+
+def test_checkpoint_with_another_layer_count_is_refused():
+    from moleblend_jax.errors import UserError
+
+    def encoder(num_layers, *modules):
+        names = ("atom_embed", *modules, *(f"layer_{i}" for i in range(num_layers)))
+        return {name: {"kernel": np.zeros((2, 2), np.float32)} for name in names}
+
+    three_d = model_lib.THREE_D_SUBMODULES
+    pretrained = {"encoder": encoder(4, *three_d, *model_lib.TWO_D_SUBMODULES)}
+    fewer = {"encoder": encoder(2, *model_lib.TWO_D_SUBMODULES), "head_out": {}}
+    with pytest.raises(UserError, match=r"only in the checkpoint \['layer_2', 'layer_3'\]"):
+        load_pretrained_encoder(fewer, pretrained)
+    more = {"encoder": encoder(6, *model_lib.TWO_D_SUBMODULES)}
+    with pytest.raises(UserError, match=r"missing from the checkpoint \['layer_4', 'layer_5'\]"):
+        load_pretrained_encoder(more, pretrained)
+    same = {"encoder": encoder(4, *three_d)}  # QM9: the 2D modules are dropped on purpose.
+    assert load_pretrained_encoder(same, pretrained)[1] == sorted(model_lib.TWO_D_SUBMODULES)

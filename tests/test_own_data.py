@@ -65,6 +65,8 @@ def _config(path, **overrides):
 def finetuned(tmp_path_factory):
     root = tmp_path_factory.mktemp("own")
     frame = _write_fixture(root / "mine.csv")
+    (root / "ft").mkdir()
+    (root / "ft" / "metrics.jsonl").write_text('{"step": 1, "stale": 1}\n')  # A run before.
     results = trainer.run(_config(root / "mine.csv"), root / "ft")
     return root, frame, results
 
@@ -92,6 +94,11 @@ def test_finetune_saves_what_prediction_needs(finetuned):
     assert (workdir / seed["checkpoint"] / str(seed["best_epoch"])).is_dir()
     assert len(seed["label_mean"]) == len(seed["label_std"]) == 2
     assert results["skipped"] == {"invalid_smiles": 1}
+
+
+def test_a_rerun_replaces_the_metrics_of_the_run_before(finetuned):
+    rows = [json.loads(line) for line in (finetuned[0] / "ft" / "metrics.jsonl").open()]
+    assert [(r["seed"], r["step"]) for r in rows] == [(0, 1)]  # One seed, one epoch.
 
 
 def test_split_column_is_honoured_exactly(finetuned):
@@ -271,3 +278,13 @@ def test_baseline_rf_uses_the_same_split(tmp_path, finetuned, experiment_script)
     finetuned_split = splits.load_split(root / "ft" / "split_column_seed0.json")
     for part in ("train", "valid", "test"):
         np.testing.assert_array_equal(made[part], finetuned_split[part])
+
+
+def test_an_auto_detected_column_that_is_not_numeric_is_logged(tmp_path, caplog):
+    (tmp_path / "mols.csv").write_text("smiles,y,assay\nCCO,1.5,ok\nCCC,2.5,abc\nCO,,\n")
+    config = finetune_configs.get_config("tiny")
+    config.dataset, config.dataset_path = "csv", str(tmp_path / "mols.csv")
+    with caplog.at_level("WARNING"):
+        table = user_data.read_table(config)
+    assert table.task_names == ("y",)
+    assert "column 'assay' is not a label column: 2 non-numeric cells (row 1: 'ok'" in caplog.text

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from train_testing import small_config
 
-from moleblend_jax.train import checkpoint, loop
+from moleblend_jax.train import checkpoint, inputs, loop
 from moleblend_jax.train.metrics_writer import read_jsonl
 
 
@@ -173,3 +173,103 @@ def test_held_out_loss_joins_the_logged_lines(runs):
     np.testing.assert_allclose(rows[-1]["eval_loss"], terms, rtol=1e-5)
     # The same draws every time: another run (here one that restarted) evaluates the same.
     assert read_jsonl(runs["resumed"] / "metrics.jsonl") == rows
+
+
+def test_molecules_above_the_largest_bucket_refuse_the_run(qm9_shards, tmp_path):
+    from moleblend_jax.data import reader
+    from moleblend_jax.errors import UserError
+
+    histogram = reader.load_metadata(qm9_shards)["atom_count_histogram"]
+    largest = max(int(n) for n in histogram)
+    above = histogram[str(largest)]
+    config = small_config(qm9_shards, **{"data.buckets": (largest - 1,)})
+    message = (
+        f"{above} molecules have more than {largest - 1} atoms.*largest molecule has {largest}"
+        ".*drop_oversize"
+    )
+    with pytest.raises(UserError, match=message):
+        loop.train_and_evaluate(config, tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+    config.data.drop_oversize = True
+    assert inputs.prepare_pretraining_data(config, tmp_path).num_oversize == above > 0
+
+
+def test_resume_with_another_batch_size_is_refused_before_compiling(runs, qm9_shards):
+    from moleblend_jax.errors import UserError
+
+    config = small_config(qm9_shards, total_steps=16, batch_size=8)
+    with pytest.raises(UserError, match="batch_size: 16 -> 8"):
+        loop.train_and_evaluate(config, runs["straight"])
+
+
+def test_shards_without_coordinates_are_logged(tmp_path, caplog):
+    import os
+
+    from moleblend_jax.data import build_shards
+
+    hostile = os.path.join(os.path.dirname(__file__), "data", "hostile.smi")
+    build_shards(hostile, tmp_path, 1, workers=1, max_atoms=16, conformers="none", progress=False)
+    with caplog.at_level("WARNING"):
+        inputs.check_shards(str(tmp_path), small_config().data)
+    assert "10 of 10 molecules have no 3D coordinates: their 3D losses are 0" in caplog.text
+
+
+def test_user_mistakes_are_one_line_exit_2(tmp_path):
+    """The pretraining and shard-building commands print a user's mistake as one line."""
+    import os
+    import subprocess
+    import sys
+
+    from train_testing import REPO
+
+    (tmp_path / "mols.smi").write_bytes(bytes(range(256)))
+    commands = {
+        "config.batch_size=-8 must be positive": [
+            "experiments/pretrain.py",
+            "--config=configs/base.py:tiny",
+            f"--workdir={tmp_path / 'w'}",
+            "--config.batch_size=-8",
+        ],
+        "mols.smi: not a text file": [
+            "data_prep/build_shards.py",
+            f"--input={tmp_path / 'mols.smi'}",
+            f"--output={tmp_path / 'out'}",
+        ],
+    }
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = {
+        text: subprocess.Popen(
+            [sys.executable, *command], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
+        )
+        for text, command in commands.items()
+    }
+    for text, proc in procs.items():
+        _, stderr = proc.communicate(timeout=300)
+        last = stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2, (text, stderr[-2000:])
+        assert last.startswith("error: ") and text in last and "Traceback" not in stderr, last
+
+
+def test_ctrl_c_sets_the_save_and_stop_flag_like_sigterm():
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        stop, restore = loop._install_stop_flag()
+        assert not stop()
+        os.kill(os.getpid(), signum)  # Handled at once: the flag is set, nothing raised.
+        assert stop()
+        if signum == signal.SIGINT:
+            with pytest.raises(KeyboardInterrupt):  # A second Ctrl-C stops at once.
+                os.kill(os.getpid(), signum)
+        restore()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_total_steps_below_the_checkpoint_says_so(runs, qm9_shards, caplog):
+    config = small_config(qm9_shards, total_steps=4, **{"data.eval_dir": str(qm9_shards), **EVAL})
+    with caplog.at_level("WARNING"):
+        assert loop.train_and_evaluate(config, runs["straight"]) == {"step": 8}
+    assert "is at step 8, config.total_steps=4: nothing to train" in caplog.text
+    assert [r["step"] for r in read_jsonl(runs["straight"] / "metrics.jsonl")] == [2, 4, 6, 8]

@@ -12,6 +12,9 @@ from moleblend_jax.schema import LABEL_KEY, MAX_SUPPORTED_ATOMS, NAME_KEY
 
 # RDKit prints parse and sanitisation errors to stderr; we count them by reason instead.
 RDLogger.DisableLog("rdApp.*")
+# Coordinates no molecule has (Angstrom): the record is skipped as implausible_coordinates.
+MAX_ABS_COORDINATE = 1e3
+MAX_BOND_LENGTH = 5.0  # The longest covalent bonds between heavy atoms are about 3 A.
 
 
 class SkipMolecule(Exception):
@@ -44,6 +47,17 @@ def parse_smiles(smiles: str) -> Chem.Mol:
     except Exception:  # noqa: BLE001 - any other RDKit sanitisation failure.
         pass
     raise SkipMolecule("sanitize_error", smiles)
+
+
+def _require_plausible(xyz: np.ndarray, bond_atoms: np.ndarray) -> None:
+    """[N, 3] coordinates (Angstrom), [E, 2] bonded atoms; raises SkipMolecule
+    ("implausible_coordinates") for a coordinate or a bond beyond any real molecule's."""
+    if np.abs(xyz).max() > MAX_ABS_COORDINATE:
+        raise SkipMolecule("implausible_coordinates", f"a coordinate of {np.abs(xyz).max():g} A")
+    if len(bond_atoms):
+        lengths = np.linalg.norm(xyz[bond_atoms[:, 0]] - xyz[bond_atoms[:, 1]], axis=-1)
+        if lengths.max() > MAX_BOND_LENGTH:
+            raise SkipMolecule("implausible_coordinates", f"a bond of {lengths.max():.3g} A")
 
 
 def build_record(
@@ -95,6 +109,7 @@ def build_record(
             raise SkipMolecule("coords_shape_mismatch", f"{xyz.shape} for {n} atoms")
         if not np.isfinite(xyz).all():
             raise SkipMolecule("nonfinite_coords")
+        _require_plausible(xyz, graph["bond_atoms"])
 
     record = dict(
         id=np.int64(mol_id),

@@ -123,6 +123,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.default_source = "qm9"
     config.data.max_atoms = 256
     config.data.buckets = (16, 32, 64, 128, 256)  # Padded atom counts; one compile each.
+    # Molecules above the largest bucket refuse the run; True drops them (counted in
+    # metrics.jsonl as oversize_dropped).
+    config.data.drop_oversize = False
     config.data.shuffle_buffer = 10_000  # Records; tf.data shuffle after the file shuffle.
     # Default shards only: build them from the first max_molecules of the source (0 = all).
     config.data.max_molecules = 0

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from etils import epath
 
 from moleblend_jax.data import serialize
+from moleblend_jax.errors import UserError
 from moleblend_jax.schema import METADATA_FILE, SCHEMA_VERSION
 
 
@@ -23,7 +24,12 @@ def load_metadata(data_dir: str | os.PathLike) -> dict:
             f"{data_dir}: no {METADATA_FILE}: not a shard directory, or its build did not finish "
             "(rerun data_prep/build_shards.py)"
         )
-    metadata = json.loads(path.read_text())
+    try:
+        metadata = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"{path}: corrupt ({err}); rebuild the shards with data_prep/build_shards.py"
+        ) from None
     if metadata.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(
             f"{path}: schema_version {metadata.get('schema_version')} != {SCHEMA_VERSION} "
@@ -31,6 +37,13 @@ def load_metadata(data_dir: str | os.PathLike) -> dict:
             "data_prep/build_shards.py"
         )
     return metadata
+
+
+def count_oversize(metadata: dict, largest_bucket: int) -> tuple[int, int]:
+    """-> (molecules with more atoms than `largest_bucket`, the largest atom count) of a shard
+    directory, from its metadata.json histogram."""
+    sizes = {int(n): c for n, c in metadata["atom_count_histogram"].items()}
+    return sum(c for n, c in sizes.items() if n > largest_bucket), max(sizes, default=0)
 
 
 def shard_paths(data_dir: str | os.PathLike, metadata: dict | None = None) -> list[str]:

@@ -7,17 +7,22 @@ arguments, never on W. `runner="beam"` runs the same per-item work as an Apache 
 (`data.beam_shards`) and writes the same bytes. Atomicity: shards are written under temporary
 names and renamed at the end, and metadata.json is written last (also via rename); a directory
 without metadata.json is incomplete, and rerunning rebuilds it. Rerunning a completed build
-with the same arguments is a no-op.
+with the same arguments is a no-op once every shard's size and sha256 match metadata.json (a
+damaged shard is rebuilt). A failed build (a full disk, a truncated input) leaves no temporary
+files and says which file failed.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import gzip
 import hashlib
 import itertools
 import json
 import multiprocessing
 import os
+import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -25,6 +30,7 @@ from etils import epath
 
 from moleblend_jax.data import serialize
 from moleblend_jax.data.sources import Source, SourceItem, open_source
+from moleblend_jax.errors import UserError
 from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
     METADATA_FILE,
@@ -36,6 +42,17 @@ if TYPE_CHECKING:
     from apache_beam.options.pipeline_options import PipelineOptions
 
 CHUNK_SIZE = 128  # Source items per worker task.
+# An input where this share of at least MIN_ENTRIES_CHECKED entries does not parse is refused.
+MAX_PARSE_FAILURES = 0.9
+MIN_ENTRIES_CHECKED = 10
+PARSE_FAILURES = (
+    "invalid_smiles",
+    "valence_error",
+    "kekulize_error",
+    "sanitize_error",
+    "sdf_parse_error",
+    "invalid_molecule",
+)
 CONFORMER_MODES = ("rdkit", "none", "file")
 _TMP_PREFIX = ".tmp-"
 
@@ -149,7 +166,8 @@ class ShardFile:
     and counted on the way (used by the local writer and by the Beam writer's workers)."""
 
     def __init__(self, path: epath.Path):
-        self._file = path.open("wb")
+        self._path = path
+        self._file = _guard(path, lambda: path.open("wb"))
         self._sha256 = hashlib.sha256()
         self._size = 0
         self._atom_counts = collections.Counter()
@@ -158,7 +176,7 @@ class ShardFile:
     def add(self, data: bytes, n_atoms: int, conformer: str) -> None:
         """Appends one serialized record (`process_chunk`'s bytes) of n_atoms atoms."""
         framed = serialize.frame(data)
-        self._file.write(framed)
+        _guard(self._path, lambda: self._file.write(framed))
         self._sha256.update(framed)
         self._size += len(framed)
         self._atom_counts[n_atoms] += 1
@@ -167,7 +185,7 @@ class ShardFile:
     def close(self) -> dict:
         """Closes the file -> its stats: num_records, bytes, sha256, atom_counts, conformers
         (plain JSON types, so Beam workers can send them back)."""
-        self._file.close()
+        _guard(self._path, self._file.close)
         return dict(
             num_records=sum(self._atom_counts.values()),
             bytes=self._size,
@@ -175,6 +193,27 @@ class ShardFile:
             atom_counts={str(k): v for k, v in sorted(self._atom_counts.items())},
             conformers=dict(sorted(self._conformers.items())),
         )
+
+    def abort(self) -> None:
+        """Closes the file quietly after a failure (it is about to be deleted)."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+
+
+def _guard(path: epath.Path, write):
+    """write() -> its result; an OSError (a full disk) becomes a UserError naming `path`."""
+    try:
+        return write()
+    except OSError as err:
+        raise UserError(f"{path}: writing shards failed: {err.strerror or err}") from None
+
+
+def _read(source: Source):
+    """`source.items()`, with a truncated or corrupt (gzip) file a UserError naming it."""
+    try:
+        yield from source.items()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise UserError(f"{source.name}: truncated or corrupt file ({err})") from None
 
 
 def _write_local(source: Source, tmp_paths, plan: dict, workers: int, bar) -> tuple:
@@ -184,7 +223,7 @@ def _write_local(source: Source, tmp_paths, plan: dict, workers: int, bar) -> tu
     skipped = collections.Counter()
     num_written = 0
     try:
-        chunks = featurize_items(source.items(), workers=workers, **plan)
+        chunks = featurize_items(_read(source), workers=workers, **plan)
         for results in chunks:
             for result in results:
                 if result[0] == "skip":
@@ -195,9 +234,11 @@ def _write_local(source: Source, tmp_paths, plan: dict, workers: int, bar) -> tu
                 num_written += 1
             if bar is not None:
                 bar.update(len(results))
-    finally:
-        stats = [f.close() for f in files]
-    return stats, skipped
+    except BaseException:
+        for f in files:
+            f.abort()
+        raise
+    return [f.close() for f in files], skipped
 
 
 # ---------------------------------------------------------------- build
@@ -208,10 +249,15 @@ def _clean(output: epath.Path) -> None:
 
 
 def read_metadata(data_dir: str | os.PathLike) -> dict | None:
+    """metadata.json of a shard directory, or None when it is missing or corrupt (the build
+    did not finish: rebuild)."""
     path = epath.Path(data_dir) / METADATA_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
 
 
 RUNNERS = ("local", "beam")
@@ -231,6 +277,7 @@ def build_shards(
     labels_csv: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    skip_bad_labels: bool = False,
     runner: str = "local",
     pipeline_options: Sequence[str] | PipelineOptions | None = None,
 ) -> dict:
@@ -241,9 +288,11 @@ def build_shards(
     SMILES sources get none), 'rdkit' (ETKDG + MMFF for every molecule) or 'none'
     (has_coords = 0); default: 'file' for sources with coordinates, else 'rdkit'. offset,
     limit: only source entries offset .. offset + limit - 1 (limit None: to the end), e.g. a
-    held-out set after a training prefix. runner: 'local' (a `workers`-process pool) or
-    'beam' (an Apache Beam pipeline, `data.beam_shards`; `pipeline_options`: flags such as
-    ["--runner=DataflowRunner", ...] or a PipelineOptions, default a multi-process
+    held-out set after a training prefix. skip_bad_labels: CSV rows whose named label cell is
+    not a number are skipped as `bad_label` (default: a UserError naming them). runner:
+    'local' (a `workers`-process pool) or 'beam' (an Apache Beam pipeline,
+    `data.beam_shards`; `pipeline_options`: flags such as ["--runner=DataflowRunner", ...]
+    or a PipelineOptions, default a multi-process
     DirectRunner of `workers` processes); both write the same bytes. Returns the metadata
     dict. Raises FileNotFoundError / ValueError for a missing or empty input and ValueError
     when no molecule could be written.
@@ -254,7 +303,9 @@ def build_shards(
         source = input
         where = dict(input=source.name, fingerprint=source.fingerprint)
     else:
-        source = open_source(input, smiles_column, label_columns, labels_csv)
+        source = open_source(
+            input, smiles_column, label_columns, labels_csv, skip_bad_labels=skip_bad_labels
+        )
         where = dict(input=input if input == "qm9" else os.path.abspath(input))
     conformers = conformers or source.default_conformers
     if conformers not in CONFORMER_MODES:
@@ -279,58 +330,65 @@ def build_shards(
         labels_csv=labels_csv,
         seed=seed,
         **({"label_units": label_units} if label_units else {}),
+        **({"skip_bad_labels": True} if skip_bad_labels else {}),
     )
     output = epath.Path(output)
     output.mkdir(parents=True, exist_ok=True)
     existing = read_metadata(output)
-    if existing is not None and existing.get("args") == args and _shards_present(output, existing):
+    if existing is not None and existing.get("args") == args and _shards_intact(output, existing):
         return existing
     # Drop the old metadata first: from here on the directory does not look complete.
-    if existing is not None:
-        (output / METADATA_FILE).unlink()
+    (output / METADATA_FILE).unlink(missing_ok=True)
     _clean(output)
 
     names = [shard_name(i, num_shards) for i in range(num_shards)]
     tmp_paths = [output / (_TMP_PREFIX + n) for n in names]
     # What the featurisation depends on (`featurize_items`' keywords).
     plan = dict(conformers=conformers, max_atoms=max_atoms, seed=seed, limit=limit, offset=offset)
+    try:
+        stats, skipped = _write(
+            source, tmp_paths, plan, runner, pipeline_options, workers, progress
+        )
+        num_written = sum(s["num_records"] for s in stats)
+        _require_mostly_parsed(source.name, num_written, skipped)
+        metadata = _metadata(source, args, names, stats, skipped)
+        tmp_meta = output / (_TMP_PREFIX + METADATA_FILE)
+        _guard(tmp_meta, lambda: tmp_meta.write_text(json.dumps(metadata, indent=1)))
+    except BaseException:
+        _clean(output)  # Temporary shards would be taken for a build's output.
+        raise
+    for name, tmp in zip(names, tmp_paths, strict=True):
+        tmp.replace(output / name)
+    tmp_meta.replace(output / METADATA_FILE)
+    return metadata
+
+
+def _write(source, tmp_paths, plan, runner, pipeline_options, workers, progress) -> tuple:
+    """Featurises and writes the temporary shards with `runner` -> (stats of each shard, skip
+    counts by reason)."""
     if runner == "beam":
         from moleblend_jax.data import beam_shards
 
         options = pipeline_options or beam_shards.direct_options(workers)
-        stats, skipped = beam_shards.write_shards(source, tmp_paths, plan, options)
-    else:
-        total = None if source.total is None else max(source.total - offset, 0)  # Progress.
-        if limit is not None:
-            total = limit if total is None else min(limit, total)
-        bar = None
-        if progress:
-            from tqdm import tqdm
+        return beam_shards.write_shards(source, tmp_paths, plan, options)
+    total = None if source.total is None else max(source.total - plan["offset"], 0)  # Progress.
+    if plan["limit"] is not None:
+        total = plan["limit"] if total is None else min(plan["limit"], total)
+    bar = None
+    if progress:
+        from tqdm import tqdm
 
-            bar = tqdm(total=total, unit="mol", desc=f"shards {output.name}")
-        try:
-            stats, skipped = _write_local(source, tmp_paths, plan, workers, bar)
-        finally:
-            if bar is not None:
-                bar.close()
+        bar = tqdm(total=total, unit="mol", desc=f"shards {tmp_paths[0].parent.name}")
     try:
-        metadata = _metadata(source, args, names, stats, skipped)
-    except ValueError:
-        _clean(output)
-        raise
-    for name, tmp in zip(names, tmp_paths, strict=True):
-        tmp.replace(output / name)
-    tmp_meta = output / (_TMP_PREFIX + METADATA_FILE)
-    tmp_meta.write_text(json.dumps(metadata, indent=1))
-    tmp_meta.replace(output / METADATA_FILE)
-    return metadata
+        return _write_local(source, tmp_paths, plan, workers, bar)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _metadata(source: Source, args: dict, names: list[str], stats: list[dict], skipped) -> dict:
     """metadata.json (docs/data.md) of the shards `names` with stats from `ShardFile.close`."""
     num_written = sum(s["num_records"] for s in stats)
-    if num_written == 0:
-        raise ValueError(f"{source.name}: no molecule could be read (skipped: {dict(skipped)})")
     histogram = collections.Counter()
     conformers = collections.Counter()
     for s in stats:
@@ -360,8 +418,34 @@ def _metadata(source: Source, args: dict, names: list[str], stats: list[dict], s
     )
 
 
-def _shards_present(output: epath.Path, metadata: dict) -> bool:
-    return all(
-        (output / s["file"]).exists() and (output / s["file"]).stat().length == s["bytes"]
-        for s in metadata.get("shards", [])
-    )
+def _require_mostly_parsed(name: str, num_written: int, skipped: collections.Counter) -> None:
+    """No molecule written: ValueError; nearly every entry unparseable (the wrong format, a
+    binary file): UserError naming the reasons."""
+    if num_written == 0:
+        raise ValueError(f"{name}: no molecule could be read (skipped: {dict(skipped)})")
+    failed = sum(c for reason, c in skipped.items() if _is_parse_failure(reason))
+    entries = num_written + sum(skipped.values())
+    if entries >= MIN_ENTRIES_CHECKED and failed >= MAX_PARSE_FAILURES * entries:
+        raise UserError(
+            f"{name}: {failed} of {entries} entries could not be parsed "
+            f"({dict(sorted(skipped.items()))}); is it the format its name says?"
+        )
+
+
+def _is_parse_failure(reason: str) -> bool:
+    return reason in PARSE_FAILURES or reason.startswith("error_")
+
+
+def _shards_intact(output: epath.Path, metadata: dict) -> bool:
+    """Every shard of `metadata` present with its recorded size and sha256."""
+    return all(_shard_intact(output / s["file"], s) for s in metadata.get("shards", []))
+
+
+def _shard_intact(path: epath.Path, shard: dict) -> bool:
+    if not path.exists() or path.stat().length != shard["bytes"]:
+        return False
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest() == shard["sha256"]

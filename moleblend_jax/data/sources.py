@@ -12,6 +12,7 @@ import dataclasses
 import gzip
 import hashlib
 import importlib.util
+import logging
 import math
 import os
 import pathlib
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from moleblend_jax.chem import qm9
+from moleblend_jax.errors import UserError
 
 PCQM_SDF_NAME = "pcqm4m-v2-train.sdf"
 PCQM_LABELS_NAME = "data.csv.gz"
@@ -69,6 +71,19 @@ def _check_file(path: str) -> None:
         return
     if os.path.getsize(path) == 0:
         raise ValueError(f"input file is empty: {path}")
+    _check_text(path)
+
+
+def _check_text(path: str) -> None:
+    """UserError for a file whose start (after gunzip) holds NUL bytes: not text."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(1 << 16)
+    except (OSError, EOFError) as err:
+        raise UserError(f"{path}: unreadable ({err})") from None
+    if b"\x00" in head:
+        raise UserError(f"{path}: not a text file (NUL bytes in its first {len(head)} bytes)")
 
 
 def _open_text(path: str):
@@ -98,11 +113,26 @@ def smi_source(path: str) -> Source:
 
 
 # ---------------------------------------------------------------- .csv
-def _to_float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+_MISSING_MARKERS = ("nan", "na", "none")  # Cells that mean "no label", as a blank does.
+BAD_LABEL = "bad_label"  # Skip reason of rows whose label cell is not a number.
+
+
+def parse_numbers(cells: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+    """Text cells [M] -> (float64 values [M], NaN for blanks and nan / na / none; the positions
+    of the cells that are not numbers)."""
+    import pandas as pd
+
+    text = pd.Series(cells, dtype=object).fillna("").astype(str).str.strip()
+    values = pd.to_numeric(text.where(text != "", None), errors="coerce").to_numpy(np.float64)
+    unparsed = np.isnan(values) & (text != "").to_numpy()
+    bad = np.flatnonzero(unparsed & ~text.str.lower().isin(_MISSING_MARKERS).to_numpy())
+    return values, bad.tolist()
+
+
+def bad_cells(cells: Sequence[str], bad: list[int]) -> str:
+    """'3 non-numeric cells (row 4: 'abc', ...)': the first bad data rows, 1-based."""
+    shown = ", ".join(f"row {r + 1}: {cells[r]!r}" for r in bad[:3])
+    return f"{len(bad)} non-numeric cells ({shown})"
 
 
 def find_smiles_column(header: Sequence[str], smiles_column: str | None, path: str) -> str:
@@ -123,16 +153,56 @@ def find_smiles_column(header: Sequence[str], smiles_column: str | None, path: s
     return smiles_column
 
 
+def _csv_labels(
+    path: str, header: list[str], columns: list[str] | None, skip: set[str], skip_bad: bool
+) -> tuple[list[str], np.ndarray, set[int]]:
+    """-> (label columns, labels [M, T] float (NaN = missing), rows with a non-numeric label).
+
+    Named `columns` must hold numbers (UserError naming the first bad rows; with `skip_bad`
+    those rows are skipped instead); None takes every column (but `skip` and id-like ones)
+    whose non-blank cells are all numbers, and logs the ones it leaves out.
+    """
+    import pandas as pd
+
+    named = columns is not None
+    if not named:
+        columns = [c for c in header if c not in skip and c.strip().lower() not in _ID_COLUMNS]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise ValueError(f"{path}: label columns {missing} not in {header}")
+    table = pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False)
+    kept, values, bad_rows = [], [], set()
+    for column in columns:
+        cells = table[column].tolist()
+        parsed, bad = parse_numbers(cells)
+        if named and bad and not skip_bad:
+            raise UserError(
+                f"{path}: label column {column!r} has {bad_cells(cells, bad)}; labels must be "
+                f"numbers, blank for missing (or skip those rows, counted as {BAD_LABEL}, with "
+                "--skip_bad_labels)"
+            )
+        if not named and (bad or np.isnan(parsed).all()):
+            why = bad_cells(cells, bad) if bad else "no values"
+            logging.warning("%s: column %r is not a label column: %s.", path, column, why)
+            continue
+        kept.append(column)
+        values.append(parsed)
+        bad_rows.update(bad)
+    labels = np.stack(values, axis=1) if values else np.zeros((len(table), 0))
+    return kept, labels, bad_rows
+
+
 def csv_source(
     path: str,
     smiles_column: str | None = None,
     label_columns: list[str] | None = None,
     id_column: str | None = None,
+    skip_bad_labels: bool = False,
 ) -> Source:
     """CSV with a SMILES column (named `smiles` in any case unless given) and optional label
-    columns (default: every numeric column except the SMILES and id-like columns; pass [] for
-    none). id = 0-based data row; name = the `id_column` cell when given; empty / non-numeric
-    label cells become NaN (missing)."""
+    columns (`_csv_labels`; pass [] for none). id = 0-based data row; name = the `id_column`
+    cell when given; blank label cells become NaN (missing), and rows with a label cell that
+    is not a number are a UserError, or with `skip_bad_labels` skipped as `bad_label`."""
     import pandas as pd
 
     _check_file(path)
@@ -140,30 +210,21 @@ def csv_source(
     smiles_column = find_smiles_column(header, smiles_column, path)
     if id_column and id_column not in header:
         raise ValueError(f"{path}: id column {id_column!r} not in {header}")
-    if label_columns is None:
-        sample = pd.read_csv(path, nrows=1000)
-        label_columns = [
-            c
-            for c in header
-            if c != smiles_column
-            and c.strip().lower() not in _ID_COLUMNS
-            and pd.api.types.is_numeric_dtype(sample[c])
-        ]
-    missing = [c for c in label_columns if c not in header]
-    if missing:
-        raise ValueError(f"{path}: label columns {missing} not in {header}")
+    label_columns, labels, bad_rows = _csv_labels(
+        path, header, label_columns, {smiles_column}, skip_bad_labels
+    )
 
     def items():
         row = 0
-        extra = [id_column] if id_column else []
-        columns = list(dict.fromkeys([smiles_column, *label_columns, *extra]))
+        columns = [smiles_column, id_column] if id_column else [smiles_column]
         for chunk in pd.read_csv(path, usecols=columns, dtype=str, chunksize=50_000):
             smiles = chunk[smiles_column].tolist()
-            labels = [chunk[c].tolist() for c in label_columns]
             names = chunk[id_column].fillna("").tolist() if id_column else [""] * len(chunk)
             for i, s in enumerate(smiles):
-                values = tuple(_to_float(col[i]) for col in labels) if label_columns else None
-                if not isinstance(s, str) or not s.strip():
+                values = tuple(labels[row].tolist()) if label_columns else None
+                if row in bad_rows:
+                    yield SourceItem(row, skip_reason=BAD_LABEL, name=names[i])
+                elif not isinstance(s, str) or not s.strip():
                     yield SourceItem(row, skip_reason="empty_smiles", name=names[i])
                 else:
                     yield SourceItem(row, smiles=s.strip(), labels=values, name=names[i])
@@ -379,6 +440,7 @@ def open_source(
     label_columns: list[str] | None = None,
     labels_csv: str | None = None,
     id_column: str | None = None,
+    skip_bad_labels: bool = False,
 ) -> Source:
     """Picks the reader from the name: `qm9`, *.smi / *.txt, *.csv(.gz), *.sdf(.gz) (PCQM4Mv2 when
     the file is `pcqm4m-v2-train.sdf` or a directory holding it)."""
@@ -396,7 +458,7 @@ def open_source(
     if base.endswith((".smi", ".smiles", ".txt", ".smi.gz")):
         return smi_source(input_path)
     if base.endswith((".csv", ".csv.gz")):
-        return csv_source(input_path, smiles_column, label_columns, id_column)
+        return csv_source(input_path, smiles_column, label_columns, id_column, skip_bad_labels)
     if base.endswith((".sdf", ".sdf.gz")):
         return sdf_source(input_path)
     raise ValueError(f"{input_path}: unknown input format (expected .smi, .csv, .sdf or qm9)")

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from moleblend_jax.errors import UserError
-from moleblend_jax.model import MoleBlendEncoder
+from moleblend_jax.model import THREE_D_SUBMODULES, TWO_D_SUBMODULES, MoleBlendEncoder
 from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.layers import dense, gelu
 
@@ -47,33 +47,55 @@ class FinetuneModel(nn.Module):
 
 
 def load_pretrained_encoder(params: dict, pretrained: dict) -> tuple[dict, list[str]]:
-    """Copies pretrained["encoder"] into params["encoder"] wherever the fine-tuning encoder has
-    the same parameter; modules it lacks (3D modules for 2D tasks, pretraining heads) are
-    dropped, as the original does.
+    """Copies pretrained["encoder"] into params["encoder"], parameter by parameter; the
+    modality modules the fine-tuning encoder lacks (3D modules for 2D tasks, 2D ones for QM9)
+    are dropped, as the original does (the pretraining heads live outside "encoder").
 
-    Returns (new params, sorted names of dropped pretrained encoder submodules). Raises if a
-    shared parameter has a different shape (a checkpoint of another model size).
+    Returns (new params, sorted names of dropped pretrained encoder submodules). Raises a
+    UserError listing them when any other parameter is missing from or left over in the
+    checkpoint (another layer count), or has another shape (another model size).
     """
     if "encoder" not in pretrained:
-        raise ValueError(
-            "The checkpoint has no 'encoder' parameters; is it a MoleBLEND checkpoint?"
-        )
-    source = pretrained["encoder"]
-    dropped = sorted(set(source) - set(params["encoder"]))
+        raise UserError("The checkpoint has no 'encoder' parameters; is it a MoleBLEND checkpoint?")
+    source, target = pretrained["encoder"], params["encoder"]
+    dropped = sorted((set(source) - set(target)) & set(THREE_D_SUBMODULES + TWO_D_SUBMODULES))
+    _require_same_parameters({k: v for k, v in source.items() if k not in dropped}, target)
 
     def take(path, current):
         node = source
         for key in path:
-            node = node.get(key.key) if isinstance(node, dict) else None
-            if node is None:
-                return current  # Only in the fine-tuning model: keep its initialisation.
+            node = node[key.key]
         if np.shape(node) != np.shape(current):
-            name = "/".join(k.key for k in path)
             raise UserError(
-                f"encoder/{name}: checkpoint shape {np.shape(node)} != model shape "
+                f"encoder/{_name(path)}: checkpoint shape {np.shape(node)} != model shape "
                 f"{np.shape(current)}; fine-tune with the config variant it was pretrained with."
             )
         return jnp.asarray(node, current.dtype)
 
-    encoder = jax.tree_util.tree_map_with_path(take, params["encoder"])
+    encoder = jax.tree_util.tree_map_with_path(take, target)
     return {**params, "encoder": encoder}, dropped
+
+
+def _name(path) -> str:
+    return "/".join(k.key for k in path)
+
+
+def _leaf_names(tree: dict) -> set[str]:
+    return {_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _modules(names: set[str]) -> list[str]:
+    """Parameter names -> their sorted top-level modules ("layer_5/ffn/kernel" -> "layer_5")."""
+    return sorted({name.split("/")[0] for name in names})
+
+
+def _require_same_parameters(source: dict, target: dict) -> None:
+    """UserError listing the modules whose parameters only one of two encoders has."""
+    have, want = _leaf_names(source), _leaf_names(target)
+    if have != want:
+        raise UserError(
+            "the checkpoint's encoder does not match the model (another num_layers or model "
+            f"variant?): missing from the checkpoint {_modules(want - have)}, only in the "
+            f"checkpoint {_modules(have - want)}; fine-tune with the model config it was "
+            "pretrained with."
+        )

@@ -94,6 +94,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     task = FinetuneTask(data.spec, data.task_names)
     train_seed = SeedTrainer(config, task, pretrained=pretrained)
     is_writer = jax.process_index() == 0
+    if is_writer:  # A rerun replaces the metrics of the run before, as its results.json.
+        (workdir / "metrics.jsonl").unlink(missing_ok=True)
     seeds = []
     for seed in range(config.seed, config.seed + config.num_seeds):
         split = data_lib.seed_split(

@@ -81,37 +81,33 @@ def _require(frame: pd.DataFrame, path: str, what: str, names: list[str]) -> Non
         )
 
 
-def _numeric(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, list[int]]:
-    """A text column -> (float values [M] with NaN for blanks, rows that are not numbers)."""
-    text = frame[column].astype(str).str.strip()
-    values = pd.to_numeric(text.where(text != "", None), errors="coerce").to_numpy(np.float64)
-    bad = np.flatnonzero(np.isnan(values) & (text != "").to_numpy()).tolist()
-    bad = [r for r in bad if text.iloc[r].lower() not in ("nan", "na", "none")]
-    return values, bad
-
-
-def _default_label_columns(frame: pd.DataFrame, skip: set[str]) -> list[str]:
-    """Every column (not skipped, not id-like) whose non-blank cells are all numbers."""
-    return [
-        c
-        for c in _file_columns(frame)
-        if c not in skip
-        and c.strip().lower() not in sources._ID_COLUMNS
-        and (frame[c].str.strip() != "").any()
-        and not _numeric(frame, c)[1]
-    ]
+def _default_label_columns(frame: pd.DataFrame, path: str, skip: set[str]) -> list[str]:
+    """Every column (not skipped, not id-like) whose non-blank cells are all numbers; the
+    other candidates are logged."""
+    columns = []
+    for column in _file_columns(frame):
+        if column in skip or column.strip().lower() in sources._ID_COLUMNS:
+            continue
+        cells = frame[column].tolist()
+        values, bad = sources.parse_numbers(cells)
+        if bad or np.isnan(values).all():
+            why = sources.bad_cells(cells, bad) if bad else "no values"
+            logging.warning("%s: column %r is not a label column: %s.", path, column, why)
+        else:
+            columns.append(column)
+    return columns
 
 
 def _labels(frame: pd.DataFrame, path: str, columns: list[str]) -> np.ndarray:
     """[M, T] float32; UserError naming the first non-numeric cells."""
     out = np.empty((len(frame), len(columns)), np.float32)
     for t, column in enumerate(columns):
-        out[:, t], bad = _numeric(frame, column)
+        cells = frame[column].tolist()
+        out[:, t], bad = sources.parse_numbers(cells)
         if bad:
-            shown = ", ".join(f"row {r + 1}: {frame[column].iloc[r]!r}" for r in bad[:3])
             raise UserError(
-                f"{path}: label column {column!r} has {len(bad)} non-numeric cells ({shown}); "
-                "labels must be numbers, blank for missing"
+                f"{path}: label column {column!r} has {sources.bad_cells(cells, bad)}; labels "
+                "must be numbers, blank for missing"
             )
     return out
 
@@ -197,7 +193,7 @@ def read_table(config: ml_collections.ConfigDict) -> UserTable:
         _require(frame, path, "label columns", label_columns)
     else:
         skip = {smiles_column, id_column, split_column}
-        label_columns = _default_label_columns(frame, skip)
+        label_columns = _default_label_columns(frame, path, skip)
         if not label_columns:
             raise UserError(
                 f"{path}: no numeric label column found; name them with "

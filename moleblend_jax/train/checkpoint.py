@@ -1,6 +1,8 @@
 """Orbax checkpoints of the train state (MaxText's order: restore into the abstract state)."""
 
+import contextlib
 import logging
+import shutil
 from typing import Any
 
 import jax
@@ -9,7 +11,12 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from etils import epath
 
-from moleblend_jax.train.paths import as_path
+from moleblend_jax.errors import UserError, one_line
+from moleblend_jax.train.paths import as_path, is_local
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (a full disk, a lost mount); the previous one is kept."""
 
 
 class _DropOrbaxInfo(logging.Filter):
@@ -30,33 +37,94 @@ class Checkpointer:
     The state's `step` is also the input-pipeline position (global batches consumed), so a
     resumed run reads exactly the batches an uninterrupted run would. Restoring takes target
     shardings, so a run may resume on a different device count.
+
+    A save is written in the background while the next step runs, and its result is checked
+    before the step after (the next `save` call): a failed write raises CheckpointWriteError
+    naming the path and the OS error at once, not at the next periodic save.
     """
 
     def __init__(self, directory: str | epath.Path, save_every: int, keep: int):
         self.directory = as_path(directory)
+        self._writing: int | None = None  # Step of the save in flight.
+        self._failed = False
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 save_interval_steps=save_every, max_to_keep=keep, create=True
             ),
+            item_handlers={"state": ocp.StandardCheckpointHandler()},
         )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any, force: bool = False) -> bool:
+        self._check_written()
         if step in self._manager.all_steps():  # E.g. the final save right after a periodic one.
             return False
-        return self._manager.save(
+        started = self._manager.save(
             step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=force
         )
+        if started:
+            self._writing = step
+        return started
+
+    def _check_written(self) -> None:
+        """Waits for the save in flight; raises CheckpointWriteError if it failed."""
+        step, self._writing = self._writing, None
+        if step is None:
+            return
+        try:
+            self._manager.wait_until_finished()
+        except Exception as err:  # noqa: BLE001 - orbax re-raises the writer's error as is.
+            self._failed = True
+            self._remove_partial(step)
+            raise CheckpointWriteError(
+                f"{self.directory}: writing checkpoint {step} failed ({one_line(err)[:500]}); "
+                f"the last good checkpoint is step {self.latest_step()}"
+            ) from err
+
+    def _remove_partial(self, step: int) -> None:
+        """Deletes a failed save's temporary directory (on a full disk it holds the space)."""
+        if is_local(self.directory):
+            for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(partial, ignore_errors=True)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
-        """Restores `step` (default: latest) straight into the shapes and shardings of
-        `abstract_state` (ShapeDtypeStructs): no initialised state is needed first."""
-        step = self.latest_step() if step is None else step
-        if step is None:
+        """Restores `step` (default: the latest readable one) straight into the shapes and
+        shardings of `abstract_state` (ShapeDtypeStructs): no initialised state is needed first.
+
+        An unreadable latest checkpoint (corrupt files) is deleted, with a warning, and the one
+        before it restored. Params of other shapes than `abstract_state`'s (another model
+        size) are a UserError naming them; no readable checkpoint at all is a UserError too.
+        """
+        steps = sorted(self._manager.all_steps(), reverse=True) if step is None else [step]
+        if not steps:
             raise FileNotFoundError(f"No checkpoint found in {self.directory}.")
+        unreadable = []
+        for candidate in steps:
+            try:
+                state = self._restore(candidate, abstract_state)
+            except UserError:
+                raise
+            except Exception as err:  # noqa: BLE001 - orbax and tensorstore raise many kinds.
+                logging.warning("%s/%d is unreadable: %s", self.directory, candidate, one_line(err))
+                unreadable.append((candidate, err))
+                continue
+            for bad, _ in unreadable:  # Else the resumed run would skip saving that step.
+                logging.warning(
+                    "Deleting %s/%d; resuming from step %d.", self.directory, bad, candidate
+                )
+                self._manager.delete(bad)
+            return state
+        raise UserError(
+            f"{self.directory}: no readable checkpoint (step {unreadable[0][0]}: "
+            f"{one_line(unreadable[0][1])[:400]})"
+        )
+
+    def _restore(self, step: int, abstract_state: Any) -> Any:
+        saved = self._manager.item_metadata(step)["state"]
+        _require_same_shapes(f"{self.directory}/{step}", saved["params"], abstract_state.params)
         restored = self._manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         )
@@ -66,11 +134,37 @@ class Checkpointer:
         return self._manager.reached_preemption(step)
 
     def wait_until_finished(self) -> None:
-        self._manager.wait_until_finished()
+        self._check_written()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for the last save (raising if it failed) and closes the manager."""
+        try:
+            self._check_written()
+        finally:
+            # After a failed save orbax would raise its error once more.
+            with contextlib.suppress(Exception) if self._failed else contextlib.nullcontext():
+                self._manager.close()
+
+
+def _shapes(tree: Any) -> dict[str, tuple]:
+    """Leaf name ("encoder/layer_0/ffn/kernel") -> shape of a params tree or its metadata."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+    name = lambda path: "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)  # noqa: E731
+    return {name(path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def _require_same_shapes(where: str, saved: Any, wanted: Any) -> None:
+    """UserError naming the params a checkpoint has with other shapes, lacks or adds."""
+    have, want = _shapes(saved), _shapes(wanted)
+    differ = sorted(k for k in have.keys() & want.keys() if have[k] != want[k])
+    missing, extra = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+    if differ or missing or extra:
+        shapes = [f"{k} {have[k]} (model {want[k]})" for k in differ[:3]]
+        raise UserError(
+            f"{where} holds another model: {len(differ)} params of other shapes {shapes}, "
+            f"{len(missing)} missing {missing[:3]}, {len(extra)} extra {extra[:3]}; resume "
+            "with the config it was written with (config.json next to it)"
+        )
 
 
 def restore_params(directory: str | epath.Path, step: int | None = None) -> dict:

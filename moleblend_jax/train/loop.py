@@ -18,8 +18,10 @@ import tqdm
 
 from moleblend_jax import host_allocator
 from moleblend_jax import model as model_lib
+from moleblend_jax.errors import UserError
 from moleblend_jax.train import inputs, optim, sharding
 from moleblend_jax.train import state as state_lib
+from moleblend_jax.train import workdir as workdir_lib
 from moleblend_jax.train.checkpoint import Checkpointer
 from moleblend_jax.train.compiled import CompiledPerShape
 from moleblend_jax.train.evaluate import evaluate, jit_eval_step
@@ -45,9 +47,13 @@ def dummy_batch(batch_size: int, num_atoms: int) -> dict[str, jnp.ndarray]:
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Fails fast, before any data is built or anything compiled, on settings that cannot work."""
+    """Fails fast, before any data is built or anything compiled, on settings that cannot work
+    (a UserError: one line from the command line)."""
+    for key in ("batch_size", "total_steps", "log_every", "checkpoint_every"):
+        if config[key] <= 0:
+            raise UserError(f"config.{key}={config[key]} must be positive.")
     if config.batch_size % jax.device_count():
-        raise ValueError(
+        raise UserError(
             f"config.batch_size={config.batch_size} is not divisible by the "
             f"{jax.device_count()} devices."
         )
@@ -59,12 +65,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     missing = set(LOSS_TERMS) - set(config.loss_weights)
     if missing:
-        raise ValueError(f"config.loss_weights lacks {sorted(missing)}.")
+        raise UserError(f"config.loss_weights lacks {sorted(missing)}.")
     buckets = tuple(config.data.buckets)
     if list(buckets) != sorted(buckets) or buckets[-1] > config.data.max_atoms:
-        raise ValueError(f"config.data.buckets={buckets} must be increasing and <= max_atoms.")
+        raise UserError(f"config.data.buckets={buckets} must be increasing and <= max_atoms.")
     if config.eval_every and config.eval_every % config.log_every:
-        raise ValueError(
+        raise UserError(
             f"config.eval_every={config.eval_every} must be a multiple of "
             f"config.log_every={config.log_every} (the held-out loss joins that step's line)."
         )
@@ -91,14 +97,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     validate_config(config)
     _hint_allocator()
-    data = inputs.prepare_pretraining_data(config, workdir)
-    workdir = as_path(workdir)
+    path = as_path(workdir)
+    with workdir_lib.locked(path, enabled=jax.process_index() == 0):
+        return _train(config, path, inputs.prepare_pretraining_data(config, workdir))
+
+
+def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingData) -> dict:
+    """`train_and_evaluate` once the workdir is locked and the data checked."""
+    checkpointer = Checkpointer(
+        workdir / "checkpoints", config.checkpoint_every, config.keep_checkpoints
+    )
+    latest = checkpointer.latest_step()
+    workdir_lib.check_config(workdir, config, latest is not None, jax.process_index() == 0)
+    if latest is not None and latest >= config.total_steps:
+        checkpointer.close()
+        logging.warning(
+            "%s is at step %d, config.total_steps=%d: nothing to train (raise "
+            "--config.total_steps to continue).",
+            workdir,
+            latest,
+            config.total_steps,
+        )
+        return {"step": latest}
     # Set-up may move small things to the devices implicitly (keys, constants); the step loop
     # may not: its inputs reach the devices only through `global_batch`.
     with jax.transfer_guard("allow"):
-        run = _set_up(config, workdir, data)
+        run = _set_up(config, workdir, data, checkpointer)
     state, step = run.state, run.start_step
-    preempted, restore_sigterm = _install_sigterm_flag()
+    preempted, restore_signals = _install_stop_flag()
     progress = tqdm.tqdm(
         total=config.total_steps * config.batch_size,
         initial=step * config.batch_size,
@@ -143,7 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.error("Stopped; the last good checkpoint is step %s.", latest)
         raise
     finally:
-        restore_sigterm()
+        restore_signals()
         progress.close()
         run.checkpointer.close()
         run.writer.close()
@@ -152,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return last_logged
 
 
-def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
+def _set_up(config, workdir, data: inputs.PretrainingData, checkpointer: Checkpointer) -> _Run:
     """Mesh, model, the state (restored straight into its sharded layout when a checkpoint
     exists, else initialised in it), the batch iterator from the state's step on, and the
     compiled steps."""
@@ -164,6 +190,7 @@ def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
         buckets = buckets[-1:]
     local_batch_size = config.batch_size // num_processes
 
+    is_writer = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh)
     model = model_lib.MoleBlend(config=config.model)
     schedule, tx = optim.pretraining_optimizer(config)
@@ -176,10 +203,7 @@ def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
         config.mesh.rules,
     )
     logging.info("Parameters: %s", f"{state_lib.count_params(layout.abstract.params):,}")
-    checkpointer = Checkpointer(
-        workdir / "checkpoints", config.checkpoint_every, config.keep_checkpoints
-    )
-    if jax.process_index() == 0:  # The sizes the checkpoint needs (moleblend_jax.inference).
+    if is_writer:  # The sizes the checkpoint needs (moleblend_jax.inference).
         sizes = dataclasses.asdict(model_lib.ModelConfig.coerce(config.model))
         (workdir / "model_config.json").write_text(json.dumps(sizes, indent=1) + "\n")
     if checkpointer.latest_step() is None:
@@ -188,8 +212,10 @@ def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
         state = checkpointer.restore(layout.abstract)
         start_step = int(jax.device_get(state.step))
         logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
-    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    writer = MetricWriter(workdir, enabled=is_writer)
     writer.truncate_after(start_step)
+    if data.num_oversize and start_step == 0:
+        writer.write(0, {"oversize_dropped": data.num_oversize})
 
     from moleblend_jax.data import pipeline
 
@@ -204,6 +230,7 @@ def _set_up(config, workdir, data: inputs.PretrainingData) -> _Run:
         num_shards_total=num_processes,
         start_batch=start_step,
         shuffle_buffer=config.data.shuffle_buffer,
+        oversize="skip" if config.data.drop_oversize else "error",
     )
     train_step = CompiledPerShape(
         jit_train_step(
@@ -288,14 +315,27 @@ def _log(step: int, scalars: dict, writer: MetricWriter, progress) -> dict:
     return {"step": step, **scalars}
 
 
-def _install_sigterm_flag():
-    """SIGTERM (preemption) sets a flag the loop checks after each step.
+def _install_stop_flag():
+    """SIGTERM (preemption) and SIGINT (Ctrl-C) set a flag the loop checks after each step: it
+    saves and stops. A second Ctrl-C stops at once (KeyboardInterrupt).
 
-    Returns (flag getter, function restoring the previous handler).
+    Returns (flag getter, function restoring the previous handlers).
     """
     received = []
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT and received:
+            raise KeyboardInterrupt
+        logging.warning("%s: saving and stopping after this step.", signal.Signals(signum).name)
+        received.append(time.time())
+
     try:
-        previous = signal.signal(signal.SIGTERM, lambda *_: received.append(time.time()))
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # Not the main thread: rely on orbax's preemption check.
         return (lambda: bool(received)), (lambda: None)
-    return (lambda: bool(received)), (lambda: signal.signal(signal.SIGTERM, previous))
+
+    def restore():
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    return (lambda: bool(received)), restore

@@ -1,0 +1,43 @@
+"""The workdir's config.json, checked on resume, and its lock."""
+
+import json
+import logging
+
+import pytest
+from train_testing import small_config
+
+from moleblend_jax.errors import UserError
+from moleblend_jax.train import workdir as workdir_lib
+from moleblend_jax.train.paths import as_path
+
+
+def test_resume_refuses_a_changed_model_data_or_batch_size(tmp_path, caplog):
+    workdir = as_path(tmp_path)
+    workdir_lib.check_config(workdir, small_config("/data/a"), resuming=False)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["data.dir"] == "/data/a" and saved["data.buckets"] == [16]
+
+    changed = small_config("/data/b", batch_size=32, **{"optimizer.peak_lr": 0.1})
+    with pytest.raises(UserError, match=r"batch_size: 16 -> 32; data.dir: '/data/a' -> '/data/b'"):
+        workdir_lib.check_config(workdir, changed, resuming=True)
+    assert json.loads((tmp_path / "config.json").read_text()) == saved
+
+    longer = small_config("/data/a", total_steps=100, **{"optimizer.peak_lr": 0.1})
+    with caplog.at_level(logging.WARNING):
+        workdir_lib.check_config(workdir, longer, resuming=True)
+    assert "optimizer.peak_lr: 0.001 -> 0.1; total_steps: 8 -> 100" in caplog.text
+
+
+def test_a_second_run_on_a_locked_workdir_exits_naming_the_holder(tmp_path, qm9_shards):
+    import os
+    import socket
+
+    from moleblend_jax.train import loop
+
+    holder = f"pid {os.getpid()} on host {socket.gethostname()}"
+    with workdir_lib.locked(as_path(tmp_path)):
+        with pytest.raises(UserError, match=holder):
+            loop.train_and_evaluate(small_config(qm9_shards), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+    with workdir_lib.locked(as_path(tmp_path)):  # Released: the next run may start.
+        pass
