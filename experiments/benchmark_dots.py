@@ -4,8 +4,9 @@
 
 x [B, L, K] @ w [K, N] (B 32, L 33 tokens, K = N = 768): the forward (NN), the input gradient
 g @ w^T (NT) and the weight gradient x^T g (TN, contracting the tokens), in fp32, bf16 -> bf16,
-bf16 -> fp32 as autodiff lays it out, and the weight gradient as model/precision.py computes it
-(activations transposed in memory first). Variants alternate within each round; medians.
+bf16 -> fp32 as autodiff lays it out, the weight gradient as model/precision.py computes it, and
+with the tokens flattened to [B*L, K] (plain, and with x^T materialised first). Variants
+alternate within each round; medians.
 """
 
 import json
@@ -51,12 +52,24 @@ def variants():
         "weight grad TN fp32": (_dot((0, 1), (0, 1)), x, g),
         "weight grad TN bf16->fp32": (_dot((0, 1), (0, 1), F32), xb, gb),
         "weight grad TN fp32 cotangent x bf16": (_dot((0, 1), (0, 1), F32), xb, g),
-        "weight grad, precision.py (transposed in memory)": (
-            precision._weight_gradient,  # The formulation under test.
-            xb,
-            gb,
+        "weight grad, precision.py": (precision._weight_gradient, xb, gb),  # Under test.
+        "weight grad TN bf16->fp32, tokens flattened [B*L, K]": (
+            _dot((0,), (0,), F32),
+            xb.reshape(B * L, K),
+            gb.reshape(B * L, N),
+        ),
+        "weight grad, tokens flattened, transposed in memory first": (
+            _transposed_weight_gradient,
+            xb.reshape(B * L, K),
+            gb.reshape(B * L, N),
         ),
     }
+
+
+def _transposed_weight_gradient(x, g):
+    """x [M, K]^T g [M, N] with x^T materialised (a barrier keeps XLA from folding it back)."""
+    xt = lax.optimization_barrier(x.T.reshape(-1)).reshape(x.shape[1], x.shape[0])
+    return lax.dot_general(xt, g, (((1,), (0,)), ((), ())), preferred_element_type=F32)
 
 
 def main(argv):
