@@ -56,30 +56,15 @@ def wait_idle(limit_s):
     return time.perf_counter() - start
 
 
-from model import CONFIGS, MoleBlend, sample_randomness
+from model import CONFIGS
+from worker import make_step
 
 
 def run_one(name, mode, a):
     torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
     c = CONFIGS[name]
-    model = MoleBlend(c).train()
     batch = {k: torch.from_numpy(v) for k, v in make_batch(a.seed, a.batch, a.atoms).items()}
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=1e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
-    )
-    fwd = torch.compile(model) if mode == "compile" else model
-
-    def step():
-        rnd = sample_randomness(c, batch["mask"])
-        # mode "bf16": eager with CPU autocast to bfloat16 (AVX512-BF16 matmuls where the CPU has them)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=(mode == "bf16")):
-            loss, _ = fwd(batch, rnd)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        return loss.item()
+    step, num_params = make_step(c, batch, mode, a.seed)
 
     t = time.perf_counter()
     losses = [step()]
@@ -107,7 +92,7 @@ def run_one(name, mode, a):
         "batch": a.batch,
         "atoms_padded": a.atoms,
         "real_atoms": int(batch["mask"].sum()),
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": num_params,
         "mol_per_s": round(a.batch / med, 3),
         "median_step_s": round(med, 4),
         "min_step_s": round(min(times), 4),

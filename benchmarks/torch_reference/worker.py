@@ -20,14 +20,17 @@ from model import CONFIGS, MoleBlend, sample_randomness
 
 
 def make_step(config, batch, mode, seed):
+    """-> (one training step of a fresh model in `mode`: eager, bf16 or compile, its params)."""
     torch.manual_seed(seed)
     model = MoleBlend(config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
+    fwd = torch.compile(model) if mode == "compile" else model
 
     def step():
         rnd = sample_randomness(config, batch["mask"])
+        # mode "bf16": eager under CPU autocast (AVX512-BF16 matmuls where the CPU has them).
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=(mode == "bf16")):
-            loss, _ = model(batch, rnd)
+            loss, _ = fwd(batch, rnd)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
