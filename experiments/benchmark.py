@@ -47,6 +47,12 @@ flags.DEFINE_bool(
     "its steps alternated with ours in the same rounds.",
 )
 flags.DEFINE_list("torch_modes", ["eager", "bf16"], "PyTorch modes: eager (fp32), bf16 autocast.")
+flags.DEFINE_bool(
+    "compile_only",
+    False,
+    "Only compile and report the step's FLOPs and memory (arguments, temporaries, outputs): "
+    "what a batch needs, without running it.",
+)
 flags.DEFINE_float(
     "attention_dropout",
     None,
@@ -211,7 +217,8 @@ class JaxStep:
             "compile_s": round(compile_s, 2),
             **compiled_costs(self.compiled),
         }
-        self.run(2)  # Warm-up.
+        if not FLAGS.compile_only:
+            self.run(2)  # Warm-up.
 
     def run(self, num_steps: int) -> list[float]:
         """Time `num_steps` steps; -> seconds each."""
@@ -321,6 +328,8 @@ def summarise(info: dict, durations: list[float], loss: float) -> dict:
 def time_config(variant: str, batch_np: dict) -> list[dict]:
     """Every dtype of ours (and the PyTorch modes) for one config, steps alternated by round."""
     ours = {dtype: JaxStep(variant, dtype, batch_np) for dtype in FLAGS.dtypes}
+    if FLAGS.compile_only:
+        return [step.info for step in ours.values()]
     torch_steps = None
     if FLAGS.torch:
         torch_steps = TorchSteps(variant, FLAGS.torch_modes, FLAGS.batch_size, FLAGS.num_atoms)
@@ -362,7 +371,7 @@ def ratios(results: list[dict]) -> dict:
     for config in FLAGS.configs:
         rate = {}
         for r in results:
-            if r["config"] in (config, TORCH_CONFIGS.get(config)):
+            if r["config"] in (config, TORCH_CONFIGS.get(config)) and "molecules_per_s" in r:
                 rate[f"{'ours' if r['impl'] == 'moleblend_jax' else 'torch'} {r['dtype']}"] = r[
                     "molecules_per_s"
                 ]
