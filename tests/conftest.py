@@ -19,6 +19,28 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import pytest  # noqa: E402
 
 QM9_TEST_MOLECULES = 400
+# The slowest test files, slowest first. Collected first, so that pytest-xdist's per-file
+# scheduling (`--dist loadfile`) starts them early instead of leaving one worker alone with
+# a long file at the end.
+SLOW_FILES = (
+    "test_train_multiprocess.py",
+    "test_train_loop.py",
+    "test_train_resume_memory.py",
+    "test_own_data.py",
+    "test_finetune_trainer.py",
+    "test_train_step.py",
+    "test_interop_fairseq.py",
+    "test_model_precision.py",
+    "test_model_moleblend.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return SLOW_FILES.index(name) if name in SLOW_FILES else len(SLOW_FILES)
+
+    items.sort(key=rank)  # Stable: the order within each file and among the rest is kept.
 
 
 @pytest.fixture(scope="session")

@@ -95,6 +95,7 @@ def test_two_processes_without_data_dir_wait_for_the_default_shards(tmp_path):
         == {
             "train_dir": str(tmp_path / "data" / "qm9"),
             "eval_dir": str(tmp_path / "data" / "qm9_eval"),
+            "num_oversize": 0,
         }
     )
     train_meta = json.loads((tmp_path / "data" / "qm9" / "metadata.json").read_text())
