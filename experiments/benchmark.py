@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from moleblend_jax.configs import base  # noqa: E402
+from moleblend_jax.train.memory import step_bytes  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output JSON file.", required=True)
@@ -233,8 +234,8 @@ class JaxStep:
 
 
 def compiled_costs(compiled) -> dict:
-    """XLA's FLOPs and the step's memory (arguments + temporaries + outputs) from the compiled
-    step."""
+    """XLA's FLOPs and the step's memory (arguments, temporaries, outputs and their sum less
+    donated aliases, `compiled_step_bytes`) from the compiled step."""
     result = {}
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -246,6 +247,7 @@ def compiled_costs(compiled) -> dict:
         result["xla_argument_bytes"] = int(memory.argument_size_in_bytes)
         result["xla_output_bytes"] = int(memory.output_size_in_bytes)
         result["xla_alias_bytes"] = int(memory.alias_size_in_bytes)
+        result["compiled_step_bytes"] = int(step_bytes(memory))  # What the pre-flight checks.
     return result
 
 

@@ -30,10 +30,10 @@ class CompiledPerShape:
         program = self._programs.get(key)
         if program is None:
             program = self._jitted.lower(*args).compile()
-            _log_memory(self._name, args[self._shape_arg], program)
-            memory = program.memory_analysis()
+            shape, memory = _shape(args[self._shape_arg]), program.memory_analysis()
+            _log_memory(self._name, shape, memory)
             if self._check_memory is not None and memory is not None:
-                self._check_memory(memory, _shape(args[self._shape_arg]))
+                self._check_memory(memory, shape)
             self._programs[key] = program
         return program(*args)
 
@@ -50,9 +50,8 @@ def _shape(batch: Mapping[str, jax.Array]) -> str:
     return "x".join(str(d) for d in batch["atom_mask"].shape)
 
 
-def _log_memory(name: str, batch: Mapping[str, jax.Array], program: jax.stages.Compiled) -> None:
-    shape = _shape(batch)
-    memory = program.memory_analysis()
+def _log_memory(name: str, shape: str, memory) -> None:
+    """Logs a compiled program's memory analysis (None: the backend reports none)."""
     if memory is None:  # Not every backend reports it.
         logging.info("Compiled %s for batch %s.", name, shape)
         return

@@ -59,7 +59,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     per_device = config.batch_size // jax.device_count()
     if config.grad_accum_steps < 1 or per_device % config.grad_accum_steps:
-        raise ValueError(
+        raise UserError(
             f"config.grad_accum_steps={config.grad_accum_steps} must be >= 1 and divide the "
             f"{per_device} molecules per device (config.batch_size / devices)."
         )
