@@ -16,14 +16,11 @@ if __name__ == "__main__":  # First thing: glibc reads malloc settings only at s
     reexec_with_malloc_tunables()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import collections  # noqa: E402
-import glob  # noqa: E402
-import gzip  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import resource  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
@@ -32,6 +29,7 @@ from absl import app, flags  # noqa: E402
 
 from moleblend_jax.configs import base  # noqa: E402
 from moleblend_jax.train.memory import step_bytes  # noqa: E402
+from moleblend_jax.train.profiling import ms_per_module  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output JSON file.", required=True)
@@ -67,8 +65,10 @@ flags.DEFINE_string(
 )
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TORCH_REFERENCE = REPO / "benchmarks" / "torch_reference"
-TORCH_CONFIGS = {"tiny": "tiny_fh", "base": "base_fh"}  # Its configs with our factored heads.
+sys.path.append(str(REPO / "benchmarks" / "torch_reference"))
+from client import CONFIGS as TORCH_CONFIGS  # noqa: E402
+from client import TorchSteps  # noqa: E402
+
 # Peak dense throughput used for MFU, by device kind substring and dtype (FLOP/s).
 PEAK_FLOPS = {
     "H100": {"bfloat16": 989e12, "float32": 67e12},
@@ -113,42 +113,6 @@ def measured_matmul_flops(dtype: str = "float32", size: int = 2048, repeats: int
         matmul(a, a).block_until_ready()
         durations.append(time.perf_counter() - start)
     return 2 * size**3 / float(np.median(durations))
-
-
-def profile_by_module(compiled, run_step, trace_dir: str, num_steps: int = 3) -> dict:
-    """ms per step spent in each top-level model module, forward and backward, from a
-    jax.profiler trace of `num_steps` calls of `run_step`.
-
-    Kernels are mapped to modules through the op_name metadata of the compiled HLO; the sum
-    can exceed the step time where the runtime runs independent kernels concurrently.
-    """
-    op_names = {}
-    for match in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*$", compiled.as_text(), re.M):
-        name = re.search(r'op_name="([^"]*)"', match.group(0))
-        if name:
-            op_names[match.group(1)] = name.group(1)
-    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-        for _ in range(num_steps):
-            run_step()
-    trace_file = max(
-        glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True), key=os.path.getmtime
-    )
-    with gzip.open(trace_file) as f:
-        events = json.load(f)["traceEvents"]
-    totals = collections.Counter()
-    for event in events:
-        op_name = op_names.get(event.get("name")) if event.get("ph") == "X" else None
-        if op_name is None:
-            continue
-        op_name = op_name.split("/", 1)[-1]  # Drop "jit(train_step)".
-        direction = "backward" if op_name.startswith("transpose(") else "forward"
-        parts = [p for p in re.split(r"[/()]", op_name) if p]
-        parts = [p for p in parts if p not in ("transpose", "jvp", "MoleBlend", "encoder")]
-        module = re.sub(r"^layer_\d+$", "transformer_layers", parts[0]) if parts else "other"
-        if not module.endswith(("_head", "_bias", "_basis", "_embed", "layers", "centrality")):
-            module = "losses_optimizer_other"
-        totals[f"{module} ({direction})"] += event["dur"] / 1000 / num_steps
-    return {k: round(v, 1) for k, v in totals.most_common()}
 
 
 def machine_info() -> dict:
@@ -251,51 +215,12 @@ def compiled_costs(compiled) -> dict:
     return result
 
 
-class TorchSteps:
-    """The PyTorch reference's step server (benchmarks/torch_reference/worker.py) for one config."""
-
-    def __init__(self, variant: str, modes: list[str], batch_size: int, num_atoms: int):
-        import subprocess
-        import sys
-
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                str(TORCH_REFERENCE / "worker.py"),
-                f"--config={TORCH_CONFIGS[variant]}",
-                f"--modes={','.join(modes)}",
-                f"--batch={batch_size}",
-                f"--atoms={num_atoms}",
-            ],
-            cwd=TORCH_REFERENCE,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        ready = json.loads(self.process.stdout.readline() or "{}")
-        if not ready.get("ready"):
-            raise SystemExit("The PyTorch reference did not start: pip install -e '.[bench]'.")
-        self.info = {"impl": "torch", "config": TORCH_CONFIGS[variant], **ready}
-        del self.info["ready"]
-
-    def run(self, mode: str, num_steps: int) -> tuple[list[float], float]:
-        """Time `num_steps` steps of `mode`; -> (seconds each, last loss)."""
-        self.process.stdin.write(f"{mode} {num_steps}\n")
-        self.process.stdin.flush()
-        answer = json.loads(self.process.stdout.readline())
-        return answer["step_s"], answer["loss"]
-
-    def close(self):
-        self.process.stdin.close()
-        self.process.wait()
-
-
 def profile_result(step: JaxStep, variant: str, dtype: str) -> dict:
     def run_step():
         step.run(1)
 
     trace_dir = f"{FLAGS.profile_dir}/{variant}_{dtype}"
-    return profile_by_module(step.compiled, run_step, trace_dir)
+    return ms_per_module(step.compiled, run_step, trace_dir)
 
 
 def peak_memory() -> dict:
