@@ -8,6 +8,9 @@ Each RESULTS.json is written by experiments/finetune.py (or experiments/baseline
    "test_mean", "test_std", "valid_mean", "valid_std", "config": {...}}
 ROC-AUC is stored as a fraction and shown in %. Optional config keys (searched at any depth) that
 add protocol notes: "num_molecules" (data set size), "pretrain_molecules", "pretrain_steps".
+A pretrained row's init names its pretraining run (the workdir of "init_checkpoint"), so runs
+from different checkpoints (e.g. the study's blend / 2d / 3d) are told apart and averaged
+apart; a note counts the seeds whose best validation epoch was the last one run (under-trained).
 """
 
 from __future__ import annotations
@@ -92,6 +95,26 @@ def format_score(metric: str, mean: float, std: float | None = None) -> str:
     return text
 
 
+def init_label(result: dict) -> str:
+    """'scratch', 'rf_baseline', or 'pretrained: RUN' with RUN the pretraining workdir's name
+    (init_checkpoint WORKDIR[/checkpoints[/STEP]])."""
+    checkpoint = result.get("init_checkpoint")
+    if result["init"] != "pretrained" or not checkpoint:
+        return result["init"]
+    parts = [p for p in Path(checkpoint).parts if p not in ("/", ".")]
+    while parts and (parts[-1].isdigit() or parts[-1] == "checkpoints"):
+        parts.pop()
+    return f"pretrained: {parts[-1]}" if parts else result["init"]
+
+
+def _last_epoch_best(result: dict) -> str | None:
+    """'best epoch = last run in K of N seeds' when a seed's best validation epoch is the last
+    one it ran (no early stop: more epochs would likely help); None otherwise."""
+    seeds = result["seeds"]
+    last = [s for s in seeds if s.get("best_epoch", 0) > 0 and s["best_epoch"] == s["epochs_run"]]
+    return f"best epoch = last run in {len(last)} of {len(seeds)} seeds" if last else None
+
+
 def protocol_notes(result: dict) -> list[str]:
     """Short phrases for every way this run's protocol differs from the published one."""
     name = result["dataset"].lower()
@@ -123,6 +146,8 @@ def protocol_notes(result: dict) -> list[str]:
                 f"(orig. {_count(published.ORIGINAL_PRETRAIN_MOLECULES)} x "
                 f"{_count(published.ORIGINAL_PRETRAIN_STEPS)})"
             )
+    if last := _last_epoch_best(result):
+        notes.append(last)
     size = _find_key(config, "num_molecules")
     reference = published.MOLECULENET_SIZES.get(name)
     if size is not None and reference and abs(size - reference) > SIZE_TOLERANCE * reference:
@@ -158,7 +183,7 @@ def table_row(result: dict) -> str:
     cells = [
         name,
         METRIC_LABELS.get(metric, metric),
-        result["init"],
+        init_label(result),
         result["split"],
         str(len(result["seeds"])),
         ours,
@@ -172,14 +197,14 @@ def table_row(result: dict) -> str:
 def _order(result: dict) -> tuple[int, str, str]:
     names = list(DATASETS)
     name = result["dataset"].lower()
-    return (names.index(name) if name in names else len(names), name, result["init"])
+    return (names.index(name) if name in names else len(names), name, init_label(result))
 
 
 def average_rows(results: Sequence[dict]) -> list[str]:
     """An 'avg' row per init that has all eight published classification sets."""
     rows = []
-    for init in sorted({r["init"] for r in results}):
-        chosen = [r for r in results if r["init"] == init and r["split"] == "scaffold"]
+    for init in sorted({init_label(r) for r in results}):
+        chosen = [r for r in results if init_label(r) == init and r["split"] == "scaffold"]
         by_name = {r["dataset"].lower(): r for r in chosen}
         if not all(name in by_name for name in published.MOLEBLEND_ROC_AUC):
             continue
