@@ -40,6 +40,7 @@ METRIC_LABELS = {"roc_auc": "ROC-AUC %", "rmse": "RMSE", "mae": "MAE"}
 INIT_NOTES = {
     "scratch": "no pretraining (random init)",
     "rf_baseline": "Morgan-FP random forest, no pretraining",
+    "linear_probe": "ridge / logistic regression on frozen graph embeddings",
 }
 SIZE_TOLERANCE = 0.02  # Relative difference in data set size worth a note.
 
@@ -96,15 +97,16 @@ def format_score(metric: str, mean: float, std: float | None = None) -> str:
 
 
 def init_label(result: dict) -> str:
-    """'scratch', 'rf_baseline', or 'pretrained: RUN' with RUN the pretraining workdir's name
-    (init_checkpoint WORKDIR[/checkpoints[/STEP]])."""
+    """The init, with its checkpoint's pretraining run for a fine-tuned or probed checkpoint:
+    'pretrained: RUN', 'linear_probe: RUN' (RUN the workdir of init_checkpoint
+    WORKDIR[/checkpoints[/STEP]]); 'linear_probe' alone probes a random init."""
     checkpoint = result.get("init_checkpoint")
-    if result["init"] != "pretrained" or not checkpoint:
+    if result["init"] not in ("pretrained", "linear_probe") or not checkpoint:
         return result["init"]
     parts = [p for p in Path(checkpoint).parts if p not in ("/", ".")]
     while parts and (parts[-1].isdigit() or parts[-1] == "checkpoints"):
         parts.pop()
-    return f"pretrained: {parts[-1]}" if parts else result["init"]
+    return f"{result['init']}: {parts[-1]}" if parts else result["init"]
 
 
 def _last_epoch_best(result: dict) -> str | None:

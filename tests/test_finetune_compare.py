@@ -74,10 +74,15 @@ def test_compare_tells_pretraining_runs_apart_and_flags_last_epoch_bests(tmp_pat
         result = dict(example, init="pretrained", init_checkpoint=checkpoint, seeds=seeds)
         paths.append(tmp_path / f"{run}.json")
         paths[-1].write_text(json.dumps(result))
+    probe = dict(example, init="linear_probe", init_checkpoint="workdirs/study/pretrain/blend")
+    paths.append(tmp_path / "probe_blend.json")
+    paths[-1].write_text(json.dumps(probe))
     lines = _run("compare.py", *map(str, paths)).stdout.splitlines()
     rows = [line for line in lines if line.startswith("| esol ")]
-    assert [row.split(" | ")[2] for row in rows] == ["pretrained: 2d", "pretrained: blend"]
-    assert all("best epoch = last run in 1 of 2 seeds" in row for row in rows)
+    inits = ["linear_probe: blend", "pretrained: 2d", "pretrained: blend"]
+    assert [row.split(" | ")[2] for row in rows] == inits
+    assert all("best epoch = last run in 1 of 2 seeds" in row for row in rows[1:])
+    assert "frozen graph embeddings" in rows[0]
 
 
 def test_compare_rejects_incomplete_results(tmp_path):
