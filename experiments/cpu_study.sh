@@ -11,11 +11,12 @@
 #   4. rf       Morgan-fingerprint random forest on the same records and split
 #   5. probe    ridge / logistic regression on frozen graph embeddings of each checkpoint and
 #               of random inits (SEEDS of them), same records and split
-#   6. table    experiments/compare.py over every result
+#   6. table    experiments/compare.py over every result; plots (experiments/plot_study.py)
 # Results: RESULTS/<set>/{scratch,blend,2d,3d,rf}.json (finetune.py's / baseline_rf.py's
 # results.json), RESULTS/<set>/probe_{scratch,blend,2d,3d}.json, RESULTS/pretrain/<variant>.jsonl
-# (the pretraining metrics), RESULTS/settings.json and RESULTS/comparison.md; work files under OUT_DIR, one log per
-# run under OUT_DIR/logs.
+# (the pretraining metrics), RESULTS/settings.json, RESULTS/comparison.md, RESULTS/study.png
+# (test metrics) and RESULTS/pretrain.png (pretraining curves); work files under OUT_DIR, one
+# log per run under OUT_DIR/logs.
 #
 #   bash experiments/cpu_study.sh [OUT_DIR]        (default workdirs/study)
 #
@@ -145,6 +146,8 @@ for dataset in $datasets; do
   done
 done
 
-# 6. The table.
+# 6. The table and the plots.
 run compare python experiments/compare.py "$results"/*/*.json --out="$results/comparison.md"
+run plots python experiments/plot_study.py "$results" --out="$results/study.png" \
+  --curves_out="$results/pretrain.png"
 echo "done in $((SECONDS - start)) s: $results/comparison.md"
