@@ -6,8 +6,9 @@ Usage:
 Each RESULTS.json is written by experiments/finetune.py (or experiments/baseline_rf.py):
   {"dataset", "metric", "higher_is_better", "split", "init", "init_checkpoint", "seeds": [...],
    "test_mean", "test_std", "valid_mean", "valid_std", "config": {...}}
-ROC-AUC is stored as a fraction and shown in %. Optional config keys (searched at any depth) that
-add protocol notes: "num_molecules" (data set size), "pretrain_molecules", "pretrain_steps".
+ROC-AUC is stored as a fraction and shown in %. Optional keys that add protocol notes:
+"num_molecules" (data set size; in "config", at any depth), "pretrain_molecules" and
+"pretrain_steps" (anywhere, e.g. finetune.py's "pretrain" block).
 A pretrained row's init names its pretraining run (the workdir of "init_checkpoint"), so runs
 from different checkpoints (e.g. the study's blend / 2d / 3d) are told apart and averaged
 apart; a note counts the seeds whose best validation epoch was the last one run (under-trained).
@@ -135,8 +136,8 @@ def protocol_notes(result: dict) -> list[str]:
     if result["init"] in INIT_NOTES:
         notes.append(INIT_NOTES[result["init"]])
     elif result["init"] == "pretrained":
-        molecules = _find_key(config, "pretrain_molecules")
-        steps = _find_key(config, "pretrain_steps")
+        molecules = _find_key(result, "pretrain_molecules")
+        steps = _find_key(result, "pretrain_steps")
         if molecules is None and steps is None:
             notes.append("pretraining budget not recorded")
         elif (

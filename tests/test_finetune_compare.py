@@ -72,6 +72,8 @@ def test_compare_tells_pretraining_runs_apart_and_flags_last_epoch_bests(tmp_pat
         seeds[0]["best_epoch"] = 12  # One early stop: 1 of 2 seeds best at the last epoch.
         checkpoint = f"workdirs/study/pretrain/{run}/checkpoints"
         result = dict(example, init="pretrained", init_checkpoint=checkpoint, seeds=seeds)
+        # finetune.py's record of the checkpoint's run (train/workdir.pretraining_budget).
+        result["pretrain"] = dict(pretrain_steps=10_000, pretrain_molecules=100_000)
         paths.append(tmp_path / f"{run}.json")
         paths[-1].write_text(json.dumps(result))
     probe = dict(example, init="linear_probe", init_checkpoint="workdirs/study/pretrain/blend")
@@ -83,6 +85,7 @@ def test_compare_tells_pretraining_runs_apart_and_flags_last_epoch_bests(tmp_pat
     assert [row.split(" | ")[2] for row in rows] == inits
     assert all("best epoch = last run in 1 of 2 seeds" in row for row in rows[1:])
     assert "frozen graph embeddings" in rows[0]
+    assert all("pretrained on 100k mols x 10k steps (orig. 3.38M x 200k)" in r for r in rows[1:])
 
 
 def test_compare_rejects_incomplete_results(tmp_path):
