@@ -1,14 +1,16 @@
 """Build TFRecord shards for moleblend-jax (docs/data.md).
 
   python data_prep/build_shards.py --input=qm9 --output=/data/qm9 --workers=2
+  python data_prep/build_shards.py --input=moses --output=DIR --limit=100000  # RDKit conformers
   python data_prep/build_shards.py --input=mols.smi --output=DIR --conformers=rdkit
   python data_prep/build_shards.py --input=pcqm4m-v2-train.sdf --output=DIR  # + data.csv.gz
   python data_prep/build_shards.py --input=qm9 --output=DIR --runner=beam \
       --beam_pipeline_options=--runner=DataflowRunner,--project=P,--region=R,...
 
 Input format by extension: .smi/.txt (SMILES [name]), .csv (a `smiles` column + numeric label
-columns), .sdf(.gz) (coordinates from the file), pcqm4m-v2-train.sdf (+ data.csv.gz labels), or
-`qm9` (the bundled qm9pack QM9 with DFT coordinates and 12 targets). --runner=beam runs the
+columns), .sdf(.gz) (coordinates from the file), pcqm4m-v2-train.sdf (+ data.csv.gz labels),
+`qm9` (the bundled qm9pack QM9 with DFT coordinates and 12 targets) or `moses` (200,000 bundled
+drug-like MOSES SMILES in a seeded random order; RDKit conformers). --runner=beam runs the
 same featurisation as an Apache Beam pipeline (default: a DirectRunner of --workers processes);
 the output bytes are the same as --runner=local's.
 """
@@ -25,7 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from moleblend_jax.data.shards import build_shards  # noqa: E402
 from moleblend_jax.errors import exit_on_user_error  # noqa: E402
 
-flags.DEFINE_string("input", None, "Input file, PCQM4Mv2 directory, or 'qm9'.", required=True)
+flags.DEFINE_string(
+    "input", None, "Input file, PCQM4Mv2 directory, or 'qm9' / 'moses' (bundled).", required=True
+)
 flags.DEFINE_string("output", None, "Output directory.", required=True)
 flags.DEFINE_integer("num_shards", 16, "Number of shard files.")
 flags.DEFINE_integer("workers", 2, "Worker processes (output does not depend on it).")
@@ -36,7 +40,8 @@ flags.DEFINE_enum(
     ["rdkit", "none", "file"],
     "Coordinates (default: file if present, else rdkit).",
 )
-flags.DEFINE_integer("limit", None, "Only the first LIMIT source molecules.")
+flags.DEFINE_integer("limit", None, "Only the first LIMIT source molecules (after --offset).")
+flags.DEFINE_integer("offset", 0, "Skip the first OFFSET source entries (e.g. a held-out set).")
 flags.DEFINE_string("smiles_column", None, "CSV SMILES column (default: a column named smiles).")
 flags.DEFINE_list("label_columns", None, "CSV label columns (default: numeric columns).")
 flags.DEFINE_string("labels_csv", None, "PCQM4Mv2 data.csv.gz (default: next to the SDF).")
@@ -71,6 +76,7 @@ def main(argv):
         max_atoms=FLAGS.max_atoms,
         conformers=FLAGS.conformers,
         limit=FLAGS.limit,
+        offset=FLAGS.offset,
         smiles_column=FLAGS.smiles_column,
         label_columns=FLAGS.label_columns,
         labels_csv=FLAGS.labels_csv,

@@ -7,13 +7,13 @@ Usage:
   python experiments/baseline_rf.py --dataset=csv --dataset_path=mine.csv --label_columns=y \
       --split_column=split --out=rf.json   # your own file, fine-tuning's arguments
 
-Gets its molecules exactly as fine-tuning does (`finetune.data`: the same records, built
-through the shard writer, the same molecules skipped) and splits them with the same function
-over record ids, so the forest and the network see the same train/valid/test molecules by
-construction; `--split_file` reads a split a fine-tuning run saved. Writes the same
-results.json format (``"init": "rf_baseline"``), so experiments/compare.py can put it in the
-table. Multi-task classification trains one forest per task on the rows where that task is
-labelled.
+Gets its molecules exactly as fine-tuning does (`finetune.baselines`, shared with
+experiments/linear_probe.py: the same records, built through the shard writer, the same
+molecules skipped) and splits them with the same function over record ids, so the forest and
+the network see the same train/valid/test molecules by construction; `--split_file` reads a
+split a fine-tuning run saved. Writes the same results.json format (``"init": "rf_baseline"``),
+so experiments/compare.py can put it in the table. Multi-task classification trains one forest
+per task on the rows where that task is labelled.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,10 +30,8 @@ from absl import app, flags
 if __package__ in (None, ""):  # Run as a script from a checkout: make the package importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moleblend_jax.configs import finetune as finetune_configs  # noqa: E402
 from moleblend_jax.errors import exit_on_user_error  # noqa: E402
-from moleblend_jax.finetune import data as data_lib  # noqa: E402
-from moleblend_jax.finetune import metrics, splits  # noqa: E402
+from moleblend_jax.finetune import baselines  # noqa: E402
 from moleblend_jax.finetune.results import summarize  # noqa: E402
 
 _DATASET = flags.DEFINE_string(
@@ -141,39 +138,19 @@ def run(
     configs/finetune.py (max_atoms None: the config's; `file_settings`: the config's
     smiles_column, label_columns, task_type, id_column, split_column of your own file), splits
     made saved in workdir under fine-tuning's names."""
-    config = finetune_configs.get_config()
-    config.dataset = name
-    config.dataset_path = path
-    config.max_molecules = max_molecules
-    config.data.max_atoms = max_atoms or config.data.max_atoms
-    config.update(file_settings)
-    data = data_lib.load(config, workdir)
+    data, max_atoms = baselines.load_data(
+        name, path, workdir, max_molecules=max_molecules, max_atoms=max_atoms, **file_settings
+    )
     split_kind = split_kind or data.spec.default_split
     features = morgan_fingerprints([str(r["smiles"]) for r in data.records], radius, bits)
-    labels = np.stack([r["labels"] for r in data.records])
-    mask = ~np.isnan(labels)
-    per_seed = []
-    for seed in seeds:
-        start = time.time()
-        split = data_lib.seed_split(data, split_kind, seed, workdir=workdir, split_file=split_file)
-        rows = splits.id_positions(split, data.ids)
-        preds = fit_predict(data.spec.task_type, features, labels, rows, seed, n_estimators, n_jobs)
-        scores = {
-            part: metrics.compute_metric(
-                data.spec.metric, labels[rows[part]], preds[rows[part]], mask[rows[part]]
-            )[0]
-            for part in ("valid", "test")
-        }
-        per_seed.append(
-            {
-                "seed": int(seed),
-                "best_epoch": 0,
-                "valid": scores["valid"],
-                "test": scores["test"],
-                "epochs_run": 0,
-                "seconds": round(time.time() - start, 1),
-            }
-        )
+    labels = baselines.labels_of(data)
+
+    def forest(seed: int, rows: dict[str, np.ndarray]) -> np.ndarray:
+        return fit_predict(data.spec.task_type, features, labels, rows, seed, n_estimators, n_jobs)
+
+    per_seed = baselines.score_seeds(
+        data, split_kind, seeds, forest, workdir=workdir, split_file=split_file
+    )
     return summarize(
         data.spec,
         split_kind,
@@ -188,7 +165,7 @@ def run(
             "tasks": list(data.task_names),
             "source": path or "bundled",
             "max_molecules": max_molecules,
-            "max_atoms": config.data.max_atoms,
+            "max_atoms": max_atoms,
             "split_file": split_file,
         },
         num_records=len(data.records),

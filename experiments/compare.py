@@ -6,8 +6,12 @@ Usage:
 Each RESULTS.json is written by experiments/finetune.py (or experiments/baseline_rf.py):
   {"dataset", "metric", "higher_is_better", "split", "init", "init_checkpoint", "seeds": [...],
    "test_mean", "test_std", "valid_mean", "valid_std", "config": {...}}
-ROC-AUC is stored as a fraction and shown in %. Optional config keys (searched at any depth) that
-add protocol notes: "num_molecules" (data set size), "pretrain_molecules", "pretrain_steps".
+ROC-AUC is stored as a fraction and shown in %. Optional keys that add protocol notes:
+"num_molecules" (data set size; in "config", at any depth), "pretrain_molecules" and
+"pretrain_steps" (anywhere, e.g. finetune.py's "pretrain" block).
+A pretrained row's init names its pretraining run (the workdir of "init_checkpoint"), so runs
+from different checkpoints (e.g. the study's blend / 2d / 3d) are told apart and averaged
+apart; a note counts the seeds whose best validation epoch was the last one run (under-trained).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ METRIC_LABELS = {"roc_auc": "ROC-AUC %", "rmse": "RMSE", "mae": "MAE"}
 INIT_NOTES = {
     "scratch": "no pretraining (random init)",
     "rf_baseline": "Morgan-FP random forest, no pretraining",
+    "linear_probe": "ridge / logistic regression on frozen graph embeddings",
 }
 SIZE_TOLERANCE = 0.02  # Relative difference in data set size worth a note.
 
@@ -92,6 +97,27 @@ def format_score(metric: str, mean: float, std: float | None = None) -> str:
     return text
 
 
+def init_label(result: dict) -> str:
+    """The init, with its checkpoint's pretraining run for a fine-tuned or probed checkpoint:
+    'pretrained: RUN', 'linear_probe: RUN' (RUN the workdir of init_checkpoint
+    WORKDIR[/checkpoints[/STEP]]); 'linear_probe' alone probes a random init."""
+    checkpoint = result.get("init_checkpoint")
+    if result["init"] not in ("pretrained", "linear_probe") or not checkpoint:
+        return result["init"]
+    parts = [p for p in Path(checkpoint).parts if p not in ("/", ".")]
+    while parts and (parts[-1].isdigit() or parts[-1] == "checkpoints"):
+        parts.pop()
+    return f"{result['init']}: {parts[-1]}" if parts else result["init"]
+
+
+def _last_epoch_best(result: dict) -> str | None:
+    """'best epoch = last run in K of N seeds' when a seed's best validation epoch is the last
+    one it ran (no early stop: more epochs would likely help); None otherwise."""
+    seeds = result["seeds"]
+    last = [s for s in seeds if s.get("best_epoch", 0) > 0 and s["best_epoch"] == s["epochs_run"]]
+    return f"best epoch = last run in {len(last)} of {len(seeds)} seeds" if last else None
+
+
 def protocol_notes(result: dict) -> list[str]:
     """Short phrases for every way this run's protocol differs from the published one."""
     name = result["dataset"].lower()
@@ -110,8 +136,8 @@ def protocol_notes(result: dict) -> list[str]:
     if result["init"] in INIT_NOTES:
         notes.append(INIT_NOTES[result["init"]])
     elif result["init"] == "pretrained":
-        molecules = _find_key(config, "pretrain_molecules")
-        steps = _find_key(config, "pretrain_steps")
+        molecules = _find_key(result, "pretrain_molecules")
+        steps = _find_key(result, "pretrain_steps")
         if molecules is None and steps is None:
             notes.append("pretraining budget not recorded")
         elif (
@@ -123,6 +149,8 @@ def protocol_notes(result: dict) -> list[str]:
                 f"(orig. {_count(published.ORIGINAL_PRETRAIN_MOLECULES)} x "
                 f"{_count(published.ORIGINAL_PRETRAIN_STEPS)})"
             )
+    if last := _last_epoch_best(result):
+        notes.append(last)
     size = _find_key(config, "num_molecules")
     reference = published.MOLECULENET_SIZES.get(name)
     if size is not None and reference and abs(size - reference) > SIZE_TOLERANCE * reference:
@@ -158,7 +186,7 @@ def table_row(result: dict) -> str:
     cells = [
         name,
         METRIC_LABELS.get(metric, metric),
-        result["init"],
+        init_label(result),
         result["split"],
         str(len(result["seeds"])),
         ours,
@@ -172,14 +200,14 @@ def table_row(result: dict) -> str:
 def _order(result: dict) -> tuple[int, str, str]:
     names = list(DATASETS)
     name = result["dataset"].lower()
-    return (names.index(name) if name in names else len(names), name, result["init"])
+    return (names.index(name) if name in names else len(names), name, init_label(result))
 
 
 def average_rows(results: Sequence[dict]) -> list[str]:
     """An 'avg' row per init that has all eight published classification sets."""
     rows = []
-    for init in sorted({r["init"] for r in results}):
-        chosen = [r for r in results if r["init"] == init and r["split"] == "scaffold"]
+    for init in sorted({init_label(r) for r in results}):
+        chosen = [r for r in results if init_label(r) == init and r["split"] == "scaffold"]
         by_name = {r["dataset"].lower(): r for r in chosen}
         if not all(name in by_name for name in published.MOLEBLEND_ROC_AUC):
             continue

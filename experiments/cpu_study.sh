@@ -1,24 +1,153 @@
 #!/usr/bin/env bash
-# The CPU-scale study of docs/results.md: tiny pretraining on QM9, then fine-tuning on four
-# bundled data sets (scaffold split, 3 seeds) from the pretrained and from a random
-# initialisation, next to a Morgan-fingerprint random forest.
-#   bash experiments/cpu_study.sh [OUT_DIR]   (default workdirs/study)
+# The CPU-scale study of docs/results.md (issue 16): does blended 2D/3D pretraining on drug-like
+# molecules help, and does blending beat either modality alone (the paper's Table 4 ablation)?
+#   1. corpus   the first CORPUS molecules of the bundled MOSES subset with RDKit conformers,
+#               and the next EVAL_MOLECULES as the held-out set (data_prep/build_shards.py)
+#   2. pretrain configs/base.py:small for STEPS steps, once per relation variant in VARIANTS:
+#               blend (0.2/0.2/0.6), 2d (SPD + edge only), 3d (3D only)
+#   3. finetune configs/finetune.py:small on DATASETS from scratch and from each variant's
+#               checkpoint (scaffold split, SEEDS seeds, EPOCHS epochs, early stop PATIENCE);
+#               every init reads the scratch run's split file (the same record ids)
+#   4. rf       Morgan-fingerprint random forest on the same records and split
+#   5. probe    ridge / logistic regression on frozen graph embeddings of each checkpoint and
+#               of random inits (SEEDS of them), same records and split
+#   6. table    experiments/compare.py over every result; plots (experiments/plot_study.py)
+# Results: RESULTS/<set>/{scratch,blend,2d,3d,rf}.json (finetune.py's / baseline_rf.py's
+# results.json), RESULTS/<set>/probe_{scratch,blend,2d,3d}.json, RESULTS/pretrain/<variant>.jsonl
+# (the pretraining metrics), RESULTS/settings.json, RESULTS/comparison.md, RESULTS/study.png
+# (test metrics) and RESULTS/pretrain.png (pretraining curves); work files under OUT_DIR, one
+# log per run under OUT_DIR/logs.
+#
+#   bash experiments/cpu_study.sh [OUT_DIR]        (default workdirs/study)
+#
+# Unattended and resumable: a stage whose output exists is skipped (shard builds check their
+# metadata.json and shards), an interrupted pretraining resumes from its last checkpoint, an
+# interrupted fine-tuning run starts again. The full study (defaults) takes 6-8 hours on the
+# 2-core machine (docs/results.md: ~45 min corpus, 3 x ~70 min pretraining, ~3-5 h fine-tuning).
+# Scale it with environment variables, e.g. the pilot of docs/results.md (9 min):
+#   CORPUS=2000 EVAL_MOLECULES=200 STEPS=100 SEEDS=1 EPOCHS=3 DATASETS=freesolv RF_TREES=50 \
+#     RESULTS=workdirs/pilot/results bash experiments/cpu_study.sh workdirs/pilot
 set -euo pipefail
 out="${1:-workdirs/study}"
-pretrain="${PRETRAIN_DIR:-workdirs/tiny}"
-epochs="${EPOCHS:-8}"
-mkdir -p "$out"
-python experiments/pretrain.py --config=configs/base.py:tiny --workdir="$pretrain"
-for dataset in esol freesolv lipophilicity b3db; do
-  # A fixed random subset of the two larger sets keeps the study within a CPU session.
-  limit=0
-  case "$dataset" in lipophilicity | b3db) limit="${SUBSET:-1000}" ;; esac
-  for init in scratch pretrained; do
-    ckpt=()
-    [ "$init" = pretrained ] && ckpt=(--config.init_checkpoint="$pretrain/checkpoints")
-    python experiments/finetune.py --config=configs/finetune.py:tiny --config.dataset="$dataset" \
-      --config.epochs="$epochs" --config.max_molecules="$limit" "${ckpt[@]}" \
-      --workdir="$out/$dataset-$init"
+results="${RESULTS:-benchmarks/study}"
+corpus="${CORPUS:-100000}"
+eval_molecules="${EVAL_MOLECULES:-1000}"
+steps="${STEPS:-10000}"
+variants="${VARIANTS:-blend 2d 3d}"
+datasets="${DATASETS:-esol freesolv lipophilicity b3db}"
+seeds="${SEEDS:-3}"
+epochs="${EPOCHS:-60}"
+patience="${PATIENCE:-15}"
+b3db_subset="${B3DB_SUBSET:-2000}" # A fixed random subset (0 = all 7,807).
+rf_trees="${RF_TREES:-500}"
+workers="${WORKERS:-2}"
+max_atoms=64 # configs/finetune.py:small's data.max_atoms; the forest and probe use the same.
+seed_list="$(seq -s, 0 $((seeds - 1)))"
+
+mkdir -p "$out/logs" "$results"
+start=$SECONDS
+# How this run was made (the table is recomputed from RESULTS alone).
+cat >"$results/settings.json" <<EOF
+{"corpus": $corpus, "eval_molecules": $eval_molecules, "steps": $steps, "variants": "$variants",
+ "datasets": "$datasets", "seeds": $seeds, "epochs": $epochs, "patience": $patience,
+ "b3db_subset": $b3db_subset, "rf_trees": $rf_trees, "max_atoms": $max_atoms}
+EOF
+
+# run NAME CMD...: runs CMD with its output in OUT/logs/NAME.log; a failure names the log.
+run() {
+  local name="$1"
+  shift
+  echo "[$(date +%H:%M:%S)] $name"
+  if ! "$@" >>"$out/logs/$name.log" 2>&1; then
+    echo "failed: $name (see $out/logs/$name.log)" >&2
+    tail -n 5 "$out/logs/$name.log" >&2
+    exit 1
+  fi
+}
+
+relation_flags() { # The blend of each pretraining variant (docs/spec.md SPEC 4).
+  case "$1" in
+    blend) ;; # configs/base.py: pairs (0.2, 0.2, 0.6), atoms (0.4, 0.6).
+    2d) echo "--config.model.blend_probs=(0.5,0.5,0.0) --config.model.node_blend_probs=(1.0,0.0)" ;;
+    3d) echo "--config.model.blend_probs=(0.0,0.0,1.0) --config.model.node_blend_probs=(0.0,1.0)" ;;
+    *) echo "unknown variant $1" >&2 && return 1 ;;
+  esac
+}
+
+subset() { # max_molecules of a data set: a fixed random subset of B3DB, the others whole.
+  if [ "$1" = b3db ]; then echo "$b3db_subset"; else echo 0; fi
+}
+
+# 1. Corpus (build_shards is a no-op when its shards match its arguments).
+corpus_dir="$out/data/moses"
+eval_dir="$out/data/moses_eval"
+run corpus python data_prep/build_shards.py --input=moses --output="$corpus_dir" \
+  --limit="$corpus" --workers="$workers" --num_shards=16
+run corpus_eval python data_prep/build_shards.py --input=moses --output="$eval_dir" \
+  --offset="$corpus" --limit="$eval_molecules" --workers="$workers" --num_shards=1
+
+# 2. Pretraining: one run per variant, skipped once its final checkpoint exists.
+warmup=$((steps / 20))
+eval_every=$((steps / 10 / 50 * 50)) # A multiple of log_every (50); 0 = at the end only.
+mkdir -p "$results/pretrain"
+for variant in $variants; do
+  workdir="$out/pretrain/$variant"
+  if [ ! -d "$workdir/checkpoints/$steps" ]; then
+    # shellcheck disable=SC2046 # The relation flags are separate words.
+    run "pretrain_$variant" python experiments/pretrain.py --config=configs/base.py:small \
+      --workdir="$workdir" --config.data.dir="$corpus_dir" --config.data.eval_dir="$eval_dir" \
+      --config.total_steps="$steps" --config.optimizer.warmup_steps="$warmup" \
+      --config.eval_every="$eval_every" $(relation_flags "$variant")
+  fi
+  cp "$workdir/metrics.jsonl" "$results/pretrain/$variant.jsonl"
+done
+
+# 3-5. Per data set: fine-tuning (scratch first: its split is everyone's), forest, probes.
+for dataset in $datasets; do
+  limit="$(subset "$dataset")"
+  mkdir -p "$results/$dataset"
+  split="$out/finetune/$dataset/scratch/split_scaffold_seed0.json"
+  for init in scratch $variants; do
+    dest="$results/$dataset/$init.json"
+    workdir="$out/finetune/$dataset/$init"
+    [ -f "$dest" ] && continue
+    if [ ! -f "$workdir/results.json" ]; then
+      extra=()
+      if [ "$init" != scratch ]; then
+        extra=(--config.init_checkpoint="$out/pretrain/$init/checkpoints"
+          --config.split_file="$split")
+      fi
+      run "finetune_${dataset}_$init" python experiments/finetune.py \
+        --config=configs/finetune.py:small --config.dataset="$dataset" \
+        --config.max_molecules="$limit" --config.num_seeds="$seeds" \
+        --config.epochs="$epochs" --config.patience="$patience" "${extra[@]}" \
+        --workdir="$workdir"
+    fi
+    cp "$workdir/results.json" "$dest"
+  done
+  common=(--dataset="$dataset" --max_molecules="$limit" --max_atoms="$max_atoms"
+    --split_file="$split")
+  if [ ! -f "$results/$dataset/rf.json" ]; then
+    run "rf_$dataset" python experiments/baseline_rf.py "${common[@]}" --seeds="$seed_list" \
+      --n_estimators="$rf_trees" --n_jobs="$workers" --workdir="$out/rf/$dataset" \
+      --out="$results/$dataset/rf.json"
+  fi
+  if [ ! -f "$results/$dataset/probe_scratch.json" ]; then
+    run "probe_${dataset}_scratch" python experiments/linear_probe.py "${common[@]}" \
+      --config=configs/base.py:small --seeds="$seed_list" --workdir="$out/probe/$dataset" \
+      --out="$results/$dataset/probe_scratch.json"
+  fi
+  for variant in $variants; do
+    if [ ! -f "$results/$dataset/probe_$variant.json" ]; then
+      run "probe_${dataset}_$variant" python experiments/linear_probe.py "${common[@]}" \
+        --checkpoint="$out/pretrain/$variant" --workdir="$out/probe/$dataset" \
+        --out="$results/$dataset/probe_$variant.json"
+    fi
   done
 done
-python experiments/compare.py "$out"/*/results.json benchmarks/rf_baseline/*.json --out="$out/comparison.md"
+
+# 6. The table and the plots.
+run compare python experiments/compare.py "$results"/*/*.json --out="$results/comparison.md"
+run plots python experiments/plot_study.py "$results" --out="$results/study.png" \
+  --curves_out="$results/pretrain.png"
+echo "done in $((SECONDS - start)) s: $results/comparison.md"

@@ -2,6 +2,7 @@
 
   from moleblend_jax.inference import Embedder
   embedder = Embedder.from_checkpoint("PRETRAIN_WORKDIR/checkpoints")   # or a fine-tuning workdir
+  embedder = Embedder.from_random_init(config.model, seed=0)           # untrained, for baselines
   graph = embedder.embed(["CCO", "c1ccccc1O"])                         # [M, D] float32
   result = embedder.embed_rows(featurize.featurize(items), atoms=True)  # graph, atoms, valid
 
@@ -182,6 +183,23 @@ class Embedder:
         model = EncoderOnly(config, use_2d=mode == "none", use_3d=mode != "none")
         params = _encoder_params(model, _restore(directory, str(path)), str(path))
         return cls(model, params, mode, batch_size=batch_size)
+
+    @classmethod
+    def from_random_init(
+        cls, model_config, seed: int = 0, conformers: str = "none", batch_size: int = 32
+    ) -> Embedder:
+        """An untrained encoder (config.model sizes, params initialised from `seed` as
+        training would): the baseline a pretrained encoder's embeddings are compared with."""
+        if conformers not in CONFORMER_MODES:
+            raise UserError(f"conformers={conformers!r}; use one of {CONFORMER_MODES}")
+        model = EncoderOnly(
+            ModelConfig.coerce(model_config),
+            use_2d=conformers == "none",
+            use_3d=conformers != "none",
+        )
+        dummy = model_inputs(pad_batch([], num_atoms=8, batch_size=1))  # All padding.
+        params = nn.unbox(model.init(jax.random.PRNGKey(seed), dummy)["params"])
+        return cls(model, jax.device_get(params), conformers, batch_size=batch_size)
 
     def featurize(self, items, workers: int = 1, progress: bool = False):
         """Source items -> `featurize.Featurized` with this encoder's settings; molecules

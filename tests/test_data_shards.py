@@ -112,6 +112,29 @@ def test_qm9_prefix(tmp_path):
         assert (lengths < 2.0).all(), r["smiles"]
 
 
+def test_moses_molecules_build_with_rdkit_conformers(tmp_path):
+    """The bundled MOSES subset: ids are lines of the subset, coordinates ETKDG (+MMFF) by
+    default, a held-out set is the entries after a training prefix."""
+    out = str(tmp_path / "moses")
+    meta = build_shards("moses", out, num_shards=2, workers=1, limit=6, progress=False)
+    assert meta["args"]["input"] == "moses" and meta["args"]["conformers"] == "rdkit"
+    assert meta["num_written"] + meta["num_skipped"] == 6 and meta["num_written"] >= 5
+    assert set(meta["conformers"]) <= {"etkdg+mmff", "etkdg", "etkdg_random_coords+mmff"}
+    records = list(iter_records(out))
+    assert [int(r["id"]) for r in records] == list(range(len(records)))
+    for r in records:  # Drug-like (MOSES: 250-350 Da) with a 3D conformer in graph order.
+        assert 10 <= len(r["atom_features"]) <= 40 and int(r["has_coords"]) == 1
+        assert np.ptp(r["coords"], axis=0).min() > 0.5  # Not flat.
+        ends = r["bond_atoms"]
+        lengths = np.linalg.norm(r["coords"][ends[:, 0]] - r["coords"][ends[:, 1]], axis=1)
+        assert (lengths > 1.0).all() and (lengths < 2.0).all(), r["smiles"]
+    held_out = build_shards(
+        "moses", str(tmp_path / "eval"), num_shards=1, workers=1, offset=6, limit=2, progress=False
+    )
+    assert [int(r["id"]) for r in iter_records(str(tmp_path / "eval"))] == [6, 7]
+    assert held_out["args"]["offset"] == 6
+
+
 def test_qm9_reordered_entry_is_matched():
     # A QM9-style entry whose XYZ lists the heavy atoms in a different order than the SMILES.
     item = SourceItem(

@@ -19,8 +19,9 @@ GOLDEN = [
     "| dataset | metric | init | split | seeds | ours (test, mean ± std) | MoleBLEND (SPEC 8) "
     "| ours - MoleBLEND | protocol differences |",
     "|---|---|---|---|---|---|---|---|---|",
-    "| bbbp | ROC-AUC % | pretrained | scaffold | 3 | 71.4 ± 0.8 | 73.0 | -1.6 | selected on valid "
-    "(orig.: tuned on test, 30 trials); pretrained on 100k mols x 20k steps (orig. 3.38M x 200k) |",
+    "| bbbp | ROC-AUC % | pretrained: pretrain | scaffold | 3 | 71.4 ± 0.8 | 73.0 | -1.6 "
+    "| selected on valid (orig.: tuned on test, 30 trials); pretrained on 100k mols x 20k steps "
+    "(orig. 3.38M x 200k) |",
     "| esol | RMSE | scratch | scaffold | 2 | 1.040 ± 0.020 | - | - | no published MoleBLEND "
     "number; no pretraining (random init) |",
 ]
@@ -61,6 +62,30 @@ def test_compare_marks_b3db_and_averages(tmp_path):
     assert "| 75.0 ± 0.8 | 77.8 | -2.8 |" in tox21
     avg = next(line for line in lines if line.startswith("| avg "))
     assert "| 75.0 | 76.2 | -1.2 |" in avg
+
+
+def test_compare_tells_pretraining_runs_apart_and_flags_last_epoch_bests(tmp_path):
+    example = json.loads((DATA / "results_example_esol.json").read_text())
+    paths = []
+    for run in ("blend", "2d"):
+        seeds = [dict(s, best_epoch=80) for s in example["seeds"]]
+        seeds[0]["best_epoch"] = 12  # One early stop: 1 of 2 seeds best at the last epoch.
+        checkpoint = f"workdirs/study/pretrain/{run}/checkpoints"
+        result = dict(example, init="pretrained", init_checkpoint=checkpoint, seeds=seeds)
+        # finetune.py's record of the checkpoint's run (train/workdir.pretraining_budget).
+        result["pretrain"] = dict(pretrain_steps=10_000, pretrain_molecules=100_000)
+        paths.append(tmp_path / f"{run}.json")
+        paths[-1].write_text(json.dumps(result))
+    probe = dict(example, init="linear_probe", init_checkpoint="workdirs/study/pretrain/blend")
+    paths.append(tmp_path / "probe_blend.json")
+    paths[-1].write_text(json.dumps(probe))
+    lines = _run("compare.py", *map(str, paths)).stdout.splitlines()
+    rows = [line for line in lines if line.startswith("| esol ")]
+    inits = ["linear_probe: blend", "pretrained: 2d", "pretrained: blend"]
+    assert [row.split(" | ")[2] for row in rows] == inits
+    assert all("best epoch = last run in 1 of 2 seeds" in row for row in rows[1:])
+    assert "frozen graph embeddings" in rows[0]
+    assert all("pretrained on 100k mols x 10k steps (orig. 3.38M x 200k)" in r for r in rows[1:])
 
 
 def test_compare_rejects_incomplete_results(tmp_path):

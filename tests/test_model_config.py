@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import model_testing as mt
 import pytest
 
-from moleblend_jax.configs import base
+from moleblend_jax.configs import base, finetune
 from moleblend_jax.finetune.model import FinetuneModel
 from moleblend_jax.model import ModelConfig, MoleBlend, MoleBlendEncoder
 
@@ -48,3 +48,21 @@ def test_top_level_modules_convert_a_config_dict_once():
     ):
         assert module.config == want
         assert module.clone().config == want  # Flax clones modules; the config stays converted.
+
+
+@pytest.mark.parametrize("variant", base.VARIANTS)
+def test_every_variant_has_the_same_keys_and_a_valid_model(variant):
+    """Variants change values, never keys: pretraining and fine-tuning configs of each variant
+    have the keys of the default's, and its model section converts."""
+
+    def keys(tree, prefix=""):
+        return {
+            k
+            for key, value in tree.items()
+            for k in (keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key})
+        }
+
+    for module in (base, finetune):
+        config = module.get_config(variant).to_dict()
+        assert keys(config) == keys(module.get_config().to_dict())
+        ModelConfig.from_config(module.get_config(variant).model)

@@ -41,3 +41,26 @@ def test_a_second_run_on_a_locked_workdir_exits_naming_the_holder(tmp_path, qm9_
     assert not (tmp_path / "checkpoints").exists()
     with workdir_lib.locked(as_path(tmp_path)):  # Released: the next run may start.
         pass
+
+
+def test_pretraining_budget_reads_the_workdir(tmp_path):
+    """Steps from the newest checkpoint, batch from config.json, molecules from the shards'
+    metadata (default data: WORKDIR/data/<default_source>); {} without a workdir's config."""
+    import numpy as np
+
+    from moleblend_jax.train import checkpoint
+
+    config = small_config(None, batch_size=16, **{"data.default_source": "moses"})
+    workdir_lib.check_config(as_path(tmp_path), config, resuming=False)
+    saver = checkpoint.Checkpointer(tmp_path / "checkpoints", save_every=1, keep=2)
+    for step in (4, 8):
+        saver.save(step, {"params": {"w": np.zeros(2, np.float32)}}, force=True)
+    saver.close()
+    assert workdir_lib.pretraining_budget(tmp_path / "checkpoints") == {
+        "pretrain_steps": 8, "pretrain_batch": 16
+    }  # fmt: skip
+    (tmp_path / "data" / "moses").mkdir(parents=True)
+    (tmp_path / "data" / "moses" / "metadata.json").write_text(json.dumps({"num_written": 123}))
+    budget = workdir_lib.pretraining_budget(tmp_path / "checkpoints")
+    assert budget == {"pretrain_steps": 8, "pretrain_batch": 16, "pretrain_molecules": 123}
+    assert workdir_lib.pretraining_budget(tmp_path / "elsewhere" / "checkpoints") == {}

@@ -3,12 +3,13 @@
 Usage:
   python experiments/pretrain.py --config=configs/base.py --workdir=DIR
   python experiments/pretrain.py --config=configs/base.py:tiny --workdir=DIR   # CPU-sized model
+  python experiments/pretrain.py --config=configs/base.py:small --workdir=DIR  # CPU study model
 Every field can be overridden on the command line, e.g. `--config.optimizer.peak_lr=2e-4`.
 """
 
 import ml_collections
 
-VARIANTS = ("base", "tiny")
+VARIANTS = ("base", "small", "tiny")
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -151,6 +152,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     if variant == "tiny":
         _make_tiny(config)
+    if variant == "small":
+        _make_small(config)
     return config
 
 
@@ -177,3 +180,29 @@ def _make_tiny(config: ml_collections.ConfigDict) -> None:
     config.eval_batches = 8
     config.log_every = 20
     config.checkpoint_every = 200
+
+
+def _make_small(config: ml_collections.ConfigDict) -> None:
+    """The CPU study's model (docs/results.md): 4.4M parameters, about 70 minutes of
+    pretraining on 2 cores, on the bundled drug-like MOSES subset with RDKit conformers (9-27
+    heavy atoms: one bucket of 32). One step of batch 32 at 32 atoms took 0.38 s (fp32,
+    experiments/benchmark.py on the shared 2-core machine; 0.95 s at 64 atoms), so 10,000
+    steps are ~63 min plus held-out evaluations and checkpoints: 320,000 molecules seen, 3.2
+    epochs of the 100,000-molecule prefix."""
+    _make_tiny(config)
+    m = config.model
+    m.num_layers = 6
+    m.hidden_dim = 256
+    m.ffn_dim = 256
+    m.num_heads = 8
+    m.num_kernels = 64
+    config.data.default_source = "moses"
+    config.data.buckets = (32,)
+    config.data.max_molecules = 100_000  # Prefix of the bundled MOSES subset (a random sample).
+    config.data.eval_molecules = 1_000  # MOSES subset lines 100,000-100,999.
+    config.total_steps = 10_000
+    config.optimizer.warmup_steps = 500
+    config.log_every = 50
+    config.eval_every = 1_000
+    config.eval_batches = 16
+    config.checkpoint_every = 500

@@ -3,6 +3,7 @@
   python experiments/finetune.py --config=configs/finetune.py --config.dataset=esol --workdir=DIR \
       [--config.init_checkpoint=PRETRAIN_WORKDIR/checkpoints]
   --config=configs/finetune.py:tiny   the CPU-sized model (to fine-tune a base.py:tiny checkpoint)
+  --config=configs/finetune.py:small  the CPU study's model (a base.py:small checkpoint)
 
 The model section must match the pretrained checkpoint's; the 3D modules are dropped for 2D
 data sets and the 2D ones for QM9.
@@ -77,6 +78,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         dict(buckets=(32, 64, 128, 256), max_atoms=256, num_prep_workers=2)
     )
     config.seed = 0
+    if variant == "small":  # The CPU study's: the same settings for scratch and pretrained.
+        config.batch_size = 32
+        config.epochs = 60
+        config.warmup_epochs = 3
+        config.patience = 15
+        config.optimizer.peak_lr = 1e-4
+        config.data.buckets = (32, 64)
+        config.data.max_atoms = 64
     if variant == "tiny":
         config.batch_size = 64
         config.epochs = 30

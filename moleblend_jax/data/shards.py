@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from etils import epath
 
 from moleblend_jax.data import serialize
-from moleblend_jax.data.sources import Source, SourceItem, open_source
+from moleblend_jax.data.sources import BUNDLED_SOURCES, Source, SourceItem, open_source
 from moleblend_jax.errors import UserError
 from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
@@ -283,10 +283,11 @@ def build_shards(
 ) -> dict:
     """Reads `input`, writes OUTPUT/shard-*.tfrecord + metadata.json (local or gs:// paths).
 
-    input: a file path, `qm9`, or a `sources.Source` (e.g. `sources.table_source`, the
-    fine-tuning data sets). conformers: 'file' (coordinates from the source: SDF / QM9 DFT;
-    SMILES sources get none), 'rdkit' (ETKDG + MMFF for every molecule) or 'none'
-    (has_coords = 0); default: 'file' for sources with coordinates, else 'rdkit'. offset,
+    input: a file path, `qm9` / `moses` (bundled), or a `sources.Source` (e.g.
+    `sources.table_source`, the fine-tuning data sets). conformers: 'file' (coordinates from
+    the source: SDF / QM9 DFT; SMILES sources get none), 'rdkit' (ETKDG + MMFF for every
+    molecule) or 'none' (has_coords = 0); default: 'file' for sources with coordinates, else
+    'rdkit'. offset,
     limit: only source entries offset .. offset + limit - 1 (limit None: to the end), e.g. a
     held-out set after a training prefix. skip_bad_labels: CSV rows whose named label cell is
     not a number are skipped as `bad_label` (default: a UserError naming them). runner:
@@ -306,7 +307,7 @@ def build_shards(
         source = open_source(
             input, smiles_column, label_columns, labels_csv, skip_bad_labels=skip_bad_labels
         )
-        where = dict(input=input if input == "qm9" else os.path.abspath(input))
+        where = dict(input=input if input in BUNDLED_SOURCES else os.path.abspath(input))
     conformers = conformers or source.default_conformers
     if conformers not in CONFORMER_MODES:
         raise ValueError(f"conformers must be one of {CONFORMER_MODES}, got {conformers!r}")

@@ -1,5 +1,5 @@
-"""Input readers: .smi, .csv, .sdf(.gz), PCQM4Mv2 (SDF + data.csv.gz), the bundled QM9, and
-in-memory tables (fine-tuning data sets).
+"""Input readers: .smi, .csv, .sdf(.gz), PCQM4Mv2 (SDF + data.csv.gz), the bundled QM9 and
+MOSES subset, and in-memory tables (fine-tuning data sets).
 
 A reader yields one `SourceItem` per source molecule, keyed by the molecule's index in the
 source (SPEC 9: never by position after filtering, so a parse failure cannot shift labels).
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import importlib.resources
 import importlib.util
 import logging
 import math
@@ -24,6 +25,10 @@ from moleblend_jax.chem import qm9
 from moleblend_jax.errors import UserError
 
 PCQM_SDF_NAME = "pcqm4m-v2-train.sdf"
+# 200,000 drug-like SMILES of the MOSES training set, in a seeded random order (so any prefix
+# is a random sample); how it was made: moleblend_jax/sample_data/README.md.
+MOSES_FILE = "moses_train_200k.smi.gz"
+MOSES_NUM_MOLECULES = 200_000
 PCQM_LABELS_NAME = "data.csv.gz"
 # CSV columns never taken as labels when label columns are auto-detected.
 _ID_COLUMNS = {"id", "idx", "index", "num", "mol_id", "molecule_id", "name", "unnamed: 0"}
@@ -53,7 +58,7 @@ class Source:
     """A readable input: `items()` yields `SourceItem`s in source order."""
 
     name: str
-    kind: str  # smi | csv | sdf | pcqm4mv2 | qm9 | table
+    kind: str  # smi | csv | sdf | pcqm4mv2 | qm9 | moses | table
     label_names: list[str]
     items: Callable[[], Iterator[SourceItem]]
     total: int | None = None  # Number of items when known up front (progress bar).
@@ -391,6 +396,28 @@ def qm9_source() -> Source:
     )
 
 
+# ---------------------------------------------------------------- MOSES (bundled subset)
+def moses_source() -> Source:
+    """The bundled MOSES subset (drug-like ZINC molecules, SMILES only): id = 0-based line of
+    the subset after its header; coordinates by RDKit (default conformers `rdkit`)."""
+    resource = importlib.resources.files("moleblend_jax").joinpath("sample_data", MOSES_FILE)
+
+    def items():
+        with resource.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
+            next(f)  # Header line "SMILES".
+            for index, line in enumerate(f):
+                yield SourceItem(index, smiles=line.strip())
+
+    return Source(
+        name="moses",
+        kind="moses",
+        label_names=[],
+        items=items,
+        total=MOSES_NUM_MOLECULES,
+        notes=dict(file=MOSES_FILE, origin="molsets 0.3.1 train.csv.gz (MIT)"),
+    )
+
+
 # ---------------------------------------------------------------- in-memory tables
 def table_source(
     name: str,
@@ -434,6 +461,10 @@ def table_source(
     )
 
 
+# Inputs named, not given as a path: `--input=qm9` / `--input=moses`.
+BUNDLED_SOURCES: dict[str, Callable[[], Source]] = {"qm9": qm9_source, "moses": moses_source}
+
+
 def open_source(
     input_path: str,
     smiles_column: str | None = None,
@@ -442,10 +473,10 @@ def open_source(
     id_column: str | None = None,
     skip_bad_labels: bool = False,
 ) -> Source:
-    """Picks the reader from the name: `qm9`, *.smi / *.txt, *.csv(.gz), *.sdf(.gz) (PCQM4Mv2 when
-    the file is `pcqm4m-v2-train.sdf` or a directory holding it)."""
-    if input_path == "qm9":
-        return qm9_source()
+    """Picks the reader from the name: `qm9` / `moses` (bundled), *.smi / *.txt, *.csv(.gz),
+    *.sdf(.gz) (PCQM4Mv2 when the file is `pcqm4m-v2-train.sdf` or a directory holding it)."""
+    if input_path in BUNDLED_SOURCES:
+        return BUNDLED_SOURCES[input_path]()
     base = os.path.basename(input_path.rstrip("/")).lower()
     if os.path.isdir(input_path):
         if os.path.exists(os.path.join(input_path, PCQM_SDF_NAME)):
@@ -461,4 +492,6 @@ def open_source(
         return csv_source(input_path, smiles_column, label_columns, id_column, skip_bad_labels)
     if base.endswith((".sdf", ".sdf.gz")):
         return sdf_source(input_path)
-    raise ValueError(f"{input_path}: unknown input format (expected .smi, .csv, .sdf or qm9)")
+    raise ValueError(
+        f"{input_path}: unknown input format (expected .smi, .csv, .sdf, qm9 or moses)"
+    )

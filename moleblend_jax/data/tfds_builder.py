@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 
 from moleblend_jax.data import beam_shards, reader, serialize
 from moleblend_jax.data.shards import build_shards
+from moleblend_jax.data.sources import BUNDLED_SOURCES
 from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
     NUM_ATOM_FEATURES,
@@ -147,7 +148,7 @@ class MoleblendRecords(tfds.core.DatasetBuilder):
 
     def _input(self, dl_manager) -> str:
         config = self.builder_config
-        if config.input == "qm9" or os.path.isabs(config.input):
+        if config.input in BUNDLED_SOURCES or os.path.isabs(config.input):
             return config.input
         return os.fspath(dl_manager.manual_dir / config.input)
 

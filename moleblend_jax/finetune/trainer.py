@@ -27,6 +27,7 @@ from moleblend_jax.finetune.results import summarize
 from moleblend_jax.train import checkpoint
 from moleblend_jax.train.metrics_writer import MetricWriter
 from moleblend_jax.train.paths import as_path
+from moleblend_jax.train.workdir import pretraining_budget
 
 # The losses and the standardizer are re-exported: callers and tests use trainer.X.
 __all__ = [
@@ -118,6 +119,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         tasks=list(data.task_names),
         num_molecules=len(data.records),
         skipped=data.skipped,
+        pretrain=pretraining_budget(config.init_checkpoint) if config.init_checkpoint else None,
     )
     if is_writer:
         (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -167,6 +167,15 @@ def _require_same_shapes(where: str, saved: Any, wanted: Any) -> None:
         )
 
 
+def latest_step(directory: str | epath.Path) -> int | None:
+    """The newest step saved in an orbax checkpoints directory (None: none, or no directory)."""
+    directory = as_path(directory)
+    if not directory.exists():
+        return None
+    with ocp.CheckpointManager(directory) as manager:
+        return manager.latest_step()
+
+
 def restore_params(directory: str | epath.Path, step: int | None = None) -> dict:
     """Loads only the `params` subtree of a pretraining checkpoint, as host numpy arrays.
 

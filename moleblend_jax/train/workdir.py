@@ -1,5 +1,6 @@
 """What a pretraining workdir holds besides checkpoints and metrics: the config it was started
-with (config.json), checked on every resume, and the lock of the process training in it."""
+with (config.json), checked on every resume, and the lock of the process training in it; and
+what they say about a finished run's budget (`pretraining_budget`, for fine-tuning results)."""
 
 import contextlib
 import fcntl
@@ -107,3 +108,27 @@ def locked(workdir: epath.Path, enabled: bool = True):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def pretraining_budget(checkpoints: str | os.PathLike) -> dict:
+    """A pretraining run's budget, for fine-tuning results (compare.py's protocol notes):
+    `pretrain_steps` (the newest checkpoint's step), `pretrain_batch` and `pretrain_molecules`
+    (the training shards' num_written), each where WORKDIR/config.json and the shards' metadata
+    say it; `checkpoints` is WORKDIR/checkpoints. {} for a checkpoint without a workdir (an
+    imported one)."""
+    from moleblend_jax.data.shards import read_metadata
+    from moleblend_jax.train import checkpoint
+
+    checkpoints = epath.Path(checkpoints)
+    workdir = checkpoints.parent
+    path = workdir / CONFIG_FILE
+    if not path.exists():
+        return {}
+    config = json.loads(path.read_text())
+    budget = {"pretrain_steps": checkpoint.latest_step(checkpoints)}
+    budget["pretrain_batch"] = config.get("batch_size")
+    data_dir = config.get("data.dir") or workdir / "data" / str(config.get("data.default_source"))
+    metadata = read_metadata(data_dir)
+    if metadata is not None:
+        budget["pretrain_molecules"] = metadata.get("num_written")
+    return budget

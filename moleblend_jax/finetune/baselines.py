@@ -1,0 +1,89 @@
+"""Models fitted on fixed features of fine-tuning's molecules: what the random forest
+(experiments/baseline_rf.py) and the linear probe (experiments/linear_probe.py) share.
+
+`load_data` gets the records exactly as fine-tuning does (`finetune.data.load`: the same
+molecules, the same skips, the same record ids); `score_seeds` splits them with fine-tuning's
+split over record ids (or reads a split file a fine-tuning run saved) and scores a model's
+predictions with fine-tuning's metric, one results.json seed entry per seed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from moleblend_jax.configs import finetune as finetune_configs
+from moleblend_jax.finetune import data as data_lib
+from moleblend_jax.finetune import metrics, splits
+
+# (seed, row positions of train / valid / test) -> predictions [M, T] for every row (class-1
+# probabilities or values, NaN where a task has no model).
+FitPredict = Callable[[int, dict[str, np.ndarray]], np.ndarray]
+
+
+def load_data(
+    name: str,
+    path: str | None,
+    workdir: str | os.PathLike,
+    *,
+    max_molecules: int = 0,
+    max_atoms: int | None = None,
+    **file_settings: str,
+) -> tuple[data_lib.TaskData, int]:
+    """-> (fine-tuning's records of data set `name`, the max_atoms used). Built as with
+    configs/finetune.py (max_atoms None: its default); `file_settings` are the config's
+    smiles_column, label_columns, task_type, id_column, split_column of your own file."""
+    config = finetune_configs.get_config()
+    config.dataset = name
+    config.dataset_path = path
+    config.max_molecules = max_molecules
+    config.data.max_atoms = max_atoms or config.data.max_atoms
+    config.update(file_settings)
+    return data_lib.load(config, workdir), config.data.max_atoms
+
+
+def labels_of(data: data_lib.TaskData) -> np.ndarray:
+    """[M, T] float labels of the records, NaN = missing."""
+    return np.stack([r["labels"] for r in data.records])
+
+
+def score_seeds(
+    data: data_lib.TaskData,
+    split_kind: str,
+    seeds: Sequence[int],
+    fit_predict: FitPredict,
+    *,
+    workdir: str | os.PathLike,
+    split_file: str | None = None,
+) -> list[dict]:
+    """One results.json seed entry per seed: valid and test metric of `fit_predict`'s
+    predictions on that seed's split (saved in `workdir` under fine-tuning's names, or read
+    from `split_file`); best_epoch and epochs_run are 0 (no epochs)."""
+    labels = labels_of(data)
+    mask = ~np.isnan(labels)
+    per_seed = []
+    for seed in seeds:
+        start = time.time()
+        split = data_lib.seed_split(data, split_kind, seed, workdir=workdir, split_file=split_file)
+        rows = splits.id_positions(split, data.ids)
+        preds = fit_predict(int(seed), rows)
+        scores = {
+            part: metrics.compute_metric(
+                data.spec.metric, labels[rows[part]], preds[rows[part]], mask[rows[part]]
+            )[0]
+            for part in ("valid", "test")
+        }
+        per_seed.append(
+            {
+                "seed": int(seed),
+                "best_epoch": 0,
+                "valid": float(scores["valid"]),
+                "test": float(scores["test"]),
+                "epochs_run": 0,
+                "seconds": round(time.time() - start, 1),
+            }
+        )
+    return per_seed
