@@ -35,6 +35,18 @@ def test_rdkit_conformer_is_deterministic_and_in_graph_order():
     assert (lengths > 1.1).all() and (lengths < 1.6).all()
 
 
+def test_rdkit_conformers_are_in_their_principal_axes_frame():
+    """As DFT's standard orientation (QM9, PCQM4Mv2): the all-atom centroid at the origin and
+    the inertia axes along x, y, z, so that the direction target has a frame (SPEC 5)."""
+    mol = Chem.MolFromSmiles("CC(=O)Oc1ccccc1C(=O)O")
+    for seed in (0, 1, 2):
+        coords, _ = rdkit_conformer(mol, seed=seed)
+        # The heavy atoms of one molecule: their spread is largest along x, smallest along z.
+        spread = coords.std(axis=0)
+        assert spread[0] > spread[1] > spread[2], (seed, spread)
+        assert np.abs(coords.mean(axis=0)).max() < 0.5, seed
+
+
 def test_salt_fragments_do_not_overlap():
     coords, reason = rdkit_conformer(Chem.MolFromSmiles("[Na+].[Cl-]"), seed=0)
     assert reason.startswith("etkdg")

@@ -4,13 +4,18 @@ Sources: a conformer already on the mol (SDF, PCQM4Mv2 DFT), coordinates given b
 (QM9 DFT), or an RDKit conformer (ETKDGv3, then MMFF94 where it converges). RDKit embedding is
 seeded from the molecule id and single-threaded, so it is deterministic and independent of the
 worker that runs it.
+
+RDKit conformers come in an arbitrary orientation; they are turned into their principal-axes
+frame, as the DFT programs' standard orientation puts QM9 and PCQM4Mv2. The 3D-direction
+target (SPEC 5) is a vector in the input frame, so with arbitrary orientations it could not be
+predicted from the rotation-invariant encoder.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from rdkit import Chem
-from rdkit.Chem import AllChem, rdDistGeom
+from rdkit.Chem import AllChem, rdDistGeom, rdMolTransforms
 
 # Reasons recorded per molecule (counted in metadata.json "conformers").
 FROM_FILE = "file"
@@ -99,6 +104,7 @@ def rdkit_conformer(mol: Chem.Mol, seed: int) -> tuple[np.ndarray | None, str]:
         if ok:
             _separate_fragments(mol_h)
             reason = with_mmff if _mmff(mol_h) else without_mmff
+            rdMolTransforms.CanonicalizeConformer(mol_h.GetConformer())
             coords = np.asarray(mol_h.GetConformer().GetPositions()[:n], np.float32)
             if np.isfinite(coords).all():
                 return coords, reason
