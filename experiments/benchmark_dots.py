@@ -1,8 +1,9 @@
-"""The three dots of a Linear layer at the base layer's shape, in each formulation (GFLOP/s).
+"""The three dots of a Linear layer at a model's layer shape, in each formulation (GFLOP/s).
 
-  python experiments/benchmark_dots.py --out=benchmarks/dots_cpu.json
+  python experiments/benchmark_dots.py --out=benchmarks/dots_cpu.json               # base
+  python experiments/benchmark_dots.py --out=benchmarks/dots_cpu_tiny.json --hidden=128
 
-x [B, L, K] @ w [K, N] (B 32, L 33 tokens, K = N = 768): the forward (NN), the input gradient
+x [B, L, K] @ w [K, N] (B 32, L 33 tokens, K = N = --hidden): the forward (NN), the input gradient
 g @ w^T (NT) and the weight gradient x^T g (TN, contracting the tokens), in fp32, bf16 -> bf16,
 bf16 -> fp32 as autodiff lays it out, the weight gradient as model/precision.py computes it, and
 with the tokens flattened to [B*L, K] (plain, and with x^T materialised first). Variants
@@ -27,8 +28,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output JSON file.", required=True)
 flags.DEFINE_integer("rounds", 9, "Rounds; each times every variant once.")
 flags.DEFINE_integer("calls", 10, "Calls per variant and round.")
+flags.DEFINE_integer("hidden", 768, "Layer width K = N (768 base, 128 tiny).")
 
-B, L, K, N = 32, 33, 768, 768
+B, L = 32, 33
 F32, BF16 = jnp.float32, jnp.bfloat16
 
 
@@ -37,7 +39,7 @@ def _dot(lhs_contract, rhs_contract, preferred=None):
     return lambda a, b: lax.dot_general(a, b, dims, preferred_element_type=preferred)
 
 
-def variants():
+def variants(K: int, N: int):
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (B, L, K))
     w = jax.random.normal(jax.random.fold_in(key, 1), (K, N))
@@ -74,7 +76,8 @@ def _transposed_weight_gradient(x, g):
 
 def main(argv):
     del argv
-    cases = {name: (jax.jit(fn), a, b) for name, (fn, a, b) in variants().items()}
+    K = N = FLAGS.hidden
+    cases = {name: (jax.jit(fn), a, b) for name, (fn, a, b) in variants(K, N).items()}
     for fn, a, b in cases.values():
         fn(a, b).block_until_ready()
     rates = {name: [] for name in cases}

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 from etils import epath
 
 from moleblend_jax.data import serialize
-from moleblend_jax.data.sources import BUNDLED_SOURCES, Source, SourceItem, open_source
+from moleblend_jax.data.public_sets import BUNDLED_SOURCES
+from moleblend_jax.data.sources import Source, SourceItem, open_source
 from moleblend_jax.errors import UserError
 from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,

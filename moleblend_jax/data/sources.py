@@ -1,5 +1,6 @@
-"""Input readers: .smi, .csv, .sdf(.gz), PCQM4Mv2 (SDF + data.csv.gz), the bundled QM9 and
-MOSES subset, and in-memory tables (fine-tuning data sets).
+"""Input readers of your own files: .smi, .csv, .sdf(.gz), and in-memory tables (fine-tuning
+data sets); `open_source` picks the reader for a path or a public data set's name
+(`public_sets`: PCQM4Mv2, the bundled QM9 and MOSES subset).
 
 A reader yields one `SourceItem` per source molecule, keyed by the molecule's index in the
 source (SPEC 9: never by position after filtering, so a parse failure cannot shift labels).
@@ -8,103 +9,40 @@ Workers turn items into records (`moleblend_jax.data.shards.item_to_record`).
 
 from __future__ import annotations
 
-import dataclasses
-import gzip
 import hashlib
-import importlib.resources
-import importlib.util
 import logging
-import math
 import os
-import pathlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from moleblend_jax.chem import qm9
+from moleblend_jax.data.public_sets import (
+    BUNDLED_SOURCES,
+    PCQM_SDF_NAME,
+    pcqm4mv2_source,
+)
+from moleblend_jax.data.source_base import (
+    Source,
+    SourceItem,
+    check_file,
+    iter_sdf_blocks,
+    open_text,
+    sdf_title,
+)
 from moleblend_jax.errors import UserError
 
-PCQM_SDF_NAME = "pcqm4m-v2-train.sdf"
-# 200,000 drug-like SMILES of the MOSES training set, in a seeded random order (so any prefix
-# is a random sample); how it was made: moleblend_jax/sample_data/README.md.
-MOSES_FILE = "moses_train_200k.smi.gz"
-MOSES_NUM_MOLECULES = 200_000
-PCQM_LABELS_NAME = "data.csv.gz"
 # CSV columns never taken as labels when label columns are auto-detected.
 _ID_COLUMNS = {"id", "idx", "index", "num", "mol_id", "molecule_id", "name", "unnamed: 0"}
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceItem:
-    """One source molecule, as read (small and picklable: workers receive lists of them).
-
-    The molecule is `mol_block` (SDF text, graph and coordinates) when set, else `smiles`;
-    `elements` + `xyz` are QM9's DFT geometry strings (qm9pack's Elements / XYZ_Ang columns).
-    `skip_reason` marks an entry rejected while reading (e.g. an empty line).
-    """
-
-    id: int
-    smiles: str = ""
-    mol_block: str = ""
-    labels: tuple[float, ...] | None = None  # NaN = missing.
-    name: str = ""  # .smi name column, SDF title; "" = none.
-    elements: str = ""
-    xyz: str = ""
-    skip_reason: str = ""
-
-
-@dataclasses.dataclass
-class Source:
-    """A readable input: `items()` yields `SourceItem`s in source order."""
-
-    name: str
-    kind: str  # smi | csv | sdf | pcqm4mv2 | qm9 | moses | table
-    label_names: list[str]
-    items: Callable[[], Iterator[SourceItem]]
-    total: int | None = None  # Number of items when known up front (progress bar).
-    default_conformers: str = "rdkit"  # For sources without coordinates.
-    notes: dict = dataclasses.field(default_factory=dict)
-    # Content hash of sources that are not a file (`table_source`): build_shards' args hold it,
-    # so changed content rebuilds the shards.
-    fingerprint: str | None = None
-
-
-def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"input file not found: {path}")
-    if os.path.isdir(path):
-        return
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"input file is empty: {path}")
-    _check_text(path)
-
-
-def _check_text(path: str) -> None:
-    """UserError for a file whose start (after gunzip) holds NUL bytes: not text."""
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            head = f.read(1 << 16)
-    except (OSError, EOFError) as err:
-        raise UserError(f"{path}: unreadable ({err})") from None
-    if b"\x00" in head:
-        raise UserError(f"{path}: not a text file (NUL bytes in its first {len(head)} bytes)")
-
-
-def _open_text(path: str):
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
 
 
 # ---------------------------------------------------------------- .smi
 def smi_source(path: str) -> Source:
     """One molecule per line: `SMILES [whitespace name]`; id = 0-based line number, name = the
     rest of the line."""
-    _check_file(path)
+    check_file(path)
 
     def items():
-        with _open_text(path) as f:
+        with open_text(path) as f:
             for line_no, line in enumerate(f):
                 tokens = line.split()
                 if not tokens:
@@ -210,7 +148,7 @@ def csv_source(
     is not a number are a UserError, or with `skip_bad_labels` skipped as `bad_label`."""
     import pandas as pd
 
-    _check_file(path)
+    check_file(path)
     header = pd.read_csv(path, nrows=0).columns.tolist()
     smiles_column = find_smiles_column(header, smiles_column, path)
     if id_column and id_column not in header:
@@ -241,25 +179,6 @@ def csv_source(
 
 
 # ---------------------------------------------------------------- .sdf
-def iter_sdf_blocks(path: str) -> Iterator[str]:
-    """Yields the mol-block text of every SDF record (`$$$$`-terminated), properties included."""
-    with _open_text(path) as f:
-        lines: list[str] = []
-        for line in f:
-            if line.startswith("$$$$"):
-                yield "".join(lines)
-                lines = []
-            else:
-                lines.append(line)
-        if any(line.strip() for line in lines):
-            yield "".join(lines)  # Last record without a terminator.
-
-
-def _title(block: str) -> str:
-    """The title (first) line of a mol block."""
-    return block.split("\n", 1)[0].strip()
-
-
 def sdf_properties(block: str) -> dict[str, str]:
     """The SD data items of one SDF record (`> <NAME>` followed by value lines) as text."""
     properties: dict[str, str] = {}
@@ -280,11 +199,11 @@ def sdf_properties(block: str) -> dict[str, str]:
 def sdf_source(path: str) -> Source:
     """SDF (optionally .gz): graph and coordinates from each block; id = 0-based block index,
     name = the block's title line."""
-    _check_file(path)
+    check_file(path)
 
     def items():
         for index, block in enumerate(iter_sdf_blocks(path)):
-            yield SourceItem(index, mol_block=block, name=_title(block))
+            yield SourceItem(index, mol_block=block, name=sdf_title(block))
 
     return Source(
         name=os.path.abspath(path),
@@ -292,129 +211,6 @@ def sdf_source(path: str) -> Source:
         label_names=[],
         items=items,
         default_conformers="file",
-    )
-
-
-# ---------------------------------------------------------------- PCQM4Mv2
-def pcqm4mv2_source(sdf_path: str, labels_csv: str | None = None) -> Source:
-    """PCQM4Mv2 train split: graph and DFT coordinates from `pcqm4m-v2-train.sdf`; the HOMO-LUMO
-    gap (eV) from `data.csv.gz` looked up by the `idx` column = SDF block index (SPEC 9)."""
-    if os.path.isdir(sdf_path):
-        sdf_path = os.path.join(sdf_path, PCQM_SDF_NAME)
-    _check_file(sdf_path)
-    if labels_csv is None:
-        here = os.path.dirname(sdf_path)
-        for candidate in (
-            os.path.join(here, PCQM_LABELS_NAME),
-            os.path.join(here, "raw", PCQM_LABELS_NAME),
-        ):
-            if os.path.exists(candidate):
-                labels_csv = candidate
-                break
-    gaps = None
-    if labels_csv is not None:
-        import pandas as pd
-
-        _check_file(labels_csv)
-        table = pd.read_csv(labels_csv, usecols=["idx", "homolumogap"])
-        idx = table["idx"].to_numpy(np.int64)
-        gaps = np.full(int(idx.max()) + 1 if len(idx) else 0, np.nan, np.float64)
-        gaps[idx] = table["homolumogap"].to_numpy(np.float64)
-
-    def items():
-        for index, block in enumerate(iter_sdf_blocks(sdf_path)):
-            label = None
-            if gaps is not None:
-                label = (float(gaps[index]) if index < len(gaps) else math.nan,)
-            yield SourceItem(index, mol_block=block, labels=label, name=_title(block))
-
-    return Source(
-        name=os.path.abspath(sdf_path),
-        kind="pcqm4mv2",
-        label_names=["homolumogap"] if gaps is not None else [],
-        items=items,
-        default_conformers="file",
-        notes=dict(labels_csv=os.path.abspath(labels_csv) if labels_csv else None),
-    )
-
-
-# ---------------------------------------------------------------- QM9 (qm9pack)
-def qm9_frames(columns: Sequence[str], nrows: int | None = None, chunksize: int = 20_000):
-    """qm9pack's CSVs as DataFrames of `columns`, in QM9 index order; `nrows` stops after that
-    many rows.
-
-    The files are found without importing qm9pack: its __init__ imports pkg_resources, which
-    setuptools >= 81 no longer ships.
-    """
-    import pandas as pd
-
-    spec = importlib.util.find_spec("qm9pack")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("QM9 needs the qm9pack package (pip install qm9pack)")
-    folder = pathlib.Path(spec.submodule_search_locations[0]) / "data"
-    remaining = nrows
-    for name in qm9.FILES:
-        for chunk in pd.read_csv(folder / name, usecols=list(columns), chunksize=chunksize):
-            if remaining is not None:
-                chunk = chunk.iloc[:remaining]
-                remaining -= len(chunk)
-            yield chunk
-            if remaining is not None and remaining <= 0:
-                return
-
-
-def qm9_source() -> Source:
-    """The 130,831 QM9 molecules bundled with `qm9pack`. id = QM9 `Index` (1..133885);
-    coordinates = DFT geometry (heavy atoms); labels = the 12 targets of `chem.qm9.TARGETS`,
-    converted to label units (energies in eV)."""
-    columns = ["Index", "SMILES", "Elements", "XYZ_Ang", *qm9.COLUMNS]
-
-    def items():
-        for chunk in qm9_frames(columns):
-            labels = qm9.to_label_units(chunk[list(qm9.COLUMNS)].to_numpy(np.float64))
-            rows = zip(
-                chunk["Index"].tolist(),
-                chunk["SMILES"].tolist(),
-                chunk["Elements"].tolist(),
-                chunk["XYZ_Ang"].tolist(),
-                labels.tolist(),
-                strict=True,
-            )
-            for index, smiles, elements, xyz, values in rows:
-                yield SourceItem(
-                    int(index), smiles=smiles, labels=tuple(values), elements=elements, xyz=xyz
-                )
-
-    return Source(
-        name="qm9",
-        kind="qm9",
-        label_names=list(qm9.TASKS),
-        items=items,
-        total=qm9.NUM_MOLECULES,
-        default_conformers="file",
-        notes=dict(package="qm9pack", label_units=qm9.LABEL_UNITS),
-    )
-
-
-# ---------------------------------------------------------------- MOSES (bundled subset)
-def moses_source() -> Source:
-    """The bundled MOSES subset (drug-like ZINC molecules, SMILES only): id = 0-based line of
-    the subset after its header; coordinates by RDKit (default conformers `rdkit`)."""
-    resource = importlib.resources.files("moleblend_jax").joinpath("sample_data", MOSES_FILE)
-
-    def items():
-        with resource.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
-            next(f)  # Header line "SMILES".
-            for index, line in enumerate(f):
-                yield SourceItem(index, smiles=line.strip())
-
-    return Source(
-        name="moses",
-        kind="moses",
-        label_names=[],
-        items=items,
-        total=MOSES_NUM_MOLECULES,
-        notes=dict(file=MOSES_FILE, origin="molsets 0.3.1 train.csv.gz (MIT)"),
     )
 
 
@@ -459,10 +255,6 @@ def table_source(
         total=len(ids),
         fingerprint=digest.hexdigest(),
     )
-
-
-# Inputs named, not given as a path: `--input=qm9` / `--input=moses`.
-BUNDLED_SOURCES: dict[str, Callable[[], Source]] = {"qm9": qm9_source, "moses": moses_source}
 
 
 def open_source(

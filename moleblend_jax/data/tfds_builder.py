@@ -31,8 +31,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from moleblend_jax.data import beam_shards, reader, serialize
+from moleblend_jax.data.public_sets import BUNDLED_SOURCES
 from moleblend_jax.data.shards import build_shards
-from moleblend_jax.data.sources import BUNDLED_SOURCES
 from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
     NUM_ATOM_FEATURES,

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from moleblend_jax.chem import qm9
-from moleblend_jax.data.sources import qm9_frames
+from moleblend_jax.data.public_sets import qm9_frames
 from moleblend_jax.errors import UnknownDatasetError
 
 # QM9 (SPEC 7), from its one description in chem/qm9.py.

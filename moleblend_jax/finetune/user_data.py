@@ -56,7 +56,7 @@ def _columns(text: str) -> list[str]:
 def _read_frame(path: str, kind: str) -> pd.DataFrame:
     """The file as text cells: CSV columns, or one column per SD property plus `MOL_BLOCK`."""
     try:
-        sources._check_file(path)
+        sources.check_file(path)
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"config.dataset_path: {err}") from None
     if kind == "csv":
