@@ -18,7 +18,6 @@ per task on the rows where that task is labelled.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -161,12 +160,8 @@ def run(
             "model": "RandomForest",
             "n_estimators": n_estimators,
             "fingerprint": f"morgan r={radius} {bits} bits",
-            "num_molecules": data.num_source_molecules,  # The data set's size (compare.py).
-            "tasks": list(data.task_names),
             "source": path or "bundled",
-            "max_molecules": max_molecules,
-            "max_atoms": max_atoms,
-            "split_file": split_file,
+            **baselines.protocol(data, max_molecules, max_atoms, split_file),
         },
         num_records=len(data.records),
         skipped=data.skipped,
@@ -196,10 +191,7 @@ def main(argv: Sequence[str]) -> None:
             id_column=_ID_COLUMN.value,
             split_column=_SPLIT_COLUMN.value,
         )
-    out = Path(_OUT.value)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("dataset", "metric", "test_mean", "test_std")}))
+    baselines.write_results(result, _OUT.value)
 
 
 if __name__ == "__main__":

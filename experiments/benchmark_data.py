@@ -21,8 +21,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from moleblend_jax.data import build_shards, iter_records  # noqa: E402
+from moleblend_jax.data.chunks import process_chunk  # noqa: E402
 from moleblend_jax.data.public_sets import qm9_source  # noqa: E402
-from moleblend_jax.data.shards import process_chunk  # noqa: E402
 
 
 def _rate(count: int, seconds: float) -> float:

@@ -74,6 +74,13 @@ def _transposed_weight_gradient(x, g):
     return lax.dot_general(xt, g, (((1,), (0,)), ((), ())), preferred_element_type=F32)
 
 
+def _cpu_model() -> str:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
 def main(argv):
     del argv
     K = N = FLAGS.hidden
@@ -92,6 +99,7 @@ def main(argv):
     result = {
         "machine": {
             "platform": platform.platform(),
+            "cpu": _cpu_model(),
             "jax": jax.__version__,
             "cpu_count": os.cpu_count(),
             "load_average": os.getloadavg(),

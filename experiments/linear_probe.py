@@ -18,7 +18,6 @@ seed, so one seed is enough for a scaffold split; without one, each seed is a ne
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -184,11 +183,7 @@ def run(
             "features": "graph token, last layer, standardised on train",
             "encoder": checkpoint or "random init",
             "conformers": conformers,
-            "num_molecules": data.num_source_molecules,
-            "tasks": list(data.task_names),
-            "max_molecules": max_molecules,
-            "max_atoms": max_atoms,
-            "split_file": split_file,
+            **baselines.protocol(data, max_molecules, max_atoms, split_file),
         },
         num_records=len(data.records),
         skipped=data.skipped,
@@ -221,10 +216,7 @@ def main(argv: Sequence[str]) -> None:
             split_file=_SPLIT_FILE.value,
             batch_size=_BATCH.value,
         )
-    out = Path(_OUT.value)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("dataset", "metric", "test_mean", "test_std")}))
+    baselines.write_results(result, _OUT.value)
 
 
 if __name__ == "__main__":

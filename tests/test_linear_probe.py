@@ -8,15 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
-from flax import linen as nn
-from train_testing import small_config
+from train_testing import random_params, small_config
 
 from moleblend_jax import model as model_lib
 from moleblend_jax.configs import finetune as finetune_configs
 from moleblend_jax.finetune import data as data_lib
-from moleblend_jax.train import checkpoint, loop
+from moleblend_jax.train import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,13 +56,7 @@ def test_random_init_probe_reads_fine_tunings_split(tmp_path):
 
 def test_checkpoint_probe_classifies_with_seed_independent_embeddings(tmp_path):
     config = small_config()
-    model = model_lib.MoleBlend(config=config.model)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(1), loop.dummy_batch(1, 8)))
-    rng = np.random.default_rng(0)  # Random values are enough (and an eager init is slow).
-    params = jax.tree.map(
-        lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype),
-        nn.unbox(shapes["params"]),
-    )
+    params = random_params(config)
     ckpt = checkpoint.Checkpointer(tmp_path / "pre" / "checkpoints", save_every=1, keep=1)
     ckpt.save(3, {"params": params}, force=True)
     ckpt.close()

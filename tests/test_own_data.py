@@ -164,21 +164,13 @@ def test_embed_from_a_pretraining_checkpoint(tmp_path):
     checkpoint without it and a config of another size: one line, exit 2."""
     import dataclasses
 
-    import jax
-    from flax import linen as nn
-    from train_testing import small_config
+    from train_testing import random_params, small_config
 
     from moleblend_jax import model as model_lib
-    from moleblend_jax.train import checkpoint, loop
+    from moleblend_jax.train import checkpoint
 
     config = small_config()
-    model = model_lib.MoleBlend(config=config.model)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(1), loop.dummy_batch(1, 8)))
-    rng = np.random.default_rng(0)  # Random values are enough (and an eager init is slow).
-    params = jax.tree.map(
-        lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype),
-        nn.unbox(shapes["params"]),
-    )
+    params = random_params(config)
     for name, with_config in (("pre", True), ("bare", False)):
         ckpt = checkpoint.Checkpointer(tmp_path / name / "checkpoints", save_every=1, keep=1)
         ckpt.save(3, {"params": params}, force=True)

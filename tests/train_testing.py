@@ -29,3 +29,22 @@ def small_config(data_dir=None, **overrides):
             target = target[parent]
         target[leaf] = value
     return config
+
+
+def random_params(config, seed: int = 0) -> dict:
+    """Params of config.model's MoleBlend filled with N(0, 0.1^2) numpy draws: random values
+    are enough for a checkpoint to restore (and an eager init is slow)."""
+    import jax
+    import numpy as np
+    from flax import linen as nn
+
+    from moleblend_jax import model as model_lib
+    from moleblend_jax.train import loop
+
+    model = model_lib.MoleBlend(config=config.model)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(1), loop.dummy_batch(1, 8)))
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype),
+        nn.unbox(shapes["params"]),
+    )

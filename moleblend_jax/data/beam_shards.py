@@ -26,7 +26,8 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 from etils import epath
 
-from moleblend_jax.data import shards
+from moleblend_jax.data import chunks
+from moleblend_jax.data.shard_file import ShardFile
 from moleblend_jax.data.sources import Source
 
 _SUMMARY = ".tmp-beam-summary.json"
@@ -47,14 +48,14 @@ def direct_options(workers: int) -> list[str]:
 
 
 def _read_chunks(_, source: Source, chunk_size: int, limit, offset) -> Iterator[tuple]:
-    """-> (chunk index, [chunk_size] SourceItems) in source order (`shards.source_chunks`)."""
-    yield from enumerate(shards.source_chunks(source.items(), chunk_size, limit, offset))
+    """-> (chunk index, [chunk_size] SourceItems) in source order (`chunks.source_chunks`)."""
+    yield from enumerate(chunks.source_chunks(source.items(), chunk_size, limit, offset))
 
 
 def _featurize(chunk: tuple, conformers: str, max_atoms: int, seed: int) -> tuple:
-    """(c, items) -> (c, `shards.process_chunk` results)."""
+    """(c, items) -> (c, `chunks.process_chunk` results)."""
     index, items = chunk
-    return index, shards.process_chunk(items, conformers, max_atoms, seed)
+    return index, chunks.process_chunk(items, conformers, max_atoms, seed)
 
 
 def _num_written(chunk: tuple) -> tuple[int, int]:
@@ -95,10 +96,10 @@ class _AssignShards(beam.DoFn):
 def _write_shard(group: tuple, tmp_paths: Sequence[str]) -> tuple[int, dict]:
     """(shard s, its records and a None marker) -> (s, `ShardFile.close` stats)."""
     shard, values = group
-    shard_file = shards.ShardFile(epath.Path(tmp_paths[shard]))
+    writer = ShardFile(epath.Path(tmp_paths[shard]))
     for _, data, n_atoms, conformer in sorted(filter(None, values), key=lambda r: r[0]):
-        shard_file.add(data, n_atoms, conformer)
-    return shard, shard_file.close()
+        writer.add(data, n_atoms, conformer)
+    return shard, writer.close()
 
 
 def _write_summary(_, path: str, stats: list, skipped: list) -> None:
@@ -116,14 +117,14 @@ def write_shards(
     """Runs the pipeline: writes shard s to tmp_paths[s]; `plan` = `featurize_items`' keywords
     (conformers, max_atoms, seed, limit, offset). Returns (stats of each shard, skip counts by
     reason), as `shards._write_local` does. pipeline_options: flags or a PipelineOptions."""
-    chunk_size = chunk_size or shards.CHUNK_SIZE
+    chunk_size = chunk_size or chunks.CHUNK_SIZE
     num_shards = len(tmp_paths)
     paths = [str(p) for p in tmp_paths]
     summary_path = str(epath.Path(tmp_paths[0]).parent / _SUMMARY)
     if not isinstance(pipeline_options, PipelineOptions):
         pipeline_options = PipelineOptions(list(pipeline_options))
     with beam.Pipeline(options=pipeline_options) as pipeline:
-        chunks = (
+        featurized = (
             pipeline
             | "Start" >> beam.Create([None])
             | "Read"
@@ -133,12 +134,12 @@ def write_shards(
             >> beam.Map(_featurize, plan["conformers"], plan["max_atoms"], plan["seed"])
         )
         first_record = (
-            chunks
+            featurized
             | "Count" >> beam.Map(_num_written)
             | "Counts" >> beam.combiners.ToList()
             | "PrefixSums" >> beam.Map(_first_record)
         )
-        assigned = chunks | "Assign" >> beam.ParDo(
+        assigned = featurized | "Assign" >> beam.ParDo(
             _AssignShards(num_shards), beam.pvalue.AsSingleton(first_record)
         ).with_outputs("skipped", main="records")
         # One None per shard, so that every shard is written, records or not.

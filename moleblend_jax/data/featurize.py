@@ -4,7 +4,7 @@ An input file (.csv, .smi, .sdf, read by `data.sources`) or a list of SMILES bec
 `Featurized` row per input row, in input order: the record, or None and the reason it could
 not be featurised. SMILES are canonicalised first (RDKit's canonical SMILES, whose atom order
 depends only on the molecule), so every spelling of a molecule gives the same record. The work
-is the shard writer's (`shards.featurize_items`, `workers` processes), without files.
+is the shard writer's (`chunks.featurize_items`, `workers` processes), without files.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 
-from moleblend_jax.data import serialize, shards
+from moleblend_jax.data import chunks, serialize
 from moleblend_jax.data.sources import SourceItem, open_source
 from moleblend_jax.errors import UserError
 from moleblend_jax.schema import MAX_SUPPORTED_ATOMS
@@ -100,7 +100,7 @@ def _results(items: list[SourceItem], conformers, max_atoms, workers, progress) 
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), unit="mol", desc="featurise")
-    for results in shards.featurize_items(items, conformers, max_atoms, workers=workers):
+    for results in chunks.featurize_items(items, conformers, max_atoms, workers=workers):
         yield from results
         if bar is not None:
             bar.update(len(results))

@@ -15,12 +15,9 @@ files and says which file failed.
 from __future__ import annotations
 
 import collections
-import contextlib
 import gzip
 import hashlib
-import itertools
 import json
-import multiprocessing
 import os
 import zlib
 from collections.abc import Sequence
@@ -28,9 +25,10 @@ from typing import TYPE_CHECKING
 
 from etils import epath
 
-from moleblend_jax.data import serialize
+from moleblend_jax.data.chunks import featurize_items
 from moleblend_jax.data.public_sets import BUNDLED_SOURCES
-from moleblend_jax.data.sources import Source, SourceItem, open_source
+from moleblend_jax.data.shard_file import ShardFile, guard, shard_name
+from moleblend_jax.data.sources import Source, open_source
 from moleblend_jax.errors import UserError
 from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
@@ -42,7 +40,6 @@ from moleblend_jax.schema import (
 if TYPE_CHECKING:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-CHUNK_SIZE = 128  # Source items per worker task.
 # An input where this share of at least MIN_ENTRIES_CHECKED entries does not parse is refused.
 MAX_PARSE_FAILURES = 0.9
 MIN_ENTRIES_CHECKED = 10
@@ -56,157 +53,6 @@ PARSE_FAILURES = (
 )
 CONFORMER_MODES = ("rdkit", "none", "file")
 _TMP_PREFIX = ".tmp-"
-
-
-def shard_name(index: int, num_shards: int) -> str:
-    return f"shard-{index:05d}-of-{num_shards:05d}{SHARD_SUFFIX}"
-
-
-# ---------------------------------------------------------------- per-item work (in workers)
-def item_to_record(item: SourceItem, conformers: str, max_atoms: int, seed: int = 0):
-    """One source item -> (record with `via` instead of `path_bonds`, conformer reason);
-    raises SkipMolecule(reason)."""
-    from rdkit import Chem
-
-    from moleblend_jax.chem import qm9
-    from moleblend_jax.chem.records import SkipMolecule, build_record, parse_smiles
-
-    if item.skip_reason:
-        raise SkipMolecule(item.skip_reason)
-    if item.mol_block:
-        mol = Chem.MolFromMolBlock(item.mol_block, removeHs=True)
-        if mol is None:
-            raise SkipMolecule("sdf_parse_error")
-        coords = None if conformers == "file" else conformers  # None: the block's conformer.
-    else:
-        mol = parse_smiles(item.smiles)
-        coords = "none" if conformers == "file" else conformers
-        if item.xyz and conformers == "file":
-            if mol.GetNumAtoms() > max_atoms:
-                raise SkipMolecule("too_many_atoms")
-            try:
-                coords = qm9.heavy_atom_coords(mol, item.elements, item.xyz)
-            except ValueError as err:
-                raise SkipMolecule("qm9_bad_xyz", str(err)) from None
-    return build_record(
-        mol, item.id, coords, item.labels, max_atoms, seed, via_only=True, name=item.name
-    )
-
-
-def process_chunk(items: list[SourceItem], conformers: str, max_atoms: int, seed: int) -> list:
-    """Worker task: items -> [("ok", id, bytes, n_atoms, conformer) | ("skip", id, reason)]."""
-    from moleblend_jax.chem.records import SkipMolecule
-
-    out = []
-    for item in items:
-        try:
-            record, conformer = item_to_record(item, conformers, max_atoms, seed)
-            data = serialize.encode_record(record, record.pop("via"))
-            out.append(("ok", item.id, data, len(record["atom_features"]), conformer))
-        except SkipMolecule as skip:
-            out.append(("skip", item.id, skip.reason))
-        except Exception as err:  # noqa: BLE001 - RDKit can fail in many ways; count, go on.
-            out.append(("skip", item.id, f"error_{type(err).__name__}"))
-    return out
-
-
-def source_chunks(items, size: int, limit: int | None, offset: int = 0):
-    """Lists of `size` source items, from entry `offset` on, at most `limit` in all."""
-    chunk = []
-    for count, item in enumerate(itertools.islice(items, offset, None)):
-        if limit is not None and count >= limit:
-            break
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _ordered_map(fn, chunks, workers: int, args: tuple):
-    """Ordered results of fn(chunk, *args) with at most 4 * workers chunks in flight."""
-    chunks = iter(chunks)
-    head = list(itertools.islice(chunks, 2))
-    if workers <= 1 or len(head) < 2:  # One chunk: not worth starting processes.
-        for chunk in itertools.chain(head, chunks):
-            yield fn(chunk, *args)
-        return
-    # forkserver: safe when the caller already runs threads (jax, TF); workers import only
-    # numpy/RDKit.
-    ctx = multiprocessing.get_context("forkserver")
-    with ctx.Pool(workers) as pool:
-        pending = collections.deque()
-        for chunk in itertools.chain(head, chunks):
-            pending.append(pool.apply_async(fn, (chunk, *args)))
-            if len(pending) >= 4 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
-def featurize_items(
-    items,
-    conformers: str,
-    max_atoms: int,
-    seed: int = 0,
-    workers: int = 2,
-    limit: int | None = None,
-    offset: int = 0,
-):
-    """Source items -> `process_chunk` results, one list per chunk of `CHUNK_SIZE` items, in
-    source order, computed by `workers` processes (the shard writer's and inference's one
-    featurisation)."""
-    chunks = source_chunks(items, CHUNK_SIZE, limit, offset)
-    yield from _ordered_map(process_chunk, chunks, workers, (conformers, max_atoms, seed))
-
-
-# ---------------------------------------------------------------- shard files
-class ShardFile:
-    """One shard being written: framed records appended to a temporary file, which is hashed
-    and counted on the way (used by the local writer and by the Beam writer's workers)."""
-
-    def __init__(self, path: epath.Path):
-        self._path = path
-        self._file = _guard(path, lambda: path.open("wb"))
-        self._sha256 = hashlib.sha256()
-        self._size = 0
-        self._atom_counts = collections.Counter()
-        self._conformers = collections.Counter()
-
-    def add(self, data: bytes, n_atoms: int, conformer: str) -> None:
-        """Appends one serialized record (`process_chunk`'s bytes) of n_atoms atoms."""
-        framed = serialize.frame(data)
-        _guard(self._path, lambda: self._file.write(framed))
-        self._sha256.update(framed)
-        self._size += len(framed)
-        self._atom_counts[n_atoms] += 1
-        self._conformers[conformer] += 1
-
-    def close(self) -> dict:
-        """Closes the file -> its stats: num_records, bytes, sha256, atom_counts, conformers
-        (plain JSON types, so Beam workers can send them back)."""
-        _guard(self._path, self._file.close)
-        return dict(
-            num_records=sum(self._atom_counts.values()),
-            bytes=self._size,
-            sha256=self._sha256.hexdigest(),
-            atom_counts={str(k): v for k, v in sorted(self._atom_counts.items())},
-            conformers=dict(sorted(self._conformers.items())),
-        )
-
-    def abort(self) -> None:
-        """Closes the file quietly after a failure (it is about to be deleted)."""
-        with contextlib.suppress(OSError):
-            self._file.close()
-
-
-def _guard(path: epath.Path, write):
-    """write() -> its result; an OSError (a full disk) becomes a UserError naming `path`."""
-    try:
-        return write()
-    except OSError as err:
-        raise UserError(f"{path}: writing shards failed: {err.strerror or err}") from None
 
 
 def _read(source: Source):
@@ -355,7 +201,7 @@ def build_shards(
         _require_mostly_parsed(source.name, num_written, skipped)
         metadata = _metadata(source, args, names, stats, skipped)
         tmp_meta = output / (_TMP_PREFIX + METADATA_FILE)
-        _guard(tmp_meta, lambda: tmp_meta.write_text(json.dumps(metadata, indent=1)))
+        guard(tmp_meta, lambda: tmp_meta.write_text(json.dumps(metadata, indent=1)))
     except BaseException:
         _clean(output)  # Temporary shards would be taken for a build's output.
         raise

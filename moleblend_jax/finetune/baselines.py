@@ -9,7 +9,9 @@ predictions with fine-tuning's metric, one results.json seed entry per seed.
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -87,3 +89,25 @@ def score_seeds(
             }
         )
     return per_seed
+
+
+def protocol(
+    data: data_lib.TaskData, max_molecules: int, max_atoms: int, split_file: str | None
+) -> dict:
+    """The results.json config keys that say which molecules were scored (compare.py reads
+    num_molecules, the data set's size)."""
+    return {
+        "num_molecules": data.num_source_molecules,
+        "tasks": list(data.task_names),
+        "max_molecules": max_molecules,
+        "max_atoms": max_atoms,
+        "split_file": split_file,
+    }
+
+
+def write_results(result: dict, out: str | os.PathLike) -> None:
+    """A results.json dict -> `out` (its folder created), and its summary line on stdout."""
+    path = pathlib.Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("dataset", "metric", "test_mean", "test_std")}))
