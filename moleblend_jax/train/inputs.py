@@ -91,12 +91,16 @@ def _default_dirs(config: ml_collections.ConfigDict, workdir: str) -> Pretrainin
             f"--workdir={workdir} is not local, and default shards are built on local disk: "
             "build shards with data_prep/build_shards.py and set --config.data.dir."
         )
-    root = as_path(workdir) / "data"
-    source = config.data.default_source
+    train_dir = default_train_dir(workdir, config.data.default_source)
     # The held-out set is the source's entries after the training prefix, so it needs a prefix.
     has_default_eval = bool(config.data.max_molecules and config.data.eval_molecules)
-    default_eval = str(root / f"{source}_eval") if has_default_eval else None
-    return PretrainingData(str(root / source), config.data.eval_dir or default_eval)
+    default_eval = str(train_dir.parent / f"{train_dir.name}_eval") if has_default_eval else None
+    return PretrainingData(str(train_dir), config.data.eval_dir or default_eval)
+
+
+def default_train_dir(workdir, source: str):
+    """Where a run without data.dir builds its `source` shards: WORKDIR/data/SOURCE."""
+    return as_path(workdir) / "data" / source
 
 
 def _build_default_shards(config: ml_collections.ConfigDict, dirs: PretrainingData) -> None:

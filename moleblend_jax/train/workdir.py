@@ -118,6 +118,7 @@ def pretraining_budget(checkpoints: str | os.PathLike) -> dict:
     imported one)."""
     from moleblend_jax.data.shards import read_metadata
     from moleblend_jax.train import checkpoint
+    from moleblend_jax.train.inputs import default_train_dir
 
     checkpoints = epath.Path(checkpoints)
     workdir = checkpoints.parent
@@ -127,7 +128,8 @@ def pretraining_budget(checkpoints: str | os.PathLike) -> dict:
     config = json.loads(path.read_text())
     budget = {"pretrain_steps": checkpoint.latest_step(checkpoints)}
     budget["pretrain_batch"] = config.get("batch_size")
-    data_dir = config.get("data.dir") or workdir / "data" / str(config.get("data.default_source"))
+    source = str(config.get("data.default_source"))
+    data_dir = config.get("data.dir") or default_train_dir(workdir, source)
     metadata = read_metadata(data_dir)
     if metadata is not None:
         budget["pretrain_molecules"] = metadata.get("num_written")
