@@ -48,3 +48,29 @@ def random_params(config, seed: int = 0) -> dict:
         lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype),
         nn.unbox(shapes["params"]),
     )
+
+
+def pretraining_grad_fn(model, batch: dict, params: dict):
+    """(params, key) -> ((loss, (metrics, outputs)), grads): value_and_grad of the weighted
+    pretraining loss (train mode, all three random streams from `key`), compiled with XLA:CPU's
+    backend optimisation off, which keeps a one-backward-pass test's compile cheap. Use "rbg"
+    keys (jax.random.key(seed, impl="rbg")), also cheap to compile."""
+    import jax
+
+    from moleblend_jax.train.losses import pretraining_losses
+
+    weights = base.get_config().loss_weights
+
+    def loss_fn(params, key):
+        dropout, blend, noise = jax.random.split(key, 3)
+        rngs = {"dropout": dropout, "blend": blend, "noise": noise}
+        out = model.apply({"params": params}, batch, train=True, rngs=rngs)
+        loss, metrics = pretraining_losses(out, batch, weights)
+        return loss, (metrics, out)
+
+    key = jax.random.key(0, impl="rbg")
+    return (
+        jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+        .lower(params, key)
+        .compile({"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
+    )
