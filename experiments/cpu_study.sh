@@ -30,7 +30,7 @@
 set -euo pipefail
 out="${1:-workdirs/study}"
 results="${RESULTS:-benchmarks/study}"
-corpus="${CORPUS:-100000}"
+corpus="${CORPUS:-50000}"
 eval_molecules="${EVAL_MOLECULES:-1000}"
 steps="${STEPS:-10000}"
 variants="${VARIANTS:-blend 2d 3d}"
@@ -46,12 +46,20 @@ seed_list="$(seq -s, 0 $((seeds - 1)))"
 
 mkdir -p "$out/logs" "$results"
 start=$SECONDS
-# How this run was made (the table is recomputed from RESULTS alone).
-cat >"$results/settings.json" <<EOF
-{"corpus": $corpus, "eval_molecules": $eval_molecules, "steps": $steps, "variants": "$variants",
- "datasets": "$datasets", "seeds": $seeds, "epochs": $epochs, "patience": $patience,
- "b3db_subset": $b3db_subset, "rf_trees": $rf_trees, "max_atoms": $max_atoms}
-EOF
+# Compiled steps are shared by the runs of one data set (same shapes): compile each once.
+export JAX_COMPILATION_CACHE_DIR="$out/jax_cache"
+# How the results were made (the table is recomputed from RESULTS alone). The study runs in
+# stages (VARIANTS, DATASETS) across sessions; every stage must use the same settings.
+settings="{\"corpus\": $corpus, \"eval_molecules\": $eval_molecules, \"steps\": $steps, \
+\"seeds\": $seeds, \"epochs\": $epochs, \"patience\": $patience, \"b3db_subset\": $b3db_subset, \
+\"rf_trees\": $rf_trees, \"max_atoms\": $max_atoms}"
+if [ ! -f "$results/settings.json" ]; then
+  echo "$settings" >"$results/settings.json"
+elif [ "$(cat "$results/settings.json")" != "$settings" ]; then
+  echo "$results/settings.json says $(cat "$results/settings.json"); this run has $settings:" \
+    "use the same settings or another RESULTS" >&2
+  exit 1
+fi
 
 # run NAME CMD...: runs CMD with its output in OUT/logs/NAME.log; a failure names the log.
 run() {
