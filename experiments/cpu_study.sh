@@ -41,6 +41,8 @@ patience="${PATIENCE:-15}"
 b3db_subset="${B3DB_SUBSET:-2000}" # A fixed random subset (0 = all 7,807).
 rf_trees="${RF_TREES:-500}"
 workers="${WORKERS:-2}"
+probe_sets="${PROBE_SETS:-esol lipophilicity}" # Each needs its scratch run's split file.
+probe_steps="${PROBE_STEPS:-$((steps / 10)) $((steps / 5)) $((steps / 2))}"
 max_atoms=64 # configs/finetune.py:small's data.max_atoms; the forest and probe use the same.
 seed_list="$(seq -s, 0 $((seeds - 1)))"
 
@@ -97,6 +99,8 @@ run corpus_eval python data_prep/build_shards.py --input=moses --output="$eval_d
 # 2. Pretraining: one run per variant, skipped once its final checkpoint exists.
 warmup=$((steps / 20))
 eval_every=$((steps / 10 / 50 * 50)) # A multiple of log_every (50); 0 = at the end only.
+# Ten checkpoints, all kept: the probe stage below scores the encoder along its pretraining.
+checkpoint_every=$((steps >= 10 ? steps / 10 : 1))
 mkdir -p "$results/pretrain"
 for variant in $variants; do
   workdir="$out/pretrain/$variant"
@@ -105,7 +109,8 @@ for variant in $variants; do
     run "pretrain_$variant" python experiments/pretrain.py --config=configs/base.py:small \
       --workdir="$workdir" --config.data.dir="$corpus_dir" --config.data.eval_dir="$eval_dir" \
       --config.total_steps="$steps" --config.optimizer.warmup_steps="$warmup" \
-      --config.eval_every="$eval_every" $(relation_flags "$variant")
+      --config.eval_every="$eval_every" --config.checkpoint_every="$checkpoint_every" \
+      --config.keep_checkpoints=10 $(relation_flags "$variant")
   fi
   cp "$workdir/metrics.jsonl" "$results/pretrain/$variant.jsonl"
 done
@@ -151,6 +156,23 @@ for dataset in $datasets; do
         --checkpoint="$out/pretrain/$variant" --workdir="$out/probe/$dataset" \
         --out="$results/$dataset/probe_$variant.json"
     fi
+  done
+done
+
+# 5b. Probe quality against pretraining steps (PROBE_STEPS of every variant, on PROBE_SETS):
+# RESULTS/probe_steps/<set>/<variant>_<step>.json, beside the table's probes at the last step.
+for dataset in $probe_sets; do
+  mkdir -p "$results/probe_steps/$dataset"
+  for variant in $variants; do
+    for step in $probe_steps; do
+      dest="$results/probe_steps/$dataset/${variant}_$step.json"
+      [ -f "$dest" ] && continue
+      run "probe_steps_${dataset}_${variant}_$step" python experiments/linear_probe.py \
+        --dataset="$dataset" --max_molecules="$(subset "$dataset")" --max_atoms="$max_atoms" \
+        --split_file="$out/finetune/$dataset/scratch/split_scaffold_seed0.json" \
+        --checkpoint="$out/pretrain/$variant" --step="$step" --workdir="$out/probe/$dataset" \
+        --out="$dest"
+    done
   done
 done
 

@@ -50,6 +50,7 @@ config_flags.DEFINE_config_file(
     "config", None, "configs/base.py[:variant]: the model sizes of a random init (or of a "
     "checkpoint without model_config.json)."
 )  # fmt: skip
+_STEP = flags.DEFINE_integer("step", None, "The checkpoint's step (default: its newest).")
 _CONFORMERS = flags.DEFINE_enum(
     "conformers", "none", ["none", "rdkit"], "none: the 2D encoder; rdkit: the 3D one."
 )
@@ -123,6 +124,7 @@ def run(
     *,
     workdir: str | Path,
     checkpoint: str | None = None,
+    step: int | None = None,
     model_config=None,
     conformers: str = "none",
     max_molecules: int = 0,
@@ -148,7 +150,7 @@ def run(
         if key not in cache:
             if checkpoint:
                 embedder = Embedder.from_checkpoint(
-                    checkpoint, conformers, model_config, batch_size
+                    checkpoint, conformers, model_config, batch_size, step
                 )
             else:
                 embedder = Embedder.from_random_init(model_config, seed, conformers, batch_size)
@@ -182,6 +184,7 @@ def run(
             ),
             "features": "graph token, last layer, standardised on train",
             "encoder": checkpoint or "random init",
+            "checkpoint_step": step,
             "conformers": conformers,
             **baselines.protocol(data, max_molecules, max_atoms, split_file),
         },
@@ -209,6 +212,7 @@ def main(argv: Sequence[str]) -> None:
             [int(s) for s in _SEEDS.value],
             workdir=_WORKDIR.value or scratch,
             checkpoint=_CHECKPOINT.value,
+            step=_STEP.value,
             model_config=config.model if config is not None else None,
             conformers=_CONFORMERS.value,
             max_molecules=_MAX_MOLECULES.value,

@@ -114,11 +114,11 @@ def _encoder_params(model: EncoderOnly, saved: dict, where: str) -> dict:
     return {"encoder": traverse_util.unflatten_dict(out)}
 
 
-def _restore(directory, where: str) -> dict:
+def _restore(directory, where: str, step: int | None = None) -> dict:
     from moleblend_jax.train.checkpoint import restore_params
 
     try:
-        return restore_params(directory)
+        return restore_params(directory, step)
     except FileNotFoundError as err:
         raise UserError(f"{where}: {err}") from None
 
@@ -151,13 +151,17 @@ class Embedder:
         conformers: str | None = None,
         model_config=None,
         batch_size: int = 32,
+        step: int | None = None,
     ) -> Embedder:
         """`path`: a pretraining workdir or its `checkpoints` directory (model sizes from the
         model_config.json beside it, else `model_config`: config.model), an imported
         checkpoint's directory, or a fine-tuning workdir (its predictor.json; first seed).
-        conformers: None = "none" for a pretrained encoder, a fine-tuned one's own mode."""
+        conformers: None = "none" for a pretrained encoder, a fine-tuned one's own mode.
+        step: a pretraining checkpoint's step (None: the newest)."""
         path = as_path(path)
         if (path / predictor.PREDICTOR_FILE).exists():
+            if step is not None:
+                raise UserError(f"{path} is a fine-tuning workdir; step= is for pretraining ones")
             manifest = predictor.read_manifest(path)
             model = EncoderOnly(
                 ModelConfig.coerce(ml_collections.ConfigDict(manifest["model"])),
@@ -181,7 +185,7 @@ class Embedder:
             raise UserError(f"conformers={mode!r}; use one of {CONFORMER_MODES}")
         config = _read_model_config([directory, folder], model_config)
         model = EncoderOnly(config, use_2d=mode == "none", use_3d=mode != "none")
-        params = _encoder_params(model, _restore(directory, str(path)), str(path))
+        params = _encoder_params(model, _restore(directory, str(path), step), str(path))
         return cls(model, params, mode, batch_size=batch_size)
 
     @classmethod

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from train_testing import random_params, small_config
 
 from moleblend_jax import model as model_lib
@@ -73,3 +74,26 @@ def test_checkpoint_probe_classifies_with_seed_independent_embeddings(tmp_path):
     first, second = result["seeds"]
     assert first["test"] == second["test"] and 0.0 <= first["test"] <= 1.0
     assert first["strength_per_task"][0] in result["config"]["strength_grid"]
+
+
+def test_embedder_reads_the_checkpoint_step_it_is_given(tmp_path):
+    from moleblend_jax.errors import UserError
+    from moleblend_jax.inference import Embedder
+
+    config = small_config()
+    ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints", save_every=1, keep=2)
+    for step, seed in ((3, 0), (5, 1)):
+        ckpt.save(step, {"params": random_params(config, seed)}, force=True)
+    ckpt.close()
+    smiles = ["CCO", "c1ccccc1O"]
+
+    def embed(step):
+        return Embedder.from_checkpoint(tmp_path, model_config=config.model, step=step).embed(
+            smiles
+        )
+
+    newest, third, fifth = embed(None), embed(3), embed(5)
+    np.testing.assert_array_equal(newest, fifth)
+    assert np.abs(third - fifth).max() > 1e-3  # Other params, other embeddings.
+    with pytest.raises(UserError, match=r"No step 4 .* \[3, 5\]"):
+        embed(4)

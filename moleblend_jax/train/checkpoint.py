@@ -190,6 +190,10 @@ def restore_params(directory: str | epath.Path, step: int | None = None) -> dict
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"No checkpoint found in {directory}.")
+        if step not in manager.all_steps():
+            raise FileNotFoundError(
+                f"No step {step} in {directory} (it has {sorted(manager.all_steps())})."
+            )
         params_meta = manager.item_metadata(step)["state"]["params"]
         is_leaf = lambda m: hasattr(m, "shape") and hasattr(m, "dtype")
         target = {
