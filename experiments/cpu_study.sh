@@ -176,8 +176,13 @@ for dataset in $probe_sets; do
   done
 done
 
-# 6. The table and the plots.
-run compare python experiments/compare.py "$results"/*/*.json --out="$results/comparison.md"
-run plots python experiments/plot_study.py "$results" --out="$results/study.png" \
-  --curves_out="$results/pretrain.png"
+# 6. The table and the plots (once there is a fine-tuning result: a pretraining-only stage,
+# DATASETS=" ", has none).
+shopt -s nullglob
+finished=("$results"/*/*.json)
+if [ ${#finished[@]} -gt 0 ]; then
+  run compare python experiments/compare.py "${finished[@]}" --out="$results/comparison.md"
+  run plots python experiments/plot_study.py "$results" --out="$results/study.png" \
+    --curves_out="$results/pretrain.png"
+fi
 echo "done in $((SECONDS - start)) s: $results/comparison.md"
