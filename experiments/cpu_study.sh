@@ -10,10 +10,12 @@
 #               every init reads the scratch run's split file (the same record ids)
 #   4. rf       Morgan-fingerprint random forest on the same records and split
 #   5. probe    ridge / logistic regression on frozen graph embeddings of each checkpoint and
-#               of random inits (SEEDS of them), same records and split
+#               of random inits (SEEDS of them), same records and split; and of each variant's
+#               checkpoints at PROBE_STEPS on PROBE_SETS (probe quality along pretraining)
 #   6. table    experiments/compare.py over every result; plots (experiments/plot_study.py)
 # Results: RESULTS/<set>/{scratch,blend,2d,3d,rf}.json (finetune.py's / baseline_rf.py's
-# results.json), RESULTS/<set>/probe_{scratch,blend,2d,3d}.json, RESULTS/pretrain/<variant>.jsonl
+# results.json), RESULTS/<set>/probe_{scratch,blend,2d,3d}.json,
+# RESULTS/probe_steps/<set>/<variant>_<step>.json, RESULTS/pretrain/<variant>.jsonl
 # (the pretraining metrics), RESULTS/settings.json, RESULTS/comparison.md, RESULTS/study.png
 # (test metrics) and RESULTS/pretrain.png (pretraining curves); work files under OUT_DIR, one
 # log per run under OUT_DIR/logs.
@@ -23,7 +25,14 @@
 # Unattended and resumable: a stage whose output exists is skipped (shard builds check their
 # metadata.json and shards), an interrupted pretraining resumes from its last checkpoint, an
 # interrupted fine-tuning run starts again. The full study (defaults) takes 6-8 hours on the
-# 2-core machine (docs/results.md: ~45 min corpus, 3 x ~70 min pretraining, ~3-5 h fine-tuning).
+# 2-core machine (docs/results.md), more than one session: run it in stages that change only
+# VARIANTS, DATASETS and PROBE_SETS (settings.json refuses a stage with other settings), e.g.
+#   VARIANTS=blend DATASETS=" " bash experiments/cpu_study.sh     # pretraining only
+#   VARIANTS=" " bash experiments/cpu_study.sh                    # scratch, forest, random probes
+#   VARIANTS=blend DATASETS="esol freesolv" PROBE_SETS=esol bash experiments/cpu_study.sh
+# Once the corpus is built, the first two may run side by side. A later stage needs its
+# variants' pretraining workdirs, which are not committed: OUT_DIR must still hold them, or
+# the stage pretrains again.
 # Scale it with environment variables, e.g. the pilot of docs/results.md (9 min):
 #   CORPUS=2000 EVAL_MOLECULES=200 STEPS=100 SEEDS=1 EPOCHS=3 DATASETS=freesolv RF_TREES=50 \
 #     RESULTS=workdirs/pilot/results bash experiments/cpu_study.sh workdirs/pilot
