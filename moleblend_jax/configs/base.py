@@ -183,12 +183,11 @@ def _make_tiny(config: ml_collections.ConfigDict) -> None:
 
 
 def _make_small(config: ml_collections.ConfigDict) -> None:
-    """The CPU study's model (docs/results.md): 4.4M parameters, about 70 minutes of
-    pretraining on 2 cores, on the bundled drug-like MOSES subset with RDKit conformers (9-27
-    heavy atoms: one bucket of 32). One step of batch 32 at 32 atoms took 0.38 s (fp32,
-    experiments/benchmark.py on the shared 2-core machine; 0.95 s at 64 atoms), so 10,000
-    steps are ~63 min plus held-out evaluations and checkpoints: 320,000 molecules seen, 3.2
-    epochs of the 100,000-molecule prefix."""
+    """The CPU study's model (docs/results.md): 4.4M parameters, pretrained on the first 50,000
+    molecules of the bundled drug-like MOSES subset with RDKit conformers (9-27 heavy atoms:
+    one bucket of 32). A step of batch 32 took 0.26 s alone on the 2-core machine (bf16
+    operands), so 10,000 steps are ~45 min with held-out evaluations and checkpoints:
+    320,000 molecules seen, 6.4 epochs of the corpus."""
     _make_tiny(config)
     m = config.model
     m.num_layers = 6
