@@ -3,12 +3,12 @@
   python experiments/plot_study.py benchmarks/study --out=docs/results_study.png \
       --curves_out=docs/results_pretrain.png
 
---out: one panel per data set, the test metric (mean +- std over seeds) of fine-tuning from
-scratch and from each pretraining variant, the random forest, and (hatched) the linear probes
-of a random init and of each variant. --curves_out: the pretraining curves of each variant
-(RESULTS/pretrain/<variant>.jsonl): SPD and edge accuracy, 3D direction and denoising cosines;
-held-out values dashed; a metric that is 0 throughout (2d's denoising) is left out, as are
-missing files.
+--out: one panel per data set with results, the test metric (mean +- std over seeds) of
+fine-tuning from scratch and from each pretraining variant, the random forest, and (hatched)
+the linear probes of a random init and of each variant. --curves_out: the pretraining curves
+of each variant (RESULTS/pretrain/<variant>.jsonl): SPD and edge accuracy, 3D direction and
+denoising cosines; held-out values dashed; a metric that is 0 throughout (2d's denoising) is
+left out, as are missing files.
 """
 
 import json
@@ -32,7 +32,7 @@ CURVES = ("spd_accuracy", "edge_accuracy", "direction_cosine", "denoise_cosine")
 
 def plot_results(study: pathlib.Path, out: str) -> None:
     """One bar panel per data set folder of `study` (see the module docstring)."""
-    folders = [study / d for d in DATASETS if (study / d).is_dir()]
+    folders = [study / d for d in DATASETS if any((study / d).glob("*.json"))]
     if not folders:
         raise app.UsageError(f"no data set folder ({', '.join(DATASETS)}) in {study}")
     fig, axes = plt.subplots(1, len(folders), figsize=(3.6 * len(folders), 3.6), squeeze=False)

@@ -17,6 +17,7 @@ def test_plots_a_results_folder(tmp_path):
         for run in ("scratch", "blend", "rf", "probe_scratch", "probe_blend"):
             summary = dict(dataset=dataset, metric=metric, test_mean=0.8, test_std=0.05)
             (results / dataset / f"{run}.json").write_text(json.dumps(summary))
+    (results / "lipophilicity").mkdir()  # Made by cpu_study.sh before its first result.
     (results / "pretrain").mkdir()
     for variant in ("blend", "2d"):
         rows = [
@@ -35,3 +36,5 @@ def test_plots_a_results_folder(tmp_path):
     )  # fmt: skip
     for png in (bars, curves):
         assert png.read_bytes()[:4] == b"\x89PNG"
+    # One 3.6-inch panel per data set with results at 110 dpi: esol and b3db, no empty one.
+    assert int.from_bytes(bars.read_bytes()[16:20], "big") == round(2 * 3.6 * 110)
