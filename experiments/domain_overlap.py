@@ -37,7 +37,7 @@ ANALOGUE_SIMILARITY = 0.4  # Tanimoto (Morgan r=2) at which two molecules are cl
 
 
 def describe(smiles: Sequence[str]) -> dict:
-    """-> {"mols": parsed molecules, "unparsed": count, "heavy_atoms": [M] int array,
+    """-> {"unparsed": count, and for the M parsed molecules "heavy_atoms": [M] int array,
     "elements": [M] sets of element symbols, "fingerprints": [M] RDKit bit vectors}."""
     from rdkit import Chem, RDLogger
     from rdkit.Chem import rdFingerprintGenerator
