@@ -10,8 +10,9 @@
 #               every init reads the scratch run's split file (the same record ids)
 #   4. rf       Morgan-fingerprint random forest on the same records and split
 #   5. probe    ridge / logistic regression on frozen graph embeddings of each checkpoint and
-#               of random inits (SEEDS of them), same records and split; and of each variant's
-#               checkpoints at PROBE_STEPS on PROBE_SETS (probe quality along pretraining)
+#               of random inits (SEEDS of them), same records and split, on DATASETS and
+#               PROBE_SETS; on PROBE_SETS also of each variant's checkpoints at PROBE_STEPS
+#               (probe quality along pretraining)
 #   6. table    experiments/compare.py over every result; plots (experiments/plot_study.py)
 # Results: RESULTS/<set>/{scratch,blend,2d,3d,rf}.json (finetune.py's / baseline_rf.py's
 # results.json), RESULTS/<set>/probe_{scratch,blend,2d,3d}.json,
@@ -50,7 +51,7 @@ patience="${PATIENCE:-15}"
 b3db_subset="${B3DB_SUBSET:-2000}" # A fixed random subset (0 = all 7,807).
 rf_trees="${RF_TREES:-500}"
 workers="${WORKERS:-2}"
-probe_sets="${PROBE_SETS:-esol lipophilicity}" # Each needs its scratch run's split file.
+probe_sets="${PROBE_SETS:-esol lipophilicity}"
 probe_steps="${PROBE_STEPS:-$((steps / 10)) $((steps / 5)) $((steps / 2))}"
 max_atoms=64 # configs/finetune.py:small's data.max_atoms; the forest and probe use the same.
 seed_list="$(seq -s, 0 $((seeds - 1)))"
@@ -124,11 +125,20 @@ for variant in $variants; do
   cp "$workdir/metrics.jsonl" "$results/pretrain/$variant.jsonl"
 done
 
-# 3-5. Per data set: fine-tuning (scratch first: its split is everyone's), forest, probes.
+split_of() { # The scratch run's split file of a data set: everyone's split.
+  echo "$out/finetune/$1/scratch/split_scaffold_seed0.json"
+}
+
+ensure_split() { # A later stage whose scratch workdir is gone writes the split again without
+  # fine-tuning (the scaffold split is deterministic: the same record ids).
+  [ -f "$(split_of "$1")" ] || run "split_$1" python experiments/make_split.py --dataset="$1" \
+    --max_molecules="$(subset "$1")" --max_atoms="$max_atoms" --out="$(split_of "$1")"
+}
+
+# 3-4. Per data set: fine-tuning (scratch first), the forest.
 for dataset in $datasets; do
   limit="$(subset "$dataset")"
   mkdir -p "$results/$dataset"
-  split="$out/finetune/$dataset/scratch/split_scaffold_seed0.json"
   for init in scratch $variants; do
     dest="$results/$dataset/$init.json"
     workdir="$out/finetune/$dataset/$init"
@@ -136,8 +146,9 @@ for dataset in $datasets; do
     if [ ! -f "$workdir/results.json" ]; then
       extra=()
       if [ "$init" != scratch ]; then
+        ensure_split "$dataset"
         extra=(--config.init_checkpoint="$out/pretrain/$init/checkpoints"
-          --config.split_file="$split")
+          --config.split_file="$(split_of "$dataset")")
       fi
       run "finetune_${dataset}_$init" python experiments/finetune.py \
         --config=configs/finetune.py:small --config.dataset="$dataset" \
@@ -147,40 +158,40 @@ for dataset in $datasets; do
     fi
     cp "$workdir/results.json" "$dest"
   done
-  common=(--dataset="$dataset" --max_molecules="$limit" --max_atoms="$max_atoms"
-    --split_file="$split")
   if [ ! -f "$results/$dataset/rf.json" ]; then
-    run "rf_$dataset" python experiments/baseline_rf.py "${common[@]}" --seeds="$seed_list" \
-      --n_estimators="$rf_trees" --n_jobs="$workers" --workdir="$out/rf/$dataset" \
-      --out="$results/$dataset/rf.json"
+    ensure_split "$dataset"
+    run "rf_$dataset" python experiments/baseline_rf.py --dataset="$dataset" \
+      --max_molecules="$limit" --max_atoms="$max_atoms" --split_file="$(split_of "$dataset")" \
+      --seeds="$seed_list" --n_estimators="$rf_trees" --n_jobs="$workers" \
+      --workdir="$out/rf/$dataset" --out="$results/$dataset/rf.json"
   fi
+done
+
+# 5. Probes on DATASETS and PROBE_SETS (no fine-tuning needed): random inits and each
+# variant's last checkpoint -> RESULTS/<set>/probe_<init>.json; on PROBE_SETS also each
+# variant's checkpoints at PROBE_STEPS -> RESULTS/probe_steps/<set>/<variant>_<step>.json.
+for dataset in $(echo $datasets $probe_sets | tr ' ' '\n' | awk '!seen[$0]++'); do
+  mkdir -p "$results/$dataset"
+  ensure_split "$dataset"
+  common=(--dataset="$dataset" --max_molecules="$(subset "$dataset")" --max_atoms="$max_atoms"
+    --split_file="$(split_of "$dataset")" --workdir="$out/probe/$dataset")
   if [ ! -f "$results/$dataset/probe_scratch.json" ]; then
     run "probe_${dataset}_scratch" python experiments/linear_probe.py "${common[@]}" \
-      --config=configs/base.py:small --seeds="$seed_list" --workdir="$out/probe/$dataset" \
+      --config=configs/base.py:small --seeds="$seed_list" \
       --out="$results/$dataset/probe_scratch.json"
   fi
   for variant in $variants; do
     if [ ! -f "$results/$dataset/probe_$variant.json" ]; then
       run "probe_${dataset}_$variant" python experiments/linear_probe.py "${common[@]}" \
-        --checkpoint="$out/pretrain/$variant" --workdir="$out/probe/$dataset" \
-        --out="$results/$dataset/probe_$variant.json"
+        --checkpoint="$out/pretrain/$variant" --out="$results/$dataset/probe_$variant.json"
     fi
-  done
-done
-
-# 5b. Probe quality against pretraining steps (PROBE_STEPS of every variant, on PROBE_SETS):
-# RESULTS/probe_steps/<set>/<variant>_<step>.json, beside the table's probes at the last step.
-for dataset in $probe_sets; do
-  mkdir -p "$results/probe_steps/$dataset"
-  for variant in $variants; do
+    case " $probe_sets " in *" $dataset "*) ;; *) continue ;; esac
+    mkdir -p "$results/probe_steps/$dataset"
     for step in $probe_steps; do
       dest="$results/probe_steps/$dataset/${variant}_$step.json"
-      [ -f "$dest" ] && continue
-      run "probe_steps_${dataset}_${variant}_$step" python experiments/linear_probe.py \
-        --dataset="$dataset" --max_molecules="$(subset "$dataset")" --max_atoms="$max_atoms" \
-        --split_file="$out/finetune/$dataset/scratch/split_scaffold_seed0.json" \
-        --checkpoint="$out/pretrain/$variant" --step="$step" --workdir="$out/probe/$dataset" \
-        --out="$dest"
+      [ -f "$dest" ] || run "probe_steps_${dataset}_${variant}_$step" \
+        python experiments/linear_probe.py "${common[@]}" --checkpoint="$out/pretrain/$variant" \
+        --step="$step" --out="$dest"
     done
   done
 done

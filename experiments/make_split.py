@@ -1,0 +1,77 @@
+"""Writes the train/valid/test split that fine-tuning would make, without fine-tuning.
+
+Usage:
+  python experiments/make_split.py --dataset=esol [--split=scaffold] [--seed=0] \
+      [--dataset_path=CSV] [--max_molecules=M] [--max_atoms=N] --out=split_scaffold_seed0.json
+
+The molecules are fine-tuning's (`finetune.baselines.load_data`: the same records, the same
+molecules skipped) and the split is `finetune.data.make_split`'s for that seed, written in the
+format `--config.split_file`, experiments/baseline_rf.py and experiments/linear_probe.py read.
+A deterministic split (scaffold) is the one an earlier fine-tuning run saved in its workdir, so
+runs whose workdir is gone can be compared on the same record ids again.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from absl import app, flags
+
+if __package__ in (None, ""):  # Run as a script from a checkout: make the package importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from moleblend_jax.errors import exit_on_user_error  # noqa: E402
+from moleblend_jax.finetune import baselines, splits  # noqa: E402
+from moleblend_jax.finetune import data as data_lib  # noqa: E402
+
+_DATASET = flags.DEFINE_string("dataset", None, "Registered data set name.", required=True)
+_PATH = flags.DEFINE_string("dataset_path", None, "Its CSV (default: the bundled copy).")
+_SPLIT = flags.DEFINE_enum("split", None, ["scaffold", "random"], "Default: the data set's.")
+_SEED = flags.DEFINE_integer("seed", 0, "The fine-tuning seed whose split to write.")
+_MAX_MOLECULES = flags.DEFINE_integer("max_molecules", 0, "As config.max_molecules (0 = all).")
+_MAX_ATOMS = flags.DEFINE_integer("max_atoms", None, "As config.data.max_atoms (default: its).")
+_OUT = flags.DEFINE_string("out", None, "Split JSON to write.", required=True)
+
+
+def make(
+    name: str,
+    path: str | None,
+    split_kind: str | None,
+    seed: int,
+    *,
+    workdir: str | Path,
+    max_molecules: int = 0,
+    max_atoms: int | None = None,
+) -> dict[str, list[int]]:
+    """Fine-tuning's split (record ids per part) of data set `name` for `seed`; the records
+    built in `workdir`."""
+    data, _ = baselines.load_data(
+        name, path, workdir, max_molecules=max_molecules, max_atoms=max_atoms
+    )
+    return data_lib.make_split(data, split_kind or data.spec.default_split, seed)
+
+
+@exit_on_user_error
+def main(argv: Sequence[str]) -> None:
+    del argv
+    with tempfile.TemporaryDirectory() as scratch:
+        split = make(
+            _DATASET.value,
+            _PATH.value,
+            _SPLIT.value,
+            _SEED.value,
+            workdir=scratch,
+            max_molecules=_MAX_MOLECULES.value,
+            max_atoms=_MAX_ATOMS.value,
+        )
+    Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
+    splits.save_split(_OUT.value, split)
+    sizes = ", ".join(f"{part} {len(ids)}" for part, ids in split.items())
+    print(f"{_OUT.value}: {sizes}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,48 @@
+"""experiments/make_split.py: fine-tuning's split written without fine-tuning."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from moleblend_jax.configs import finetune as finetune_configs
+from moleblend_jax.finetune import data as data_lib
+from moleblend_jax.finetune import splits
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _make_split(*flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "make_split.py"), *flags],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_writes_the_split_a_fine_tuning_run_saves(tmp_path):
+    config = finetune_configs.get_config()
+    config.dataset, config.max_molecules, config.data.num_prep_workers = "esol", 60, 1
+    config.data.max_atoms = 14  # Skips some of the 60: the split is over the kept records.
+    data = data_lib.load(config, tmp_path / "net")
+    saved = data_lib.seed_split(data, "scaffold", 0, workdir=tmp_path / "net")
+    out = tmp_path / "made" / "split.json"
+    run = _make_split("--dataset=esol", "--max_molecules=60", "--max_atoms=14", f"--out={out}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert out.read_text() == (tmp_path / "net" / "split_scaffold_seed0.json").read_text()
+    made = splits.load_split(out)
+    assert sum(len(ids) for ids in made.values()) == len(data.records) < 60
+    assert sorted(np.concatenate(list(made.values())).tolist()) == sorted(data.ids)
+    assert f"train {len(saved['train'])}" in run.stdout
+
+
+def test_an_unknown_data_set_is_one_line(tmp_path):
+    run = _make_split("--dataset=nope", f"--out={tmp_path / 'split.json'}")
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "nope" in run.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "split.json").exists()
