@@ -1,5 +1,6 @@
 """Prediction heads against direct numpy evaluations; denoising-head equivariance (SPEC 5, 9)."""
 
+import model_references as mref
 import model_testing as mt
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ def test_pair_head_equals_materialised_outer_product(inputs):
     params = mt.random_params(module, h)
     assert params["linear"]["kernel"].shape == (1024, 11)  # natural Dense(1024 -> 11) shape
     got = module.apply({"params": params}, h)
-    np.testing.assert_allclose(got, mt.np_pair_head(params, h), **TOL)
+    np.testing.assert_allclose(got, mref.np_pair_head(params, h), **TOL)
 
 
 def test_direction_head_matches_numpy(inputs):
@@ -37,7 +38,7 @@ def test_direction_head_matches_numpy(inputs):
     assert params["linear"]["kernel"].shape == (1024, 256)
     assert params["proj_x"]["kernel"].shape == (256, 1)
     got = module.apply({"params": params}, h)
-    np.testing.assert_allclose(got, mt.np_direction_head(params, h), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got, mref.np_direction_head(params, h), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -47,7 +48,7 @@ def test_denoise_head_matches_numpy(inputs, tied):
     args = (h, bias, coords, mask, False)
     params = mt.random_params(module, *args)
     got = module.apply({"params": params}, *args)
-    want = mt.np_denoise_head(params, h, bias, coords, mask, H, tied=tied)
+    want = mref.np_denoise_head(params, h, bias, coords, mask, H, tied=tied)
     np.testing.assert_allclose(got, want, **TOL)
 
 

@@ -4,6 +4,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import model_references as mref
 import model_testing as mt
 import numpy as np
 import pytest
@@ -55,15 +56,15 @@ def test_forward_matches_numpy(setup):
     p = params["encoder"]
     noisy = batch["coords"] + blend["coord_noise"] * batch["atom_mask"][..., None]
     node_3d = blend["node_blend_3d"] & batch["atom_mask"]
-    graph, atoms, atom_bias = mt.np_encoder(p, cfg, batch, blend["pair_modality"], node_3d, noisy)
+    graph, atoms, atom_bias = mref.np_encoder(p, cfg, batch, blend["pair_modality"], node_3d, noisy)
     assert_close = mt.assert_close_fp32
     assert_close(out["graph_repr"], graph)
     assert_close(out["atom_repr"], atoms)
-    assert_close(out["spd_logits"], mt.np_pair_head(params["spd_head"], atoms))
-    edge_logits = mt.np_pair_head(params["edge_head"], atoms).reshape(4, 6, 6, 5, 24)
+    assert_close(out["spd_logits"], mref.np_pair_head(params["spd_head"], atoms))
+    edge_logits = mref.np_pair_head(params["edge_head"], atoms).reshape(4, 6, 6, 5, 24)
     assert_close(out["edge_logits"], edge_logits.transpose(0, 1, 3, 4, 2))
-    assert_close(out["direction"], mt.np_direction_head(params["direction_head"], atoms))
-    denoise = mt.np_denoise_head(
+    assert_close(out["direction"], mref.np_direction_head(params["direction_head"], atoms))
+    denoise = mref.np_denoise_head(
         params["denoise_head"], atoms, atom_bias, noisy, batch["atom_mask"], cfg.num_heads
     )
     assert_close(out["denoise"], denoise)

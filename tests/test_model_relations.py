@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import model_references as mref
 import model_testing as mt
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ def test_spd_bias_matches_numpy(batch):
     module = relations.SpdBias(config=CONFIG)
     params = mt.random_params(module, batch["spd"])
     got = module.apply({"params": params}, batch["spd"])
-    want = mt.np_spd_bias(params["embed"]["embedding"], batch["spd"])
+    want = mref.np_spd_bias(params["embed"]["embedding"], batch["spd"])
     np.testing.assert_allclose(got, want, **TOL)
 
 
@@ -32,29 +33,29 @@ def test_edge_bias_matches_numpy(batch):
     params = mt.random_params(module, *args)
     got = module.apply({"params": params}, *args)
     hops = CONFIG.max_path_hops
-    want = mt.np_edge_bias(params["embedding"], params["hop_weights"], *args, max_hops=hops)
+    want = mref.np_edge_bias(params["embedding"], params["hop_weights"], *args, max_hops=hops)
     np.testing.assert_allclose(got, want, **TOL)
 
 
 def test_gaussian_bias_and_centrality_match_numpy(batch):
-    distance = mt.np_distances(batch["coords"].astype(np.float64))[0].astype(np.float32)
+    distance = mref.np_distances(batch["coords"].astype(np.float64))[0].astype(np.float32)
     types = batch["atom_features"][..., 0]
     basis = relations.GaussianBasis(config=CONFIG)
     basis_params = mt.random_params(basis, distance, types, scale=0.5)
     psi = basis.apply({"params": basis_params}, distance, types)
     floor = CONFIG.gaussian_std_floor
-    want_psi = mt.np_gaussian_basis(basis_params, batch["coords"], types, floor)
+    want_psi = mref.np_gaussian_basis(basis_params, batch["coords"], types, floor)
     np.testing.assert_allclose(psi, want_psi, **TOL)
 
     bias_module = relations.GaussianBias(config=CONFIG)
     bias_params = mt.random_params(bias_module, psi)
     got = bias_module.apply({"params": bias_params}, psi)
-    np.testing.assert_allclose(got, mt.np_gaussian_bias(bias_params, want_psi), **TOL)
+    np.testing.assert_allclose(got, mref.np_gaussian_bias(bias_params, want_psi), **TOL)
 
     centrality = relations.Centrality(config=CONFIG)
     cent_params = mt.random_params(centrality, psi, batch["atom_mask"])
     got = centrality.apply({"params": cent_params}, psi, batch["atom_mask"])
-    want = mt.np_centrality(cent_params, want_psi, batch["atom_mask"], CONFIG.centrality_scale)
+    want = mref.np_centrality(cent_params, want_psi, batch["atom_mask"], CONFIG.centrality_scale)
     np.testing.assert_allclose(got, want, **TOL)
 
 
@@ -62,7 +63,7 @@ def test_atom_and_degree_embeddings(batch):
     atom = embeddings.AtomEmbedding(config=CONFIG)
     params = mt.random_params(atom, batch["atom_features"])
     got = atom.apply({"params": params}, batch["atom_features"])
-    table = mt.np_table(params["embed"]["embedding"])
+    table = mref.np_table(params["embed"]["embedding"])
     want = sum(table[f][batch["atom_features"][..., f]] for f in range(9))
     np.testing.assert_allclose(got, want, **TOL)
 
