@@ -22,6 +22,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import fairseq_harness as fh  # noqa: E402
 import fairseq_mirror as fm  # noqa: E402
 import model_testing as mt  # noqa: E402
 
@@ -78,17 +79,17 @@ def build_molecules():
 def make_checkpoint(tmp_path, size, half, num_tasks=0, seed=0):
     args = fm.make_args(*SIZES[size])
     model = fm.Model(args, num_tasks=num_tasks, unit_eps=None).eval()
-    fm.original_style_init(model, seed)
+    fh.original_style_init(model, seed)
     if half:
-        fm.round_to_half(model)
+        fh.round_to_half(model)
     path = tmp_path / f"{size}.pt"
-    torch.save(fm.fairseq_checkpoint(model, args, half), path)
+    torch.save(fh.fairseq_checkpoint(model, args, half), path)
     return model, path
 
 
 def mirror_outputs(model, batch, blend):
     noisy = batch["coords"] + blend["coord_noise"]
-    data = fm.original_batch(batch, noisy)
+    data = fh.original_batch(batch, noisy)
     with torch.no_grad():
         out = model(
             data,
@@ -96,7 +97,7 @@ def mirror_outputs(model, batch, blend):
             node_3d=torch.from_numpy(blend["node_blend_3d"]),
         )
         clean = np.where(batch["atom_mask"][..., None], batch["coords"], 0.0)
-        losses = fm.criterion_losses(out, data, clean, blend["coord_noise"], blend["node_blend_3d"])
+        losses = fh.criterion_losses(out, data, clean, blend["coord_noise"], blend["node_blend_3d"])
     return {k: v.numpy().astype(np.float64) for k, v in {**out, **losses}.items()}
 
 
@@ -240,7 +241,7 @@ def test_finetuned_checkpoint_maps_to_the_finetuning_model(tmp_path, molecules):
     assert set(params) == {"encoder", "head_hidden", "head_out"}
     finetune_model = FinetuneModel(model_config, num_tasks=3, use_3d=False)
     logits = jax.jit(finetune_model.apply)({"params": params}, batch)
-    data = fm.original_batch(batch, batch["coords"])
+    data = fh.original_batch(batch, batch["coords"])
     with torch.no_grad():
         expected = model(data)["logits"].numpy()
     assert np.abs(np.asarray(logits) - expected).max() < TOLERANCE
