@@ -7,9 +7,11 @@ BFS here so the tests do not depend on moleblend_jax.chem / moleblend_jax.data.
 import collections
 import dataclasses
 
+import flax.linen as nn
 import numpy as np
 
 from moleblend_jax.configs import base
+from moleblend_jax.model import MoleBlendEncoder
 from moleblend_jax.model.config import ModelConfig
 
 UNREACHABLE_SPD = 510
@@ -204,3 +206,20 @@ def assert_close_fp32(actual, desired, tol: float = 1e-5):
 def rotation_matrix(seed: int = 0) -> np.ndarray:
     q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
     return q * np.sign(np.linalg.det(q))
+
+
+class Backbone(nn.Module):
+    """A fine-tuning backbone: the encoder of one modality under the name "encoder"."""
+
+    config: object
+    use_2d: bool = True
+    use_3d: bool = True
+
+    @nn.compact
+    def __call__(self, batch):
+        encoder = MoleBlendEncoder(self.config, self.use_2d, self.use_3d, name="encoder")
+        graph_repr, atom_repr, _ = encoder(batch)
+        return {"graph_repr": graph_repr, "atom_repr": atom_repr}
+
+
+MODALITIES = {"2d": dict(use_2d=True, use_3d=False), "3d": dict(use_2d=False, use_3d=True)}
