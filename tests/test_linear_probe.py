@@ -3,32 +3,16 @@ init or a checkpoint, on fine-tuning's records and split (tiny runs)."""
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from script_testing import run_experiment
 from train_testing import random_params, small_config
 
 from moleblend_jax import model as model_lib
 from moleblend_jax.configs import finetune as finetune_configs
 from moleblend_jax.finetune import data as data_lib
 from moleblend_jax.train import checkpoint
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _probe(*flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "linear_probe.py"), *flags],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_random_init_probe_reads_fine_tunings_split(tmp_path):
@@ -38,7 +22,8 @@ def test_random_init_probe_reads_fine_tunings_split(tmp_path):
     data = data_lib.load(config, tmp_path / "net")
     data_lib.seed_split(data, "scaffold", 0, workdir=tmp_path / "net")
     out = tmp_path / "probe.json"
-    run = _probe(
+    run = run_experiment(
+        "linear_probe.py",
         "--dataset=esol", "--max_molecules=60", "--max_atoms=32", "--config=configs/base.py:tiny",
         "--seeds=0,1", f"--split_file={tmp_path / 'net' / 'split_scaffold_seed0.json'}",
         f"--workdir={tmp_path / 'probe'}", f"--out={out}",
@@ -64,7 +49,8 @@ def test_checkpoint_probe_classifies_with_seed_independent_embeddings(tmp_path):
     sizes = dataclasses.asdict(model_lib.ModelConfig.coerce(config.model))
     (tmp_path / "pre" / "model_config.json").write_text(json.dumps(sizes))
     out = tmp_path / "probe.json"
-    run = _probe(
+    run = run_experiment(
+        "linear_probe.py",
         "--dataset=b3db", "--max_molecules=150", "--max_atoms=32", "--seeds=0,1",
         f"--checkpoint={tmp_path / 'pre'}", f"--workdir={tmp_path / 'w'}", f"--out={out}",
     )  # fmt: skip

@@ -1,28 +1,11 @@
 """experiments/make_split.py: fine-tuning's split written without fine-tuning."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
+from script_testing import run_experiment
 
 from moleblend_jax.configs import finetune as finetune_configs
 from moleblend_jax.finetune import data as data_lib
 from moleblend_jax.finetune import splits
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _make_split(*flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "make_split.py"), *flags],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_writes_the_split_a_fine_tuning_run_saves(tmp_path):
@@ -32,7 +15,8 @@ def test_writes_the_split_a_fine_tuning_run_saves(tmp_path):
     data = data_lib.load(config, tmp_path / "net")
     saved = data_lib.seed_split(data, "scaffold", 0, workdir=tmp_path / "net")
     out = tmp_path / "made" / "split.json"
-    run = _make_split("--dataset=esol", "--max_molecules=60", "--max_atoms=14", f"--out={out}")
+    flags = ("--dataset=esol", "--max_molecules=60", "--max_atoms=14", f"--out={out}")
+    run = run_experiment("make_split.py", *flags)
     assert run.returncode == 0, run.stderr[-2000:]
     assert out.read_text() == (tmp_path / "net" / "split_scaffold_seed0.json").read_text()
     made = splits.load_split(out)
@@ -42,7 +26,7 @@ def test_writes_the_split_a_fine_tuning_run_saves(tmp_path):
 
 
 def test_an_unknown_data_set_is_one_line(tmp_path):
-    run = _make_split("--dataset=nope", f"--out={tmp_path / 'split.json'}")
+    run = run_experiment("make_split.py", "--dataset=nope", f"--out={tmp_path / 'split.json'}")
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert "nope" in run.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "split.json").exists()
