@@ -13,11 +13,13 @@
 #               of random inits (SEEDS of them), same records and split, on DATASETS and
 #               PROBE_SETS; on PROBE_SETS also of each variant's checkpoints at PROBE_STEPS
 #               (probe quality along pretraining)
-#   6. table    experiments/compare.py over every result; plots (experiments/plot_study.py)
+#   6. table    experiments/compare.py over every result; docs/results.md's tables and the
+#               goal (experiments/study_tables.py); plots (experiments/plot_study.py)
 # Results: RESULTS/<set>/{scratch,blend,2d,3d,rf}.json (finetune.py's / baseline_rf.py's
 # results.json), RESULTS/<set>/probe_{scratch,blend,2d,3d}.json,
 # RESULTS/probe_steps/<set>/<variant>_<step>.json, RESULTS/pretrain/<variant>.jsonl
-# (the pretraining metrics), RESULTS/settings.json, RESULTS/comparison.md, RESULTS/study.png
+# (the pretraining metrics), RESULTS/settings.json, RESULTS/comparison.md, RESULTS/tables.md
+# (the report's tables and the goal decided from them), RESULTS/study.png
 # (test metrics) and RESULTS/pretrain.png (pretraining curves); work files under OUT_DIR, one
 # log per run under OUT_DIR/logs.
 #
@@ -202,6 +204,7 @@ shopt -s nullglob
 finished=("$results"/*/*.json)
 if [ ${#finished[@]} -gt 0 ]; then
   run compare python experiments/compare.py "${finished[@]}" --out="$results/comparison.md"
+  run tables python experiments/study_tables.py "$results" --out="$results/tables.md"
   run plots python experiments/plot_study.py "$results" --out="$results/study.png" \
     --curves_out="$results/pretrain.png"
 fi

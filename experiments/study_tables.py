@@ -1,0 +1,219 @@
+"""The tables of docs/results.md's drug-like study, and its goal, from the results folder.
+
+  python experiments/study_tables.py benchmarks/study [--out=FILE.md]
+
+Reads the folder experiments/cpu_study.sh writes: <set>/{scratch,blend,2d,3d,rf}.json
+(fine-tuning and the forest), <set>/probe_{scratch,blend,2d,3d}.json (linear probes; scratch =
+random inits), pretrain/<variant>.jsonl (pretraining metrics). Prints, in Markdown: the test
+metric (mean ± std over seeds) of every init, validation means and best epochs, the probes, the
+relative gains over scratch and over random-init probes, the held-out pretraining metrics, and
+the goal of issue 16 decided from the same numbers. A missing file is a '-' cell.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+_OUT = flags.DEFINE_string("out", None, "Also write the Markdown to this file.")
+
+SETS = {"esol": "ESOL", "freesolv": "FreeSolv", "b3db": "B3DB", "lipophilicity": "Lipophilicity"}
+VARIANTS = ("blend", "2d", "3d")
+INITS = ("scratch", *VARIANTS)
+METRICS = {"rmse": "RMSE ↓", "mae": "MAE ↓", "roc_auc": "ROC-AUC ↑"}
+PRETRAIN_STEPS = (1000, 2000, 5000, 10000)
+PRETRAIN_COLUMNS = {  # metrics.jsonl key (held out) -> column
+    "eval_loss": "loss (held out)",
+    "eval_spd_accuracy": "SPD accuracy",
+    "eval_edge_accuracy": "edge accuracy",
+    "eval_direction_cosine": "3D direction cosine",
+    "eval_denoise_cosine": "denoising cosine",
+}
+
+Study = dict[str, dict[str, dict]]  # set -> run name (file stem) -> results.json
+
+
+def load_study(folder: Path) -> Study:
+    """Every <set>/<run>.json of `folder` for the sets of SETS that have one."""
+    study = {}
+    for name in SETS:
+        runs = {path.stem: json.loads(path.read_text()) for path in (folder / name).glob("*.json")}
+        if runs:
+            study[name] = runs
+    return study
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _score(result: dict | None) -> str:
+    if result is None:
+        return "-"
+    if len(result["seeds"]) == 1:
+        return f"{result['test_mean']:.3f}"
+    return f"{result['test_mean']:.3f} ± {result['test_std']:.3f}"
+
+
+def _set_label(name: str, runs: dict) -> str:
+    """'B3DB (1,968; 32 skipped: too_many_atoms)' from any run's size and skip counts."""
+    some = runs.get("scratch") or next(iter(runs.values()))
+    size = some.get("num_molecules") or some.get("num_records")
+    skipped = "".join(f"; {n} skipped: {why}" for why, n in some.get("skipped", {}).items())
+    return f"{SETS[name]} ({size:,}{skipped})" if size else SETS[name]
+
+
+def gain(result: dict, reference: dict) -> float:
+    """Relative test gain of `result` over `reference` in %, positive = better."""
+    sign = 1.0 if result["higher_is_better"] else -1.0
+    return 100.0 * sign * (result["test_mean"] - reference["test_mean"]) / reference["test_mean"]
+
+
+def beats(result: dict, reference: dict) -> bool:
+    """Better on test by more than either run's standard deviation over seeds."""
+    margin = result["test_mean"] - reference["test_mean"]
+    margin = margin if result["higher_is_better"] else -margin
+    return margin > max(result["test_std"], reference["test_std"])
+
+
+def finetune_table(study: Study) -> str:
+    header = ["data set", "metric", *INITS, "forest (Morgan)"]
+    rows = []
+    for name, runs in study.items():
+        metric = METRICS[next(iter(runs.values()))["metric"]]
+        cells = [_score(runs.get(run)) for run in (*INITS, "rf")]
+        rows.append([_set_label(name, runs), metric, *cells])
+    return _table(header, rows)
+
+
+def selection_table(study: Study) -> str:
+    """Validation means and each seed's best epoch, per init."""
+    header = ["data set", "valid: " + " / ".join(INITS), "best epochs: " + "; ".join(INITS)]
+    rows = []
+    for name, runs in study.items():
+        valid = [f"{runs[i]['valid_mean']:.3f}" if i in runs else "-" for i in INITS]
+        epochs = [
+            "/".join(str(seed["best_epoch"]) for seed in runs[i]["seeds"]) if i in runs else "-"
+            for i in INITS
+        ]
+        rows.append([SETS[name], " / ".join(valid), "; ".join(epochs)])
+    return _table(header, rows)
+
+
+def probe_table(study: Study) -> str:
+    header = ["data set", "metric", "probe: random init", *(f"probe: {v}" for v in VARIANTS)]
+    rows = []
+    for name, runs in study.items():
+        metric = METRICS[next(iter(runs.values()))["metric"]]
+        rows.append([SETS[name], metric, *(_score(runs.get(f"probe_{i}")) for i in INITS)])
+    return _table(header, rows)
+
+
+def gains(study: Study, prefix: str = "") -> dict[str, dict[str, float]]:
+    """variant -> set -> gain % of `prefix + variant` over `prefix + 'scratch'` where both ran."""
+    return {
+        variant: {
+            name: gain(runs[prefix + variant], runs[prefix + "scratch"])
+            for name, runs in study.items()
+            if prefix + variant in runs and prefix + "scratch" in runs
+        }
+        for variant in VARIANTS
+    }
+
+
+def gain_table(study: Study, title: str, prefix: str = "") -> str:
+    by_variant = gains(study, prefix)
+    rows = [
+        [
+            SETS[name],
+            *(f"{by_variant[v][name]:+.1f}" if name in by_variant[v] else "-" for v in VARIANTS),
+        ]
+        for name in study
+    ]
+    means = [
+        f"{statistics.fmean(g.values()):+.1f} ({len(g)})" if g else "-" for g in by_variant.values()
+    ]
+    return _table([title, *VARIANTS], rows + [["mean over sets", *means]])
+
+
+def goal(study: Study) -> str:
+    """Issue 16's goal: blend beats scratch on >= 3 of the 4 sets by more than the seeds' std,
+    and blending beats each single-modality variant in mean gain over scratch."""
+    ran = [name for name, runs in study.items() if {"blend", "scratch"} <= runs.keys()]
+    wins = [SETS[name] for name in ran if beats(study[name]["blend"], study[name]["scratch"])]
+    by_variant = gains(study)
+    lines = [
+        f"- blend beats scratch by more than the seeds' std on {len(wins)} of {len(ran)} sets "
+        f"({', '.join(wins) or 'none'}); the goal needs 3 of 4.",
+    ]
+    singles_beaten = True
+    for single in ("2d", "3d"):
+        common = by_variant["blend"].keys() & by_variant[single].keys()
+        if not common:
+            singles_beaten = False
+            continue
+        blend, other = (
+            statistics.fmean(by_variant[v][n] for n in common) for v in ("blend", single)
+        )
+        singles_beaten &= blend > other
+        lines.append(
+            f"- blend {'beats' if blend > other else 'does not beat'} {single} on average: "
+            f"mean gain over scratch on the {len(common)} sets both ran {blend:+.1f}% "
+            f"against {other:+.1f}%."
+        )
+    met = len(wins) >= 3 and singles_beaten
+    return "\n".join(lines + [f"- goal {'met' if met else 'not met'}."])
+
+
+def pretrain_table(folder: Path) -> str:
+    """Held-out pretraining metrics of each variant at PRETRAIN_STEPS."""
+    rows = []
+    for variant in VARIANTS:
+        path = folder / "pretrain" / f"{variant}.jsonl"
+        if not path.exists():
+            continue
+        held_out = {
+            row["step"]: row
+            for row in map(json.loads, path.read_text().splitlines())
+            if "eval_loss" in row
+        }
+        for step in (s for s in PRETRAIN_STEPS if s in held_out):
+            row = held_out[step]
+            # A variant without denoising input logs 0 for it: shown as '-'.
+            cells = [f"{row[key]:.3f}" if row.get(key) else "-" for key in PRETRAIN_COLUMNS]
+            rows.append([f"`{variant}`", f"{step:,}", *cells])
+    return _table(["variant", "step", *PRETRAIN_COLUMNS.values()], rows)
+
+
+def study_tables(folder: Path) -> str:
+    study = load_study(folder)
+    if not study:
+        raise app.UsageError(f"no results of {', '.join(SETS)} under {folder}")
+    sections = [
+        ("Test metric at the best validation epoch (mean ± std over seeds)", finetune_table(study)),
+        ("Validation metric (mean over seeds) and each seed's best epoch", selection_table(study)),
+        ("Linear probes on frozen encoders (test)", probe_table(study)),
+        ("Fine-tuned vs scratch, test gain %", gain_table(study, "fine-tuned vs scratch: gain %")),
+        ("Probe vs random-init probe, test gain %", gain_table(study, "probe gain %", "probe_")),
+        ("Pretraining, held out", pretrain_table(folder)),
+        ("Goal (issue 16)", goal(study)),
+    ]
+    return "\n\n".join(f"### {title}\n\n{body}" for title, body in sections) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        raise app.UsageError("usage: study_tables.py RESULTS_FOLDER [--out=FILE.md]")
+    text = study_tables(Path(argv[1]))
+    sys.stdout.write(text)
+    if _OUT.value:
+        Path(_OUT.value).write_text(text)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,97 @@
+"""experiments/study_tables.py: docs/results.md's tables and the goal from a results folder laid
+out as experiments/cpu_study.sh writes it, on hand-checked numbers."""
+
+import json
+
+from script_testing import run_experiment
+
+
+def _result(metric, means_and_stds, best_epochs=(5,)):
+    mean, std = means_and_stds
+    seeds = [dict(seed=s, best_epoch=e) for s, e in enumerate(best_epochs)]
+    return dict(
+        metric=metric, higher_is_better=metric == "roc_auc", test_mean=mean, test_std=std,
+        valid_mean=mean + 0.01, num_molecules=100, skipped={}, seeds=seeds,
+    )  # fmt: skip
+
+
+# set -> (metric, init -> (test mean, test std)): blend, 2d, 3d against scratch, and a forest.
+STUDY = {
+    "esol": ("rmse", {"scratch": (1.0, 0.1), "blend": (0.8, 0.05), "2d": (1.1, 0.0),
+                      "3d": (0.9, 0.2), "rf": (1.5, 0.01)}),
+    "b3db": ("roc_auc", {"scratch": (0.70, 0.02), "blend": (0.77, 0.01), "2d": (0.63, 0.0),
+                         "3d": (0.91, 0.0)}),
+}  # fmt: skip
+
+
+def _write_study(folder, study=STUDY):
+    """The runs of `study`, probes on ESOL and 2d's pretraining metrics."""
+    for name, (metric, inits) in study.items():
+        (folder / name).mkdir(parents=True)
+        for init, score in inits.items():
+            result = _result(metric, score, best_epochs=(7, 9, 11))
+            (folder / name / f"{init}.json").write_text(json.dumps(result))
+    (folder / "esol" / "probe_scratch.json").write_text(
+        json.dumps(_result("rmse", (1.0, 0.02), best_epochs=(0, 0, 0)))
+    )
+    (folder / "esol" / "probe_blend.json").write_text(json.dumps(_result("rmse", (0.9, 0.0))))
+    (folder / "pretrain").mkdir()
+    rows = [
+        dict(step=50, loss=6.0),
+        dict(step=1000, eval_loss=5.0, eval_spd_accuracy=0.25, eval_edge_accuracy=0.5,
+             eval_direction_cosine=0.125, eval_denoise_cosine=0.0),
+    ]  # fmt: skip
+    (folder / "pretrain" / "2d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _tables(folder):
+    run = run_experiment("study_tables.py", str(folder), f"--out={folder / 'tables.md'}")
+    assert run.returncode == 0, run.stderr
+    assert (folder / "tables.md").read_text() == run.stdout
+    return run.stdout.splitlines()
+
+
+def test_tables_and_goal_from_hand_checked_results(tmp_path):
+    _write_study(tmp_path)
+    lines = _tables(tmp_path)
+    # Mean ± std of every init and the forest; a run that is not there is '-'.
+    esol = "1.000 ± 0.100 | 0.800 ± 0.050 | 1.100 ± 0.000 | 0.900 ± 0.200 | 1.500 ± 0.010"
+    assert f"| ESOL (100) | RMSE ↓ | {esol} |" in lines
+    b3db = "0.700 ± 0.020 | 0.770 ± 0.010 | 0.630 ± 0.000 | 0.910 ± 0.000 | -"
+    assert f"| B3DB (100) | ROC-AUC ↑ | {b3db} |" in lines
+    assert "| ESOL | 1.010 / 0.810 / 1.110 / 0.910 | 7/9/11; 7/9/11; 7/9/11; 7/9/11 |" in lines
+    # A checkpoint's probe is one embedding: no spread shown.
+    assert "| ESOL | RMSE ↓ | 1.000 ± 0.020 | 0.900 | - | - |" in lines
+    # Gains: RMSE (1.0 - 0.8) / 1.0 = +20%, ROC-AUC (0.77 - 0.70) / 0.70 = +10%.
+    assert "| ESOL | +20.0 | -10.0 | +10.0 |" in lines
+    assert "| B3DB | +10.0 | -10.0 | +30.0 |" in lines
+    assert "| mean over sets | +15.0 (2) | -10.0 (2) | +20.0 (2) |" in lines
+    assert "| ESOL | +10.0 | - | - |" in lines  # The probe gain.
+    # Held-out pretraining rows only; 2d's zero denoising cosine (no 3D input) is '-'.
+    assert "| `2d` | 1,000 | 5.000 | 0.250 | 0.500 | 0.125 | - |" in lines
+    # Blend beats scratch on both sets by more than either std, beats 2d, not 3d: not met.
+    assert lines[-4].startswith("- blend beats scratch by more than the seeds' std on 2 of 2 sets")
+    assert lines[-2].startswith("- blend does not beat 3d on average")
+    assert lines[-1] == "- goal not met."
+
+
+def test_a_win_inside_the_spread_is_not_a_win(tmp_path):
+    esol_metric, esol = STUDY["esol"]
+    _write_study(tmp_path, {**STUDY, "esol": (esol_metric, {**esol, "blend": (0.95, 0.05)})})
+    lines = _tables(tmp_path)  # ESOL: 0.05 better, inside scratch's std of 0.1.
+    assert "the seeds' std on 1 of 2 sets (B3DB)" in lines[-4]
+
+
+def test_the_goal_is_met_by_three_wins_and_the_best_average(tmp_path):
+    wins = {"scratch": (1.0, 0.01), "blend": (0.8, 0.01), "2d": (0.9, 0.0), "3d": (0.9, 0.0)}
+    _write_study(tmp_path, {name: ("rmse", wins) for name in ("esol", "freesolv", "lipophilicity")})
+    lines = _tables(tmp_path)
+    assert lines[-4].startswith("- blend beats scratch by more than the seeds' std on 3 of 3 sets")
+    assert lines[-3].startswith("- blend beats 2d on average")
+    assert lines[-1] == "- goal met."
+
+
+def test_an_empty_folder_is_a_one_line_error(tmp_path):
+    run = run_experiment("study_tables.py", str(tmp_path))
+    assert run.returncode != 0
+    assert "no results of esol, freesolv, b3db, lipophilicity under" in run.stderr
