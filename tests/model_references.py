@@ -87,17 +87,25 @@ def np_centrality(p, psi, atom_mask, scale=0.01):
     return scale * np_dense(summed, p["proj"]) * atom_mask[..., None]
 
 
-def np_attention(p, x, bias, key_mask, num_heads):
-    """Biased multi-head attention, masked keys, no dropout."""
-    b, length, d = x.shape
+def np_split_qkv(p, x, num_heads):
+    """Queries (scaled by 1/sqrt(head dim)), keys and values of x [B, N, D], each [B, H, N, D/H]."""
+    b, n, d = x.shape
     hd = d // num_heads
 
     def heads(y):
-        return y.reshape(b, length, num_heads, hd).transpose(0, 2, 1, 3)
+        return y.reshape(b, n, num_heads, hd).transpose(0, 2, 1, 3)
 
-    q = heads(np_dense(x, p["query"])) * hd**-0.5
-    k = heads(np_dense(x, p["key"]))
-    v = heads(np_dense(x, p["value"]))
+    return (
+        heads(np_dense(x, p["query"])) * hd**-0.5,
+        heads(np_dense(x, p["key"])),
+        heads(np_dense(x, p["value"])),
+    )
+
+
+def np_attention(p, x, bias, key_mask, num_heads):
+    """Biased multi-head attention, masked keys, no dropout."""
+    b, length, d = x.shape
+    q, k, v = np_split_qkv(p, x, num_heads)
     logits = q @ k.transpose(0, 1, 3, 2) + bias
     logits = np.where(key_mask[:, None, None, :], logits, -1e9)
     ctx = (np_softmax(logits) @ v).transpose(0, 2, 1, 3).reshape(b, length, d)
@@ -176,14 +184,7 @@ def np_direction_head(p, h):
 def np_denoise_head(p, h, atom_bias, coords, atom_mask, num_heads, tied=False):
     """SPEC 5: out_i[a] = Linear_a(sum_j alpha_ij u_ij[a] v_j)."""
     b, n, d = h.shape
-    hd = d // num_heads
-
-    def heads(y):
-        return y.reshape(b, n, num_heads, hd).transpose(0, 2, 1, 3)
-
-    q = heads(np_dense(h, p["query"])) * hd**-0.5
-    k = heads(np_dense(h, p["key"]))
-    v = heads(np_dense(h, p["value"]))  # [B, H, N, hd]
+    q, k, v = np_split_qkv(p, h, num_heads)
     logits = np.where(atom_mask[:, None, None, :], q @ k.transpose(0, 1, 3, 2) + atom_bias, -1e9)
     alpha = np_softmax(logits)
     dist, delta = np_distances(np.asarray(coords, np.float64))
