@@ -9,6 +9,8 @@
 #               checkpoint (scaffold split, SEEDS seeds, EPOCHS epochs, early stop PATIENCE);
 #               every init reads the scratch run's split file (the same record ids)
 #   4. rf       Morgan-fingerprint random forest on the same records and split
+#   4b. lr      learning-rate sensitivity: on LR_SETS, scratch and each variant fine-tuned
+#               again at each peak lr of LRS
 #   5. probe    ridge / logistic regression on frozen graph embeddings of each checkpoint and
 #               of random inits (SEEDS of them), same records and split, on DATASETS and
 #               PROBE_SETS; on PROBE_SETS also of each variant's checkpoints at PROBE_STEPS
@@ -17,7 +19,8 @@
 #               goal (experiments/study_tables.py); plots (experiments/plot_study.py)
 # Results: RESULTS/<set>/{scratch,blend,2d,3d,rf}.json (finetune.py's / baseline_rf.py's
 # results.json), RESULTS/<set>/probe_{scratch,blend,2d,3d}.json,
-# RESULTS/probe_steps/<set>/<variant>_<step>.json, RESULTS/pretrain/<variant>.jsonl
+# RESULTS/probe_steps/<set>/<variant>_<step>.json, RESULTS/lr/<set>/<init>_lr<lr>.json,
+# RESULTS/pretrain/<variant>.jsonl
 # (the pretraining metrics), RESULTS/settings.json, RESULTS/comparison.md, RESULTS/tables.md
 # (the report's tables and the goal decided from them), RESULTS/study.png
 # (test metrics) and RESULTS/pretrain.png (pretraining curves); work files under OUT_DIR, one
@@ -54,6 +57,8 @@ b3db_subset="${B3DB_SUBSET:-2000}" # A fixed random subset (0 = all 7,807).
 rf_trees="${RF_TREES:-500}"
 workers="${WORKERS:-2}"
 probe_sets="${PROBE_SETS:-esol lipophilicity}"
+lr_sets="${LR_SETS:-freesolv}" # Fine-tuned again at each peak lr of LRS (" " = none).
+lrs="${LRS:-3e-5 3e-4}"
 probe_steps="${PROBE_STEPS:-$((steps / 10)) $((steps / 5)) $((steps / 2))}"
 max_atoms=64 # configs/finetune.py:small's data.max_atoms; the forest and probe use the same.
 seed_list="$(seq -s, 0 $((seeds - 1)))"
@@ -137,6 +142,25 @@ ensure_split() { # A later stage whose scratch workdir is gone writes the split 
     --max_molecules="$(subset "$1")" --max_atoms="$max_atoms" --out="$(split_of "$1")"
 }
 
+# finetune DATASET INIT WORKDIR [FLAG...]: configs/finetune.py:small on DATASET with the study's
+# settings, from scratch or from variant INIT's checkpoint; every run but DATASET's scratch run
+# (which makes the split) reads that run's split file.
+finetune() {
+  local dataset="$1" init="$2" workdir="$3"
+  shift 3
+  local extra=()
+  if [ "$workdir" != "$(dirname "$(split_of "$dataset")")" ]; then
+    ensure_split "$dataset"
+    extra+=(--config.split_file="$(split_of "$dataset")")
+  fi
+  [ "$init" = scratch ] || extra+=(--config.init_checkpoint="$out/pretrain/$init/checkpoints")
+  run "finetune_${dataset}_$(basename "$workdir")" python experiments/finetune.py \
+    --config=configs/finetune.py:small --config.dataset="$dataset" \
+    --config.max_molecules="$(subset "$dataset")" --config.num_seeds="$seeds" \
+    --config.epochs="$epochs" --config.patience="$patience" "${extra[@]}" "$@" \
+    --workdir="$workdir"
+}
+
 # 3-4. Per data set: fine-tuning (scratch first), the forest.
 for dataset in $datasets; do
   limit="$(subset "$dataset")"
@@ -145,19 +169,7 @@ for dataset in $datasets; do
     dest="$results/$dataset/$init.json"
     workdir="$out/finetune/$dataset/$init"
     [ -f "$dest" ] && continue
-    if [ ! -f "$workdir/results.json" ]; then
-      extra=()
-      if [ "$init" != scratch ]; then
-        ensure_split "$dataset"
-        extra=(--config.init_checkpoint="$out/pretrain/$init/checkpoints"
-          --config.split_file="$(split_of "$dataset")")
-      fi
-      run "finetune_${dataset}_$init" python experiments/finetune.py \
-        --config=configs/finetune.py:small --config.dataset="$dataset" \
-        --config.max_molecules="$limit" --config.num_seeds="$seeds" \
-        --config.epochs="$epochs" --config.patience="$patience" "${extra[@]}" \
-        --workdir="$workdir"
-    fi
+    [ -f "$workdir/results.json" ] || finetune "$dataset" "$init" "$workdir"
     cp "$workdir/results.json" "$dest"
   done
   if [ ! -f "$results/$dataset/rf.json" ]; then
@@ -167,6 +179,22 @@ for dataset in $datasets; do
       --seeds="$seed_list" --n_estimators="$rf_trees" --n_jobs="$workers" \
       --workdir="$out/rf/$dataset" --out="$results/$dataset/rf.json"
   fi
+done
+
+# 4b. Learning-rate sensitivity on LR_SETS: scratch and each variant fine-tuned again at each
+# peak lr of LRS (the study's is configs/finetune.py:small's 1e-4), on the same split.
+for dataset in $lr_sets; do
+  mkdir -p "$results/lr/$dataset"
+  for init in scratch $variants; do
+    for lr in $lrs; do
+      dest="$results/lr/$dataset/${init}_lr$lr.json"
+      workdir="$out/finetune/$dataset/${init}_lr$lr"
+      [ -f "$dest" ] && continue
+      [ -f "$workdir/results.json" ] ||
+        finetune "$dataset" "$init" "$workdir" --config.optimizer.peak_lr="$lr"
+      cp "$workdir/results.json" "$dest"
+    done
+  done
 done
 
 # 5. Probes on DATASETS and PROBE_SETS (no fine-tuning needed): random inits and each

@@ -4,9 +4,10 @@
 
 Reads the folder experiments/cpu_study.sh writes: <set>/{scratch,blend,2d,3d,rf}.json
 (fine-tuning and the forest), <set>/probe_{scratch,blend,2d,3d}.json (linear probes; scratch =
-random inits), pretrain/<variant>.jsonl (pretraining metrics). Prints, in Markdown: the test
-metric (mean ± std over seeds) of every init, validation means and best epochs, the probes, the
-relative gains over scratch and over random-init probes, the held-out pretraining metrics, and
+random inits), lr/<set>/<init>_lr<lr>.json (fine-tuning at other peak lrs), pretrain/<variant>
+.jsonl (pretraining metrics). Prints, in Markdown: the test metric (mean ± std over seeds) of
+every init, validation means and best epochs, the probes, the relative gains over scratch and
+over random-init probes, the learning-rate sensitivity, the held-out pretraining metrics, and
 the goal of issue 16 decided from the same numbers. A missing file is a '-' cell.
 """
 
@@ -170,6 +171,36 @@ def goal(study: Study) -> str:
     return "\n".join(lines + [f"- goal {'met' if met else 'not met'}."])
 
 
+def lr_table(folder: Path, study: Study) -> str:
+    """Test metric and best epochs per peak lr, for each (set, init) of lr/: the lr/ runs and
+    the study's own run (at configs/finetune.py:small's lr)."""
+    rows, lrs = {}, set()
+    for path in sorted(folder.glob("lr/*/*_lr*.json")):
+        name, (init, lr) = path.parent.name, path.stem.rsplit("_lr", 1)
+        by_lr = rows.setdefault((name, init), {})
+        by_lr[float(lr)] = json.loads(path.read_text())
+        main = study.get(name, {}).get(init)
+        if main is not None:
+            by_lr[main["config"]["optimizer"]["peak_lr"]] = main
+        lrs |= by_lr.keys()
+
+    def cell(result):
+        epochs = "/".join(str(seed["best_epoch"]) for seed in result["seeds"])
+        return f"{_score(result)} (best epochs {epochs})"
+
+    if not rows:
+        return "No runs under lr/."
+    rank = {key: i for i, key in enumerate([*SETS, *INITS])}
+    order = sorted(lrs)
+    body = [
+        [SETS.get(name, name), init, *(cell(by_lr[lr]) if lr in by_lr else "-" for lr in order)]
+        for (name, init), by_lr in sorted(
+            rows.items(), key=lambda i: [rank.get(k, len(rank)) for k in i[0]]
+        )
+    ]
+    return _table(["data set", "init", *(f"peak lr {lr:g}" for lr in order)], body)
+
+
 def pretrain_table(folder: Path) -> str:
     """Held-out pretraining metrics of each variant at PRETRAIN_STEPS."""
     rows = []
@@ -200,6 +231,7 @@ def study_tables(folder: Path) -> str:
         ("Linear probes on frozen encoders (test)", probe_table(study)),
         ("Fine-tuned vs scratch, test gain %", gain_table(study, "fine-tuned vs scratch: gain %")),
         ("Probe vs random-init probe, test gain %", gain_table(study, "probe gain %", "probe_")),
+        ("Learning-rate sensitivity (test)", lr_table(folder, study)),
         ("Pretraining, held out", pretrain_table(folder)),
         ("Goal (issue 16)", goal(study)),
     ]

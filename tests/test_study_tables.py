@@ -12,6 +12,7 @@ def _result(metric, means_and_stds, best_epochs=(5,)):
     return dict(
         metric=metric, higher_is_better=metric == "roc_auc", test_mean=mean, test_std=std,
         valid_mean=mean + 0.01, num_molecules=100, skipped={}, seeds=seeds,
+        config=dict(optimizer=dict(peak_lr=1e-4)),
     )  # fmt: skip
 
 
@@ -35,6 +36,10 @@ def _write_study(folder, study=STUDY):
         json.dumps(_result("rmse", (1.0, 0.02), best_epochs=(0, 0, 0)))
     )
     (folder / "esol" / "probe_blend.json").write_text(json.dumps(_result("rmse", (0.9, 0.0))))
+    (folder / "lr" / "esol").mkdir(parents=True)
+    for run, score in (("scratch_lr3e-5", (1.2, 0.1)), ("blend_lr3e-4", (0.7, 0.0))):
+        result = _result("rmse", score, best_epochs=(3, 4))
+        (folder / "lr" / "esol" / f"{run}.json").write_text(json.dumps(result))
     (folder / "pretrain").mkdir()
     rows = [
         dict(step=50, loss=6.0),
@@ -67,6 +72,12 @@ def test_tables_and_goal_from_hand_checked_results(tmp_path):
     assert "| B3DB | +10.0 | -10.0 | +30.0 |" in lines
     assert "| mean over sets | +15.0 (2) | -10.0 (2) | +20.0 (2) |" in lines
     assert "| ESOL | +10.0 | - | - |" in lines  # The probe gain.
+    # Each lr/ run beside the study's own (at 1e-4); an lr an init did not run is '-'.
+    assert "| data set | init | peak lr 3e-05 | peak lr 0.0001 | peak lr 0.0003 |" in lines
+    scratch = "1.200 ± 0.100 (best epochs 3/4) | 1.000 ± 0.100 (best epochs 7/9/11) | -"
+    assert f"| ESOL | scratch | {scratch} |" in lines
+    blend = "- | 0.800 ± 0.050 (best epochs 7/9/11) | 0.700 ± 0.000 (best epochs 3/4)"
+    assert f"| ESOL | blend | {blend} |" in lines
     # Held-out pretraining rows only; 2d's zero denoising cosine (no 3D input) is '-'.
     assert "| `2d` | 1,000 | 5.000 | 0.250 | 0.500 | 0.125 | - |" in lines
     # Blend beats scratch on both sets by more than either std, beats 2d, not 3d: not met.
