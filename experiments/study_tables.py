@@ -5,10 +5,12 @@
 Reads the folder experiments/cpu_study.sh writes: <set>/{scratch,blend,2d,3d,rf}.json
 (fine-tuning and the forest), <set>/probe_{scratch,blend,2d,3d}.json (linear probes; scratch =
 random inits), lr/<set>/<init>_lr<lr>.json (fine-tuning at other peak lrs), pretrain/<variant>
-.jsonl (pretraining metrics). Prints, in Markdown: the test metric (mean ± std over seeds) of
-every init, validation means and best epochs, the probes, the relative gains over scratch and
-over random-init probes, the learning-rate sensitivity, the held-out pretraining metrics, and
-the goal of issue 16 decided from the same numbers. A missing file is a '-' cell.
+.jsonl (pretraining metrics), and <variant>_rerun/{pretrain.jsonl,probe_<set>.json} (a variant
+pretrained a second time with the same settings, and its probes). Prints, in Markdown: the test
+metric (mean ± std over seeds) of every init, validation means and best epochs, the probes, the
+relative gains over scratch and over random-init probes, the learning-rate sensitivity, the
+held-out pretraining metrics, each re-run beside its first run, and the goal of issue 16 decided
+from the same numbers. A missing file is a '-' cell.
 """
 
 from __future__ import annotations
@@ -201,24 +203,50 @@ def lr_table(folder: Path, study: Study) -> str:
     return _table(["data set", "init", *(f"peak lr {lr:g}" for lr in order)], body)
 
 
+def _held_out(path: Path) -> dict[int, dict]:
+    """step -> the metrics.jsonl row with held-out (eval_*) metrics; {} if there is no file."""
+    if not path.exists():
+        return {}
+    rows = map(json.loads, path.read_text().splitlines())
+    return {row["step"]: row for row in rows if "eval_loss" in row}
+
+
+def _held_out_cell(row: dict, key: str) -> str:
+    # A variant without denoising input logs 0 for it: shown as '-'.
+    return f"{row[key]:.3f}" if row.get(key) else "-"
+
+
 def pretrain_table(folder: Path) -> str:
     """Held-out pretraining metrics of each variant at PRETRAIN_STEPS."""
     rows = []
     for variant in VARIANTS:
-        path = folder / "pretrain" / f"{variant}.jsonl"
-        if not path.exists():
-            continue
-        held_out = {
-            row["step"]: row
-            for row in map(json.loads, path.read_text().splitlines())
-            if "eval_loss" in row
-        }
+        held_out = _held_out(folder / "pretrain" / f"{variant}.jsonl")
         for step in (s for s in PRETRAIN_STEPS if s in held_out):
-            row = held_out[step]
-            # A variant without denoising input logs 0 for it: shown as '-'.
-            cells = [f"{row[key]:.3f}" if row.get(key) else "-" for key in PRETRAIN_COLUMNS]
+            cells = [_held_out_cell(held_out[step], key) for key in PRETRAIN_COLUMNS]
             rows.append([f"`{variant}`", f"{step:,}", *cells])
     return _table(["variant", "step", *PRETRAIN_COLUMNS.values()], rows)
+
+
+def rerun_table(folder: Path, study: Study, variant: str) -> str:
+    """A variant's first run beside its re-run (<variant>_rerun/): the held-out pretraining
+    metrics at the last step both logged, and the test score of every probe."""
+    rerun = folder / f"{variant}_rerun"
+    first = _held_out(folder / "pretrain" / f"{variant}.jsonl")
+    again = _held_out(rerun / "pretrain.jsonl")
+    rows = []
+    if common := first.keys() & again.keys():
+        step = max(common)
+        for key, column in PRETRAIN_COLUMNS.items():
+            cells = [_held_out_cell(run[step], key) for run in (first, again)]
+            rows.append([f"{column} at step {step:,}", *cells, "-"])
+    for name, runs in study.items():
+        path = rerun / f"probe_{name}.json"
+        again_probe = json.loads(path.read_text()) if path.exists() else None
+        metric = METRICS[next(iter(runs.values()))["metric"]]
+        probes = (runs.get(f"probe_{variant}"), again_probe, runs.get("probe_scratch"))
+        rows.append([f"probe, {SETS[name]} {metric}", *map(_score, probes)])
+    header = ["measure", f"`{variant}` first run", f"`{variant}` re-run", "random init"]
+    return _table(header, rows)
 
 
 def study_tables(folder: Path) -> str:
@@ -233,6 +261,11 @@ def study_tables(folder: Path) -> str:
         ("Probe vs random-init probe, test gain %", gain_table(study, "probe gain %", "probe_")),
         ("Learning-rate sensitivity (test)", lr_table(folder, study)),
         ("Pretraining, held out", pretrain_table(folder)),
+        *(
+            (f"`{v}` pretrained twice (the same settings)", rerun_table(folder, study, v))
+            for v in VARIANTS
+            if (folder / f"{v}_rerun").is_dir()
+        ),
         ("Goal (issue 16)", goal(study)),
     ]
     return "\n\n".join(f"### {title}\n\n{body}" for title, body in sections) + "\n"

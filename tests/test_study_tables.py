@@ -47,6 +47,10 @@ def _write_study(folder, study=STUDY):
              eval_direction_cosine=0.125, eval_denoise_cosine=0.0),
     ]  # fmt: skip
     (folder / "pretrain" / "2d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "2d_rerun").mkdir()
+    again = [dict(rows[1], step=1000, eval_loss=4.5)]
+    (folder / "2d_rerun" / "pretrain.jsonl").write_text(json.dumps(again[0]) + "\n")
+    (folder / "2d_rerun" / "probe_esol.json").write_text(json.dumps(_result("rmse", (0.95, 0.0))))
 
 
 def _tables(folder):
@@ -80,6 +84,11 @@ def test_tables_and_goal_from_hand_checked_results(tmp_path):
     assert f"| ESOL | blend | {blend} |" in lines
     # Held-out pretraining rows only; 2d's zero denoising cosine (no 3D input) is '-'.
     assert "| `2d` | 1,000 | 5.000 | 0.250 | 0.500 | 0.125 | - |" in lines
+    # The re-run beside the first run: held out at the last common step, then the probes.
+    assert "| loss (held out) at step 1,000 | 5.000 | 4.500 | - |" in lines
+    assert "| denoising cosine at step 1,000 | - | - | - |" in lines
+    assert "| probe, ESOL RMSE ↓ | - | 0.950 | 1.000 ± 0.020 |" in lines
+    assert "| probe, B3DB ROC-AUC ↑ | - | - | - |" in lines
     # Blend beats scratch on both sets by more than either std, beats 2d, not 3d: not met.
     assert lines[-4].startswith("- blend beats scratch by more than the seeds' std on 2 of 2 sets")
     assert lines[-2].startswith("- blend does not beat 3d on average")
