@@ -5,12 +5,13 @@
 Reads the folder experiments/cpu_study.sh writes: <set>/{scratch,blend,2d,3d,rf}.json
 (fine-tuning and the forest), <set>/probe_{scratch,blend,2d,3d}.json (linear probes; scratch =
 random inits), lr/<set>/<init>_lr<lr>.json (fine-tuning at other peak lrs), pretrain/<variant>
-.jsonl (pretraining metrics), and <variant>_rerun/{pretrain.jsonl,probe_<set>.json} (a variant
-pretrained a second time with the same settings, and its probes). Prints, in Markdown: the test
-metric (mean ± std over seeds) of every init, validation means and best epochs, the probes, the
-relative gains over scratch and over random-init probes, the learning-rate sensitivity, the
-held-out pretraining metrics, each re-run beside its first run, and the goal of issue 16 decided
-from the same numbers. A missing file is a '-' cell.
+.jsonl (pretraining metrics), and <variant>_rerun*/ (a variant pretrained again with the same
+settings: pretrain.jsonl, probe_<set>.json and, where it was fine-tuned, finetune_<set>.json).
+Prints, in Markdown: the test metric (mean ± std over seeds) of every init, validation means
+and best epochs, the probes, the relative gains over scratch and over random-init probes, the
+learning-rate sensitivity, the held-out pretraining metrics, each variant's re-runs beside its
+first run, and the goal of issue 16 decided from the same numbers. A missing file is a '-'
+cell.
 """
 
 from __future__ import annotations
@@ -227,26 +228,44 @@ def pretrain_table(folder: Path) -> str:
     return _table(["variant", "step", *PRETRAIN_COLUMNS.values()], rows)
 
 
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _runs_row(label: str, results: list[dict | None], reference: dict | None) -> list[str]:
+    """label, each run's score, their mean ± std (two or more runs), the reference's score."""
+    scores = [result["test_mean"] for result in results if result is not None]
+    spread = "-"
+    if len(scores) > 1:
+        spread = f"{statistics.fmean(scores):.3f} ± {statistics.pstdev(scores):.3f}"
+    return [label, *map(_score, results), spread, _score(reference)]
+
+
 def rerun_table(folder: Path, study: Study, variant: str) -> str:
-    """A variant's first run beside its re-run (<variant>_rerun/): the held-out pretraining
-    metrics at the last step both logged, and the test score of every probe."""
-    rerun = folder / f"{variant}_rerun"
-    first = _held_out(folder / "pretrain" / f"{variant}.jsonl")
-    again = _held_out(rerun / "pretrain.jsonl")
+    """A variant's first run beside its re-runs (<variant>_rerun*/): the held-out pretraining
+    metrics at the last step all logged, every probe's test score and, where a re-run was
+    fine-tuned (finetune_<set>.json), the fine-tuned one, each with the mean ± std over the
+    runs and the random-init probe / scratch run for reference."""
+    reruns = sorted(folder.glob(f"{variant}_rerun*/"))
+    held_out = [_held_out(folder / "pretrain" / f"{variant}.jsonl")]
+    held_out += [_held_out(rerun / "pretrain.jsonl") for rerun in reruns]
     rows = []
-    if common := first.keys() & again.keys():
+    if common := set.intersection(*(set(run) for run in held_out)):
         step = max(common)
         for key, column in PRETRAIN_COLUMNS.items():
-            cells = [_held_out_cell(run[step], key) for run in (first, again)]
-            rows.append([f"{column} at step {step:,}", *cells, "-"])
+            cells = [_held_out_cell(run[step], key) for run in held_out]
+            rows.append([f"{column} at step {step:,}", *cells, "-", "-"])
     for name, runs in study.items():
-        path = rerun / f"probe_{name}.json"
-        again_probe = json.loads(path.read_text()) if path.exists() else None
-        metric = METRICS[next(iter(runs.values()))["metric"]]
-        probes = (runs.get(f"probe_{variant}"), again_probe, runs.get("probe_scratch"))
-        rows.append([f"probe, {SETS[name]} {metric}", *map(_score, probes)])
-    header = ["measure", f"`{variant}` first run", f"`{variant}` re-run", "random init"]
-    return _table(header, rows)
+        label = f"{SETS[name]} {METRICS[next(iter(runs.values()))['metric']]}"
+        probes = [runs.get(f"probe_{variant}")]
+        probes += [_load(rerun / f"probe_{name}.json") for rerun in reruns]
+        rows.append(_runs_row(f"probe, {label}", probes, runs.get("probe_scratch")))
+        tuned = [_load(rerun / f"finetune_{name}.json") for rerun in reruns]
+        if any(tuned):
+            tuned = [runs.get(variant), *tuned]
+            rows.append(_runs_row(f"fine-tuned, {label}", tuned, runs.get("scratch")))
+    runs = [f"`{variant}` run {i}" for i in range(1, len(reruns) + 2)]
+    return _table(["measure", *runs, "runs: mean ± std", "random init / scratch"], rows)
 
 
 def study_tables(folder: Path) -> str:
@@ -262,9 +281,9 @@ def study_tables(folder: Path) -> str:
         ("Learning-rate sensitivity (test)", lr_table(folder, study)),
         ("Pretraining, held out", pretrain_table(folder)),
         *(
-            (f"`{v}` pretrained twice (the same settings)", rerun_table(folder, study, v))
+            (f"`{v}` pretrained again (the same settings)", rerun_table(folder, study, v))
             for v in VARIANTS
-            if (folder / f"{v}_rerun").is_dir()
+            if any(folder.glob(f"{v}_rerun*/"))
         ),
         ("Goal (issue 16)", goal(study)),
     ]

@@ -47,10 +47,13 @@ def _write_study(folder, study=STUDY):
              eval_direction_cosine=0.125, eval_denoise_cosine=0.0),
     ]  # fmt: skip
     (folder / "pretrain" / "2d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "2d_rerun").mkdir()
-    again = [dict(rows[1], step=1000, eval_loss=4.5)]
-    (folder / "2d_rerun" / "pretrain.jsonl").write_text(json.dumps(again[0]) + "\n")
-    (folder / "2d_rerun" / "probe_esol.json").write_text(json.dumps(_result("rmse", (0.95, 0.0))))
+    for rerun, loss, probe in (("2d_rerun", 4.5, 0.95), ("2d_rerun2", 4.0, 0.85)):
+        (folder / rerun).mkdir()
+        again = json.dumps(dict(rows[1], eval_loss=loss))
+        (folder / rerun / "pretrain.jsonl").write_text(again + "\n")
+        (folder / rerun / "probe_esol.json").write_text(json.dumps(_result("rmse", (probe, 0.0))))
+    tuned = _result("roc_auc", (0.79, 0.01), best_epochs=(4, 6, 8))
+    (folder / "2d_rerun2" / "finetune_b3db.json").write_text(json.dumps(tuned))
 
 
 def _tables(folder):
@@ -84,11 +87,18 @@ def test_tables_and_goal_from_hand_checked_results(tmp_path):
     assert f"| ESOL | blend | {blend} |" in lines
     # Held-out pretraining rows only; 2d's zero denoising cosine (no 3D input) is '-'.
     assert "| `2d` | 1,000 | 5.000 | 0.250 | 0.500 | 0.125 | - |" in lines
-    # The re-run beside the first run: held out at the last common step, then the probes.
-    assert "| loss (held out) at step 1,000 | 5.000 | 4.500 | - |" in lines
-    assert "| denoising cosine at step 1,000 | - | - | - |" in lines
-    assert "| probe, ESOL RMSE ↓ | - | 0.950 | 1.000 ± 0.020 |" in lines
-    assert "| probe, B3DB ROC-AUC ↑ | - | - | - |" in lines
+    # The re-runs beside the first run: held out at the last common step, then the probes with
+    # their mean ± std over the runs that have one: (0.95 + 0.85) / 2, population std 0.05.
+    runs = "`2d` run 1 | `2d` run 2 | `2d` run 3"
+    assert f"| measure | {runs} | runs: mean ± std | random init / scratch |" in lines
+    assert "| loss (held out) at step 1,000 | 5.000 | 4.500 | 4.000 | - | - |" in lines
+    assert "| denoising cosine at step 1,000 | - | - | - | - | - |" in lines
+    assert "| probe, ESOL RMSE ↓ | - | 0.950 | 0.850 | 0.900 ± 0.050 | 1.000 ± 0.020 |" in lines
+    assert "| probe, B3DB ROC-AUC ↑ | - | - | - | - | - |" in lines
+    # Fine-tuned rows only where a re-run was fine-tuned: (0.63 + 0.79) / 2, std 0.08.
+    b3db = "0.630 ± 0.000 | - | 0.790 ± 0.010 | 0.710 ± 0.080 | 0.700 ± 0.020"
+    assert f"| fine-tuned, B3DB ROC-AUC ↑ | {b3db} |" in lines
+    assert not any(line.startswith("| fine-tuned, ESOL") for line in lines)
     # Blend beats scratch on both sets by more than either std, beats 2d, not 3d: not met.
     assert lines[-4].startswith("- blend beats scratch by more than the seeds' std on 2 of 2 sets")
     assert lines[-2].startswith("- blend does not beat 3d on average")
