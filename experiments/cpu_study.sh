@@ -21,7 +21,8 @@
 # results.json), RESULTS/<set>/probe_{scratch,blend,2d,3d}.json,
 # RESULTS/probe_steps/<set>/<variant>_<step>.json, RESULTS/lr/<set>/<init>_lr<lr>.json,
 # RESULTS/pretrain/<variant>.jsonl
-# (the pretraining metrics), RESULTS/settings.json, RESULTS/comparison.md, RESULTS/tables.md
+# (the pretraining metrics), RESULTS/settings.json, RESULTS/stages.txt (each stage's date, CPU
+# and corpus sha256), RESULTS/comparison.md, RESULTS/tables.md
 # (the report's tables and the goal decided from them), RESULTS/study.png
 # (test metrics) and RESULTS/pretrain.png (pretraining curves); work files under OUT_DIR, one
 # log per run under OUT_DIR/logs.
@@ -60,6 +61,9 @@ probe_sets="${PROBE_SETS:-esol lipophilicity}"
 lr_sets="${LR_SETS:-freesolv}" # Fine-tuned again at each peak lr of LRS (" " = none).
 lrs="${LRS:-3e-5 3e-4}"
 probe_steps="${PROBE_STEPS:-$((steps / 10)) $((steps / 5)) $((steps / 2))}"
+# The pretraining runs' seed (initialisation, data order, blend draws). With another seed use
+# another OUT_DIR and RESULTS (or remove the variants' pretrain and finetune workdirs).
+pretrain_seed="${PRETRAIN_SEED:-0}"
 max_atoms=64 # configs/finetune.py:small's data.max_atoms; the forest and probe use the same.
 seed_list="$(seq -s, 0 $((seeds - 1)))"
 
@@ -112,6 +116,21 @@ run corpus python data_prep/build_shards.py --input=moses --output="$corpus_dir"
   --limit="$corpus" --workers="$workers" --num_shards=16
 run corpus_eval python data_prep/build_shards.py --input=moses --output="$eval_dir" \
   --offset="$corpus" --limit="$eval_molecules" --workers="$workers" --num_shards=1
+# Each stage builds the corpus again (workdirs do not outlive a session) and may run on another
+# machine: RESULTS/stages.txt records both, and a corpus whose bytes differ from the first
+# stage's is reported, since pretraining on it is not the same computation.
+digest="$(python -c 'import hashlib, json, sys
+print(hashlib.sha256("".join(s["sha256"] for p in sys.argv[1:]
+  for s in json.load(open(p))["shards"]).encode()).hexdigest())' \
+  "$corpus_dir/metadata.json" "$eval_dir/metadata.json")"
+cpu="$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs || uname -m)"
+echo "$(date -u +%FT%TZ) cpu=\"$cpu\" corpus_sha256=$digest variants=\"$variants\"" \
+  "pretrain_seed=$pretrain_seed datasets=\"$datasets\"" >>"$results/stages.txt"
+first="$(head -n 1 "$results/stages.txt" | grep -o 'corpus_sha256=[0-9a-f]*' | cut -d= -f2)"
+if [ "$first" != "$digest" ]; then
+  echo "warning: this corpus (sha256 $digest) differs from the first stage's ($first," \
+    "$results/stages.txt): pretraining here is not the same computation" >&2
+fi
 
 # 2. Pretraining: one run per variant, skipped once its final checkpoint exists.
 warmup=$((steps / 20))
@@ -127,7 +146,7 @@ for variant in $variants; do
       --workdir="$workdir" --config.data.dir="$corpus_dir" --config.data.eval_dir="$eval_dir" \
       --config.total_steps="$steps" --config.optimizer.warmup_steps="$warmup" \
       --config.eval_every="$eval_every" --config.checkpoint_every="$checkpoint_every" \
-      --config.keep_checkpoints=10 $(relation_flags "$variant")
+      --config.keep_checkpoints=10 --config.seed="$pretrain_seed" $(relation_flags "$variant")
   fi
   cp "$workdir/metrics.jsonl" "$results/pretrain/$variant.jsonl"
 done
