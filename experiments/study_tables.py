@@ -5,13 +5,13 @@
 Reads the folder experiments/cpu_study.sh writes: <set>/{scratch,blend,2d,3d,rf}.json
 (fine-tuning and the forest), <set>/probe_{scratch,blend,2d,3d}.json (linear probes; scratch =
 random inits), lr/<set>/<init>_lr<lr>.json (fine-tuning at other peak lrs), pretrain/<variant>
-.jsonl (pretraining metrics), and <variant>_rerun*/ (a variant pretrained again with the same
-settings: pretrain.jsonl, probe_<set>.json and, where it was fine-tuned, finetune_<set>.json).
-Prints, in Markdown: the test metric (mean ± std over seeds) of every init, validation means
-and best epochs, the probes, the relative gains over scratch and over random-init probes, the
-learning-rate sensitivity, the held-out pretraining metrics, each variant's re-runs beside its
-first run, and the goal of issue 16 decided from the same numbers. A missing file is a '-'
-cell.
+.jsonl (pretraining metrics), and <variant>_rerun*/ (a variant pretrained again, with the same
+settings or another seed: pretrain.jsonl, probe_<set>.json and, where it was fine-tuned,
+finetune_<set>.json). Prints, in Markdown: the test metric (mean ± std over seeds) of every
+init, validation means and best epochs, the probes, the relative gains over scratch and over
+random-init probes, the learning-rate sensitivity, the held-out pretraining metrics, each
+variant's re-runs beside its first run, and the goal of issue 16 decided from the same
+numbers. A missing file is a '-' cell.
 """
 
 from __future__ import annotations
@@ -264,7 +264,7 @@ def rerun_table(folder: Path, study: Study, variant: str) -> str:
         if any(tuned):
             tuned = [runs.get(variant), *tuned]
             rows.append(_runs_row(f"fine-tuned, {label}", tuned, runs.get("scratch")))
-    runs = [f"`{variant}` run {i}" for i in range(1, len(reruns) + 2)]
+    runs = [f"`{variant}`", *(f"`{rerun.name}`" for rerun in reruns)]
     return _table(["measure", *runs, "runs: mean ± std", "random init / scratch"], rows)
 
 
@@ -281,7 +281,7 @@ def study_tables(folder: Path) -> str:
         ("Learning-rate sensitivity (test)", lr_table(folder, study)),
         ("Pretraining, held out", pretrain_table(folder)),
         *(
-            (f"`{v}` pretrained again (the same settings)", rerun_table(folder, study, v))
+            (f"`{v}` pretrained again", rerun_table(folder, study, v))
             for v in VARIANTS
             if any(folder.glob(f"{v}_rerun*/"))
         ),

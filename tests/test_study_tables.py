@@ -98,7 +98,7 @@ def test_reruns_beside_the_first_run(tmp_path):
     lines = _tables(tmp_path)
     # Held out at the last common step, then the probes with their mean ± std over the runs
     # that have one: (0.95 + 0.85) / 2, population std 0.05.
-    runs = "`2d` run 1 | `2d` run 2 | `2d` run 3"
+    runs = "`2d` | `2d_rerun` | `2d_rerun2`"
     assert f"| measure | {runs} | runs: mean ± std | random init / scratch |" in lines
     assert "| loss (held out) at step 1,000 | 5.000 | 4.500 | 4.000 | - | - |" in lines
     assert "| denoising cosine at step 1,000 | - | - | - | - | - |" in lines
