@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check of the mixed-precision work: the base model's bf16 pretraining step at batch
-# 256 and 1024 x N = 32 and 64 (and once with attention dropout 0, cuDNN's fused attention),
+# 256 and 1024 x N = 32 and 64 (and once with attention dropout 0, cuDNN's fused attention;
+# once with the layers rematerialised),
 # model FLOPs per step, MFU against the device's bf16 peak, peak device memory and the
 # compiled step's arguments + temporaries + outputs. Writes one JSON (under 8 minutes on
 # one H100/H200):
@@ -20,6 +21,7 @@ run_case() {  # NAME BATCH ATOMS [extra flags]
 }
 run_case b256_n32 256 32
 run_case b256_n64 256 64
+run_case b256_n64_remat 256 64 --remat
 run_case b1024_n32 1024 32
 run_case b1024_n64 1024 64
 run_case b256_n32_fused_attention 256 32 --attention_dropout=0

@@ -57,6 +57,12 @@ flags.DEFINE_float(
     None,
     "Override config.model.attention_dropout (0 lets GPUs use cuDNN's fused attention).",
 )
+flags.DEFINE_bool(
+    "remat",
+    False,
+    "Set config.model.remat: each Transformer layer's activations are recomputed in the "
+    "backward pass instead of stored (less memory, about one more forward).",
+)
 flags.DEFINE_string(
     "profile_dir",
     None,
@@ -151,6 +157,7 @@ class JaxStep:
         config.model.dtype = dtype
         if FLAGS.attention_dropout is not None:
             config.model.attention_dropout = FLAGS.attention_dropout
+        config.model.remat = FLAGS.remat
         mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
         model = model_lib.MoleBlend(config=config.model)
         schedule, tx = optim.pretraining_optimizer(config)
@@ -179,6 +186,7 @@ class JaxStep:
             "num_atoms": int(num_atoms),
             "params": int(state_lib.count_params(self.state.params)),
             "attention_dropout": config.model.attention_dropout,
+            "remat": config.model.remat,
             "compile_s": round(compile_s, 2),
             **compiled_costs(self.compiled),
         }
