@@ -5,13 +5,15 @@
 Reads the folder experiments/cpu_study.sh writes: <set>/{scratch,blend,2d,3d,rf}.json
 (fine-tuning and the forest), <set>/probe_{scratch,blend,2d,3d}.json (linear probes; scratch =
 random inits), lr/<set>/<init>_lr<lr>.json (fine-tuning at other peak lrs), pretrain/<variant>
-.jsonl (pretraining metrics), and <variant>_rerun*/ (a variant pretrained again, with the same
+.jsonl (pretraining metrics), <variant>_rerun*/ (a variant pretrained again, with the same
 settings or another seed: pretrain.jsonl, probe_<set>.json and, where it was fine-tuned,
-finetune_<set>.json). Prints, in Markdown: the test metric (mean ± std over seeds) of every
-init, validation means and best epochs, the probes, the relative gains over scratch and over
-random-init probes, the learning-rate sensitivity, the held-out pretraining metrics, each
-variant's re-runs beside its first run, and the goal of issue 16 decided from the same
-numbers. A missing file is a '-' cell.
+finetune_<set>.json) and <variant>_<name>/ with a settings.json of their own (the variant
+pretrained with other settings, e.g. a larger corpus; the same files). Prints, in Markdown:
+the test metric (mean ± std over seeds) of every init, validation means and best epochs, the
+probes, the relative gains over scratch and over random-init probes, the learning-rate
+sensitivity, the held-out pretraining metrics, each variant's re-runs and other-settings runs
+beside its first run, and the goal of issue 16 decided from the same numbers. A missing file
+is a '-' cell.
 """
 
 from __future__ import annotations
@@ -232,40 +234,69 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _runs_row(label: str, results: list[dict | None], reference: dict | None) -> list[str]:
-    """label, each run's score, their mean ± std (two or more runs), the reference's score."""
+def _runs_row(
+    label: str, results: list[dict | None], reference: dict | None, pooled: bool
+) -> list[str]:
+    """label, each run's score, (`pooled`) their mean ± std over two or more runs, the
+    reference's score."""
     scores = [result["test_mean"] for result in results if result is not None]
-    spread = "-"
-    if len(scores) > 1:
-        spread = f"{statistics.fmean(scores):.3f} ± {statistics.pstdev(scores):.3f}"
-    return [label, *map(_score, results), spread, _score(reference)]
+    spread = ["-"] if pooled else []
+    if pooled and len(scores) > 1:
+        spread = [f"{statistics.fmean(scores):.3f} ± {statistics.pstdev(scores):.3f}"]
+    return [label, *map(_score, results), *spread, _score(reference)]
 
 
-def rerun_table(folder: Path, study: Study, variant: str) -> str:
-    """A variant's first run beside its re-runs (<variant>_rerun*/): the held-out pretraining
-    metrics at the last step all logged, every probe's test score and, where a re-run was
-    fine-tuned (finetune_<set>.json), the fine-tuned one, each with the mean ± std over the
-    runs and the random-init probe / scratch run for reference."""
-    reruns = sorted(folder.glob(f"{variant}_rerun*/"))
+def _other_settings(folder: Path, run: Path) -> str:
+    """The settings.json keys of `run` that differ from the study's, as `key value` pairs."""
+    study, own = _load(folder / "settings.json") or {}, _load(run / "settings.json") or {}
+    return ", ".join(f"{key} {value:,}" for key, value in own.items() if study.get(key) != value)
+
+
+def runs_table(folder: Path, study: Study, variant: str, runs: list[Path], pooled: bool) -> str:
+    """A variant's first run beside other pretraining runs of it (folders with pretrain.jsonl,
+    probe_<set>.json and, where fine-tuned, finetune_<set>.json): the held-out pretraining
+    metrics, every probe's test score and the fine-tuned ones, with the random-init probe /
+    scratch run for reference. Re-runs with the study's settings (`pooled`) are compared at
+    their last common step and summarised by the mean ± std over the runs; runs with other
+    settings (their own settings.json) at each run's last step, with what they changed."""
     held_out = [_held_out(folder / "pretrain" / f"{variant}.jsonl")]
-    held_out += [_held_out(rerun / "pretrain.jsonl") for rerun in reruns]
+    held_out += [_held_out(run / "pretrain.jsonl") for run in runs]
     rows = []
-    if common := set.intersection(*(set(run) for run in held_out)):
-        step = max(common)
+    if pooled:
+        if common := set.intersection(*(set(run) for run in held_out)):
+            step = max(common)
+            for key, column in PRETRAIN_COLUMNS.items():
+                cells = [_held_out_cell(run[step], key) for run in held_out]
+                rows.append([f"{column} at step {step:,}", *cells, "-", "-"])
+    else:
+        rows.append(["settings", "the study's", *(_other_settings(folder, r) for r in runs), "-"])
+        last = [run[max(run)] if run else {} for run in held_out]
+        rows.append(["last held-out step", *(f"{r['step']:,}" if r else "-" for r in last), "-"])
         for key, column in PRETRAIN_COLUMNS.items():
-            cells = [_held_out_cell(run[step], key) for run in held_out]
-            rows.append([f"{column} at step {step:,}", *cells, "-", "-"])
-    for name, runs in study.items():
-        label = f"{SETS[name]} {METRICS[next(iter(runs.values()))['metric']]}"
-        probes = [runs.get(f"probe_{variant}")]
-        probes += [_load(rerun / f"probe_{name}.json") for rerun in reruns]
-        rows.append(_runs_row(f"probe, {label}", probes, runs.get("probe_scratch")))
-        tuned = [_load(rerun / f"finetune_{name}.json") for rerun in reruns]
+            rows.append([f"{column} at it", *(_held_out_cell(r, key) for r in last), "-"])
+    for name, results in study.items():
+        label = f"{SETS[name]} {METRICS[next(iter(results.values()))['metric']]}"
+        probes = [results.get(f"probe_{variant}")]
+        probes += [_load(run / f"probe_{name}.json") for run in runs]
+        rows.append(_runs_row(f"probe, {label}", probes, results.get("probe_scratch"), pooled))
+        tuned = [_load(run / f"finetune_{name}.json") for run in runs]
         if any(tuned):
-            tuned = [runs.get(variant), *tuned]
-            rows.append(_runs_row(f"fine-tuned, {label}", tuned, runs.get("scratch")))
-    runs = [f"`{variant}`", *(f"`{rerun.name}`" for rerun in reruns)]
-    return _table(["measure", *runs, "runs: mean ± std", "random init / scratch"], rows)
+            tuned = [results.get(variant), *tuned]
+            rows.append(_runs_row(f"fine-tuned, {label}", tuned, results.get("scratch"), pooled))
+    names = [f"`{variant}`", *(f"`{run.name}`" for run in runs)]
+    spread = ["runs: mean ± std"] if pooled else []
+    return _table(["measure", *names, *spread, "random init / scratch"], rows)
+
+
+def _reruns(folder: Path, variant: str) -> list[Path]:
+    """<variant>_rerun*/: the variant pretrained again with the study's settings."""
+    return sorted(folder.glob(f"{variant}_rerun*/"))
+
+
+def _other_runs(folder: Path, variant: str) -> list[Path]:
+    """<variant>_*/ with a settings.json of their own: the variant with other settings."""
+    runs = sorted(path.parent for path in folder.glob(f"{variant}_*/settings.json"))
+    return [run for run in runs if run not in _reruns(folder, variant)]
 
 
 def study_tables(folder: Path) -> str:
@@ -281,9 +312,14 @@ def study_tables(folder: Path) -> str:
         ("Learning-rate sensitivity (test)", lr_table(folder, study)),
         ("Pretraining, held out", pretrain_table(folder)),
         *(
-            (f"`{v}` pretrained again", rerun_table(folder, study, v))
+            (f"`{v}` pretrained again", runs_table(folder, study, v, runs, pooled=True))
             for v in VARIANTS
-            if any(folder.glob(f"{v}_rerun*/"))
+            if (runs := _reruns(folder, v))
+        ),
+        *(
+            (f"`{v}` with other pretraining settings", runs_table(folder, study, v, runs, False))
+            for v in VARIANTS
+            if (runs := _other_runs(folder, v))
         ),
         ("Goal (issue 16)", goal(study)),
     ]

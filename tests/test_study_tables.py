@@ -130,3 +130,28 @@ def test_an_empty_folder_is_a_one_line_error(tmp_path):
     run = run_experiment("study_tables.py", str(tmp_path))
     assert run.returncode != 0
     assert "no results of esol, freesolv, b3db, lipophilicity under" in run.stderr
+
+
+def test_a_run_with_other_settings_beside_the_first_run(tmp_path):
+    _write_study(tmp_path)
+    (tmp_path / "settings.json").write_text(json.dumps(dict(corpus=50000, steps=1000, seeds=3)))
+    run = tmp_path / "2d_corpus100k"  # 2d on twice the corpus for twice the steps.
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps(dict(corpus=100000, steps=2000, seeds=3)))
+    rows = [dict(step=1000, eval_loss=4.0), dict(step=2000, eval_loss=3.5, eval_spd_accuracy=0.5)]
+    (run / "pretrain.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "probe_esol.json").write_text(json.dumps(_result("rmse", (0.8, 0.0))))
+    lines = _tables(tmp_path)
+    # Its own section, each run at its own last held-out step, no mean ± std across settings.
+    at = lines.index("### `2d` with other pretraining settings")
+    assert lines[at + 2] == "| measure | `2d` | `2d_corpus100k` | random init / scratch |"
+    assert "| settings | the study's | corpus 100,000, steps 2,000 | - |" in lines[at:]
+    assert "| last held-out step | 1,000 | 2,000 | - |" in lines[at:]
+    assert "| loss (held out) at it | 5.000 | 3.500 | - |" in lines[at:]
+    assert "| SPD accuracy at it | 0.250 | 0.500 | - |" in lines[at:]
+    assert "| probe, ESOL RMSE ↓ | - | 0.800 | 1.000 ± 0.020 |" in lines[at:]
+    # A re-run with the study's settings stays with the re-runs.
+    assert (
+        "| measure | `2d` | `2d_rerun` | `2d_rerun2` | runs: mean ± std | random init / scratch |"
+        in lines
+    )
