@@ -249,7 +249,11 @@ def _runs_row(
 def _other_settings(folder: Path, run: Path) -> str:
     """The settings.json keys of `run` that differ from the study's, as `key value` pairs."""
     study, own = _load(folder / "settings.json") or {}, _load(run / "settings.json") or {}
-    return ", ".join(f"{key} {value:,}" for key, value in own.items() if study.get(key) != value)
+    changed = {key: value for key, value in own.items() if study.get(key) != value}
+    return ", ".join(
+        f"{key} {value:,}" if isinstance(value, int) else f"{key} {value}"
+        for key, value in changed.items()
+    )
 
 
 def runs_table(folder: Path, study: Study, variant: str, runs: list[Path], pooled: bool) -> str:
