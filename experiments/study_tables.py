@@ -300,7 +300,8 @@ def _reruns(folder: Path, variant: str) -> list[Path]:
 def _other_runs(folder: Path, variant: str) -> list[Path]:
     """<variant>_*/ with a settings.json of their own: the variant with other settings."""
     runs = sorted(path.parent for path in folder.glob(f"{variant}_*/settings.json"))
-    return [run for run in runs if run not in _reruns(folder, variant)]
+    reruns = set(_reruns(folder, variant))
+    return [run for run in runs if run not in reruns]
 
 
 def study_tables(folder: Path) -> str:
