@@ -6,6 +6,8 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# With the tpu extra installed jax would probe for a TPU (and take libtpu's lock) in every worker.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Many tests (and their subprocesses) compile the same train step: share the compiled
 # executables through JAX's persistent cache, one directory per test session.

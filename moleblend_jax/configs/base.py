@@ -67,7 +67,9 @@ def model_config() -> ml_collections.ConfigDict:
 def mesh_config() -> ml_collections.ConfigDict:
     """A (data, fsdp) device mesh and the logical-axis rules that map params onto it."""
     mesh = ml_collections.ConfigDict()
-    mesh.data = -1  # -1 takes the devices the other axis leaves.
+    # Data parallel across slices over DCN (multi-slice TPU); None = the number of slices.
+    mesh.dcn_data = ml_collections.FieldReference(None, field_type=int)
+    mesh.data = -1  # Within a slice; -1 takes the devices fsdp leaves.
     mesh.fsdp = 1
     # Logical axis name -> mesh axis (flax lm1b's logical_axis_rules). Params shard their
     # "embed" (hidden) dimension over fsdp and are replicated otherwise; the batch dimension of
@@ -149,6 +151,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # Stop (checkpointing) after this many steps of one invocation, e.g. to fit a job's time
     # limit; rerunning resumes. 0 = run to total_steps.
     config.max_steps_per_run = 0
+    # (START, COUNT): a jax.profiler trace of steps START .. START + COUNT - 1 (1-based) in
+    # WORKDIR/profile, e.g. --config.profile_steps="(100, 5)". (0, 0): none.
+    config.profile_steps = (0, 0)
 
     if variant == "tiny":
         _make_tiny(config)

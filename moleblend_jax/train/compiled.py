@@ -24,6 +24,7 @@ class CompiledPerShape:
         self._shape_arg = shape_arg
         self._check_memory = check_memory
         self._programs: dict[tuple, jax.stages.Compiled] = {}
+        self._flops: dict[tuple, float] = {}
 
     def __call__(self, *args):
         key = _signature(args[self._shape_arg])
@@ -35,11 +36,24 @@ class CompiledPerShape:
             if self._check_memory is not None and memory is not None:
                 self._check_memory(memory, shape)
             self._programs[key] = program
+            self._flops[key] = xla_cost(program)["flops"]
         return program(*args)
+
+    def flops(self, batch: Mapping[str, jax.Array]) -> float:
+        """XLA's FLOPs per device of the program compiled for `batch`'s shapes (0 if unknown)."""
+        return self._flops.get(_signature(batch), 0.0)
 
     @property
     def num_programs(self) -> int:
         return len(self._programs)
+
+
+def xla_cost(program: jax.stages.Compiled) -> dict[str, float]:
+    """XLA's cost analysis of a compiled program, per device: "flops" and "bytes accessed"
+    (0 where the backend reports none)."""
+    cost = program.cost_analysis()
+    cost = (cost[0] if isinstance(cost, list) else cost) or {}
+    return {key: float(cost.get(key, 0.0)) for key in ("flops", "bytes accessed")}
 
 
 def _signature(batch: Mapping[str, jax.Array]) -> tuple:

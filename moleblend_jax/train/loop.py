@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
@@ -19,31 +18,23 @@ import tqdm
 from moleblend_jax import host_allocator
 from moleblend_jax import model as model_lib
 from moleblend_jax.errors import UserError
-from moleblend_jax.train import inputs, optim, sharding
+from moleblend_jax.model import flops
+from moleblend_jax.train import hardware, inputs, sharding, telemetry
 from moleblend_jax.train import state as state_lib
 from moleblend_jax.train import workdir as workdir_lib
 from moleblend_jax.train.checkpoint import Checkpointer
 from moleblend_jax.train.compiled import CompiledPerShape
-from moleblend_jax.train.evaluate import evaluate, jit_eval_step
+from moleblend_jax.train.evaluate import evaluate
 from moleblend_jax.train.finite import NonFiniteError, raise_if_not_finite
 from moleblend_jax.train.memory import check_fits
 from moleblend_jax.train.metrics_writer import MetricWriter, plot_loss_curve
 from moleblend_jax.train.paths import as_path
-from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
+from moleblend_jax.train.profiling import ProfileWindow
+from moleblend_jax.train.programs import build_programs, dummy_batch, train_buckets
+
+__all__ = ["dummy_batch", "train_and_evaluate", "validate_config"]
 
 LOSS_TERMS = ("spd", "edge", "direction", "denoise")
-
-
-def dummy_batch(batch_size: int, num_atoms: int) -> dict[str, jnp.ndarray]:
-    """All-padding batch with the shapes and dtypes of docs/batch_format.md (for init)."""
-    return {
-        "atom_features": jnp.zeros((batch_size, num_atoms, 9), jnp.int32),
-        "atom_mask": jnp.zeros((batch_size, num_atoms), bool),
-        "spd": jnp.zeros((batch_size, num_atoms, num_atoms), jnp.int32),
-        "path_edges": jnp.zeros((batch_size, num_atoms, num_atoms, 5, 3), jnp.int32),
-        "coords": jnp.zeros((batch_size, num_atoms, 3), jnp.float32),
-        "mol_mask": jnp.zeros((batch_size,), bool),
-    }
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -87,6 +78,8 @@ class _Run(NamedTuple):
     held_out: Callable | None
     checkpointer: Checkpointer
     writer: MetricWriter
+    step_cost: Callable[[dict, bool], dict]  # (global batch, compiled) -> StepClock.step_done's.
+    peak_flops: float | None  # Of all devices together (FLOP/s), for MFU.
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -138,19 +131,33 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
     stop_step = config.total_steps
     if config.max_steps_per_run:
         stop_step = min(stop_step, step + config.max_steps_per_run)
+    clock, in_flight = telemetry.StepClock(), None
+    profile = ProfileWindow(config.profile_steps, str(workdir / "profile"))
     try:
         with jax.transfer_guard("disallow"):
             while step < stop_step:
-                state, metrics = run.train_step(
-                    state, sharding.global_batch(next(run.batches), run.mesh)
-                )
+                with clock.waiting_for_input():
+                    batch = sharding.global_batch(next(run.batches), run.mesh)
+                num_programs = run.train_step.num_programs
+                with profile.annotate(step + 1):
+                    state, metrics = run.train_step(state, batch)
                 step += 1
+                profile.after(step, metrics)
+                # One step in flight: the previous step must finish before this one is timed.
+                if in_flight is not None:
+                    jax.block_until_ready(in_flight[0])
+                    clock.step_done(**in_flight[1])
+                compiled = run.train_step.num_programs > num_programs
+                in_flight = (metrics, run.step_cost(batch, compiled))
                 pending.append((step, metrics))
                 progress.update(config.batch_size)
                 is_log_step = step % config.log_every == 0 or step == stop_step
                 if is_log_step or step % config.checkpoint_every == 0 or preempted():
                     scalars = _fetch_mean(pending)
                     pending = []
+                    clock.step_done(**in_flight[1])
+                    in_flight = None
+                    scalars.update(clock.interval(run.peak_flops))
                     is_eval_step = step == config.total_steps or (
                         config.eval_every and step % config.eval_every == 0
                     )
@@ -161,7 +168,8 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
                     run.checkpointer.save(step, state, force=True)
                     logging.warning("Preempted: saved step %d and stopped.", step)
                     break
-                run.checkpointer.save(step, state)
+                if run.checkpointer.save(step, state) or in_flight is None:
+                    clock.restart()  # Evaluation and checkpoints are not step time.
             else:
                 run.checkpointer.save(step, state, force=True)
     except NonFiniteError:
@@ -170,6 +178,7 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
         raise
     finally:
         restore_signals()
+        profile.close()
         progress.close()
         run.checkpointer.close()
         run.writer.close()
@@ -183,25 +192,16 @@ def _set_up(config, workdir, data: inputs.PretrainingData, checkpointer: Checkpo
     exists, else initialised in it), the batch iterator from the state's step on, and the
     compiled steps."""
     num_processes = jax.process_count()
-    buckets = tuple(config.data.buckets)
-    if num_processes > 1 and len(buckets) > 1:
+    buckets = train_buckets(config, num_processes)
+    if buckets != tuple(config.data.buckets):
         # Every process must feed the same padded shape at the same step.
         logging.info("Multi-process run: padding every batch to %d atoms.", buckets[-1])
-        buckets = buckets[-1:]
     local_batch_size = config.batch_size // num_processes
 
     is_writer = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh)
-    model = model_lib.MoleBlend(config=config.model)
-    schedule, tx = optim.pretraining_optimizer(config)
-    layout = state_lib.state_layout(
-        model,
-        tx,
-        dummy_batch(jax.device_count(), buckets[0]),
-        jax.random.PRNGKey(config.seed),
-        mesh,
-        config.mesh.rules,
-    )
+    programs = build_programs(config, mesh)
+    layout = programs.layout
     logging.info("Parameters: %s", f"{state_lib.count_params(layout.abstract.params):,}")
     if is_writer:  # The sizes the checkpoint needs (moleblend_jax.inference).
         sizes = dataclasses.asdict(model_lib.ModelConfig.coerce(config.model))
@@ -233,14 +233,7 @@ def _set_up(config, workdir, data: inputs.PretrainingData, checkpointer: Checkpo
         oversize="skip" if config.data.drop_oversize else "error",
     )
     train_step = CompiledPerShape(
-        jit_train_step(
-            pretraining_loss_fn(model, dict(config.loss_weights)),
-            tx,
-            schedule,
-            layout.shardings,
-            mesh,
-            config.grad_accum_steps,
-        ),
+        programs.train_step,
         "train step",
         check_memory=lambda memory, shape: check_fits(
             memory,
@@ -250,11 +243,32 @@ def _set_up(config, workdir, data: inputs.PretrainingData, checkpointer: Checkpo
             remat=config.model.remat,
         ),
     )
-    held_out = _held_out_loss(config, model, data.eval_dir, layout, mesh, buckets, local_batch_size)
-    return _Run(mesh, state, start_step, batches, train_step, held_out, checkpointer, writer)
+    held_out = _held_out_loss(config, programs, data.eval_dir, mesh, buckets, local_batch_size)
+
+    def step_cost(batch: dict, compiled: bool) -> dict:
+        num_atoms = batch["atom_mask"].shape[1]
+        return {
+            "molecules": config.batch_size,
+            "model_flops": flops.train_step_flops(config.model, config.batch_size, num_atoms),
+            "hardware_flops": train_step.flops(batch) * jax.device_count(),
+            "compiled": compiled,
+        }
+
+    return _Run(
+        mesh,
+        state,
+        start_step,
+        batches,
+        train_step,
+        held_out,
+        checkpointer,
+        writer,
+        step_cost,
+        hardware.peak_flops_of_devices(jax.devices(), config.model.dtype),
+    )
 
 
-def _held_out_loss(config, model, eval_dir, layout, mesh, buckets, local_batch_size):
+def _held_out_loss(config, programs, eval_dir, mesh, buckets, local_batch_size):
     """params -> {"eval_loss": ..., ...} over the first `config.eval_batches` batches of
     `eval_dir` (the same ones every time), or None without held-out data."""
     if not (eval_dir and config.eval_batches):
@@ -262,9 +276,7 @@ def _held_out_loss(config, model, eval_dir, layout, mesh, buckets, local_batch_s
         return None
     from moleblend_jax.data import pipeline
 
-    eval_step = CompiledPerShape(
-        jit_eval_step(model, config.loss_weights, layout.shardings.params, mesh), "eval step"
-    )
+    eval_step = CompiledPerShape(programs.eval_step, "eval step")
     keys = jax.random.split(jax.random.PRNGKey(config.seed + 1), config.eval_batches)
     rngs = [jax.device_put(key, sharding.replicated(mesh)) for key in keys]  # Explicit, once.
 
@@ -311,7 +323,12 @@ def _log(step: int, scalars: dict, writer: MetricWriter, progress) -> dict:
     if not scalars:
         return {}
     writer.write(step, scalars)
-    progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+    postfix = {"loss": f"{scalars['loss']:.4f}"}
+    if "molecules_per_second" in scalars:
+        postfix["mol/s"] = f"{scalars['molecules_per_second']:,.0f}"
+    if "mfu" in scalars:
+        postfix["mfu"] = f"{scalars['mfu']:.1%}"
+    progress.set_postfix(postfix, refresh=False)
     return {"step": step, **scalars}
 
 

@@ -39,17 +39,46 @@ def device_memory_bytes(device: jax.Device) -> int | None:
 
 def check_fits(memory, *, what: str, batch_size: int, grad_accum_steps: int, remat: bool) -> None:
     """Raises a one-line UserError when `memory` (a compiled program's memory_analysis) needs
-    more than the device has, naming settings that fit.
-
-    Temporaries (activations) scale with the molecules per microbatch, the rest does not; the
-    suggestions follow that model from the measured program.
-    """
+    more than the device has, naming settings that fit (`settings_that_fit`)."""
     limit = device_memory_bytes(jax.local_devices()[0])
     needed = step_bytes(memory)
     if limit is None or needed <= limit:
         return
-    fixed = needed - memory.temp_size_in_bytes
-    per_device = batch_size // jax.device_count()
+    suggestions = settings_that_fit(
+        memory,
+        limit,
+        batch_size=batch_size,
+        num_devices=jax.device_count(),
+        grad_accum_steps=grad_accum_steps,
+        remat=remat,
+    )
+    raise UserError(
+        f"The {what} needs {describe(memory)}, more than the {limit / GIB:.1f} GiB this device "
+        f"has; settings that fit: " + ("; ".join(suggestions) or "a smaller model") + "."
+    )
+
+
+def describe(memory) -> str:
+    """'X GiB per device (arguments A, temporaries T, outputs O)'."""
+    return (
+        f"{step_bytes(memory) / GIB:.1f} GiB per device (arguments "
+        f"{memory.argument_size_in_bytes / GIB:.1f}, temporaries "
+        f"{memory.temp_size_in_bytes / GIB:.1f}, outputs {memory.output_size_in_bytes / GIB:.1f})"
+    )
+
+
+def settings_that_fit(
+    memory, limit: int, *, batch_size: int, num_devices: int, grad_accum_steps: int, remat: bool
+) -> list[str]:
+    """Command-line settings under which a program that needs more than `limit` bytes per
+    device would fit, estimated from its memory analysis.
+
+    Temporaries (activations) scale with the molecules per microbatch, the rest does not; the
+    suggestions follow that model from the measured program. Arguments (parameters and
+    optimizer state) shrink only by sharding them: mesh.fsdp when they are a large share.
+    """
+    fixed = step_bytes(memory) - memory.temp_size_in_bytes
+    per_device = batch_size // num_devices
     suggestions = []
     for factor in (2, 4, 8, 16, 32, 64):
         if per_device % (grad_accum_steps * factor):
@@ -64,11 +93,8 @@ def check_fits(memory, *, what: str, batch_size: int, grad_accum_steps: int, rem
             break
     if not remat:
         suggestions.append("--config.model.remat=true (recomputes the layers in the backward)")
-    raise UserError(
-        f"The {what} needs {needed / GIB:.1f} GiB per device (arguments "
-        f"{memory.argument_size_in_bytes / GIB:.1f}, temporaries "
-        f"{memory.temp_size_in_bytes / GIB:.1f}, outputs {memory.output_size_in_bytes / GIB:.1f}"
-        f"), more than the {limit / GIB:.1f} GiB this device has; settings that fit: "
-        + ("; ".join(suggestions) or "a smaller model")
-        + "."
-    )
+    if memory.argument_size_in_bytes > 0.25 * limit:
+        suggestions.append(
+            "--config.mesh.fsdp=4 (shards parameters and optimizer state over 4 devices)"
+        )
+    return suggestions

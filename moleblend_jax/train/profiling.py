@@ -50,3 +50,36 @@ def ms_per_module(
             module = "losses_optimizer_other"
         totals[f"{module} ({direction})"] += event["dur"] / 1000 / num_steps
     return {k: round(v, 1) for k, v in totals.most_common()}
+
+
+class ProfileWindow:
+    """A jax.profiler trace of steps [start, start + count) of a training loop, written to
+    `trace_dir` (open it with TensorBoard's profile plugin or ui.perfetto.dev).
+
+    The loop calls `annotate(step)` around each step's dispatch and `after(step, outputs)`
+    after it; (0, 0) or None traces nothing.
+    """
+
+    def __init__(self, steps: tuple[int, int] | None, trace_dir: str):
+        start, count = steps or (0, 0)
+        self.start, self.stop, self.trace_dir = int(start), int(start) + int(count), trace_dir
+        self.active = False
+
+    def annotate(self, step: int):
+        """A StepTraceAnnotation for step `step` (1-based, the step about to run)."""
+        if self.start < self.stop and step == self.start and not self.active:
+            jax.profiler.start_trace(self.trace_dir)
+            self.active = True
+        return jax.profiler.StepTraceAnnotation("train", step_num=step)
+
+    def after(self, step: int, outputs) -> None:
+        """Ends the trace once step `stop - 1` has finished on the device."""
+        if self.active and step >= self.stop - 1:
+            jax.block_until_ready(outputs)
+            jax.profiler.stop_trace()
+            self.active = False
+
+    def close(self) -> None:
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active = False

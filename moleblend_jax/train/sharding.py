@@ -5,9 +5,12 @@ from collections.abc import Mapping, Sequence
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-MESH_AXES = ("data", "fsdp")
+# dcn_data: data parallel across slices (over the data-centre network); data and fsdp: within
+# a slice (over ICI). Only the gradient all-reduce crosses dcn_data, once per step.
+MESH_AXES = ("dcn_data", "data", "fsdp")
 # The one batch layout: dimension 0 of every input is split over all devices (fsdp shards
 # parameters *and* data).
 BATCH_SPEC = PartitionSpec(MESH_AXES)
@@ -15,27 +18,47 @@ BATCH_SPEC = PartitionSpec(MESH_AXES)
 HOST_ONLY_KEYS = frozenset({"id", "smiles"})
 
 
-def make_mesh(mesh_config: ml_collections.ConfigDict, devices: Sequence | None = None) -> Mesh:
-    """A (data, fsdp) mesh from `jax.make_mesh` (topology-aware device order); an axis of size
-    -1 takes the devices the other leaves.
+def num_slices(devices: Sequence) -> int:
+    """How many slices (TPU pods joined over DCN) `devices` span; 1 off TPU."""
+    return len({getattr(d, "slice_index", 0) for d in devices})
 
-    The axes are Auto: shardings come from `jax.jit`'s in/out shardings and the params'
-    logical axes, not from sharding-in-types.
+
+def make_mesh(mesh_config: ml_collections.ConfigDict, devices: Sequence | None = None) -> Mesh:
+    """A (dcn_data, data, fsdp) mesh; an axis of size -1 takes the devices the others leave.
+
+    Within a slice the order is `jax.make_mesh`'s (topology-aware); devices spanning several
+    slices go through `mesh_utils.create_hybrid_device_mesh`, with dcn_data across slices.
+    `mesh.dcn_data` defaults to the number of slices. The axes are Auto: shardings come from
+    `jax.jit`'s in/out shardings and the params' logical axes, not from sharding-in-types.
     """
     devices = list(jax.devices() if devices is None else devices)
-    sizes = {axis: int(mesh_config[axis]) for axis in MESH_AXES}
-    known = int(np.prod([s for s in sizes.values() if s != -1]))
+    slices = num_slices(devices)
+    sizes = {"dcn_data": mesh_config.get("dcn_data") or slices}
+    sizes.update({axis: int(mesh_config[axis]) for axis in MESH_AXES[1:]})
+    if sizes["dcn_data"] != slices:
+        raise ValueError(
+            f"config.mesh.dcn_data={sizes['dcn_data']} but the devices span {slices} slice(s); "
+            "dcn_data must equal the number of slices."
+        )
+    per_slice = len(devices) // slices
+    known = int(np.prod([s for a, s in sizes.items() if s != -1 and a != "dcn_data"]))
     for axis, size in sizes.items():
         if size == -1:
-            sizes[axis] = len(devices) // known
+            sizes[axis] = per_slice // known
     shape = tuple(sizes[a] for a in MESH_AXES)
     if int(np.prod(shape)) != len(devices):
         raise ValueError(
             f"Mesh {dict(zip(MESH_AXES, shape, strict=True))} does not use all "
             f"{len(devices)} devices; "
-            "set config.mesh.data / config.mesh.fsdp so their product is the device count."
+            "set config.mesh.data / config.mesh.fsdp so their product is the devices per slice."
         )
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 2, devices=devices)
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
+    if slices == 1:
+        return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+    grid = mesh_utils.create_hybrid_device_mesh(
+        (1, *shape[1:]), (slices, 1, 1), devices=devices, allow_split_physical_axes=True
+    )
+    return Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

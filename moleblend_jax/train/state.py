@@ -29,13 +29,19 @@ class StateLayout(NamedTuple):
     """A train state before any device memory is used.
 
     abstract: TrainState of ShapeDtypeStructs carrying their target shardings (a restore
-      target); shardings: TrainState of NamedShardings; init: () -> the initialised
-      TrainState, jitted with `out_shardings`.
+      target); shardings: TrainState of NamedShardings; init_program: key -> the initialised
+      TrainState, jitted with `out_shardings` (lowered ahead of time by train/aot.py);
+      init_rng: the key `init()` passes it.
     """
 
     abstract: TrainState
     shardings: TrainState
-    init: Callable[[], TrainState]
+    init_program: Callable[[jax.Array], TrainState]
+    init_rng: jax.Array
+
+    def init(self) -> TrainState:
+        """The initialised state, directly in its sharded layout."""
+        return self.init_program(self.init_rng)
 
 
 def state_layout(
@@ -62,12 +68,12 @@ def state_layout(
         nn.unbox(abstract_boxed),
         shardings,
     )
-    init = jax.jit(
+    init_program = jax.jit(
         lambda key: nn.unbox(init_fn(key)),
         out_shardings=shardings,
         compiler_options=_init_compiler_options(mesh),
     )
-    return StateLayout(abstract, shardings, lambda: init(init_rng))
+    return StateLayout(abstract, shardings, init_program, init_rng)
 
 
 def _init_compiler_options(mesh: Mesh) -> dict | None:

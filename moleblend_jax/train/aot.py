@@ -1,0 +1,362 @@
+"""Ahead-of-time compilation of a pretraining run for a device topology nobody has rented.
+
+`compile_run` compiles every program the pretraining loop compiles (state initialisation, a
+train step per padding bucket, the held-out eval step) through the loop's own builders
+(train/programs.py) for the devices of `topology_devices`: compile-only TPU devices from libtpu
+(no TPU needed) or fake CPU devices. Each program is reported per chip: memory against the
+chip's HBM, XLA's FLOPs and bytes accessed, the roofline bound on its time, its collectives
+and its largest buffers. Nothing here is a timing: the bounds are lower bounds from XLA's cost
+model and the chip's public peak figures (train/hardware.py).
+"""
+
+import dataclasses
+import os
+import re
+import time
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from moleblend_jax.errors import UserError
+from moleblend_jax.train import hardware, memory, programs, sharding
+from moleblend_jax.train.compiled import xla_cost
+
+# MaxText's accelerator names (MaxText/accelerator_to_spec_map.py): v5e-N and v6e-N count chips,
+# v4-N and v5p-N TensorCores (two per chip). Chips -> the topology's shape.
+_SHAPES_2D = dict(
+    zip((1, 4, 8, 16, 32, 64, 128, 256), "1x1 2x2 2x4 4x4 4x8 8x8 8x16 16x16".split(), strict=True)
+)
+_SHAPES_3D = dict(
+    zip(
+        (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+        "2x2x1 2x2x2 2x2x4 2x4x4 4x4x4 4x4x8 4x8x8 8x8x8 8x8x16 8x16x16 16x16x16".split(),
+        strict=True,
+    )
+)
+# Generation -> (libtpu's topology prefix, TensorCores per named unit, chip config).
+_GENERATIONS = {
+    "v4": ("v4", 2, "megacore"),
+    "v5p": ("v5", 2, "megacore"),
+    "v5e": ("v5e", 1, "default"),
+    "v6e": ("v6e", 1, "default"),
+}
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+
+
+def tpu_topology_name(name: str) -> str:
+    """'v5e-256' (MaxText's names) or 'v5e:16x16' -> libtpu's topology name ('v5e:16x16')."""
+    if ":" in name:
+        generation, shape = name.split(":", 1)
+        generation = "v5p" if generation == "v5" else generation
+    else:
+        match = re.fullmatch(r"(v4|v5e|v5p|v6e)-(\d+)", name)
+        if not match:
+            raise UserError(
+                f"Unknown topology {name!r}: use e.g. v4-32, v5e-256, v5p-128, v6e-64, "
+                "v5e:16x16 or cpu-8."
+            )
+        generation, count = match.group(1), int(match.group(2))
+        chips = count // _GENERATIONS[generation][1]
+        shapes = _SHAPES_3D if _GENERATIONS[generation][2] == "megacore" else _SHAPES_2D
+        if chips not in shapes:
+            raise UserError(f"No {generation} slice of {count}: choose from {_names(generation)}.")
+        shape = shapes[chips]
+    if generation not in _GENERATIONS:
+        raise UserError(f"Unknown TPU generation {generation!r} in {name!r}.")
+    return f"{_GENERATIONS[generation][0]}:{shape}"
+
+
+def _names(generation: str) -> str:
+    per_chip = _GENERATIONS[generation][1]
+    shapes = _SHAPES_3D if per_chip == 2 else _SHAPES_2D
+    return ", ".join(f"{generation}-{chips * per_chip}" for chips in shapes)
+
+
+def topology_devices(name: str, num_slices: int = 1) -> list[jax.Device]:
+    """The devices of a named topology: compile-only TPU devices from libtpu, or for 'cpu-N'
+    the first N CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count must allow N)."""
+    if name.startswith("cpu-"):
+        count = int(name.removeprefix("cpu-"))
+        if num_slices != 1:
+            raise UserError("A cpu-N topology has one slice.")
+        devices = jax.devices("cpu")
+        if len(devices) < count:
+            raise UserError(
+                f"{name} needs {count} CPU devices, this process has {len(devices)}: set "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={count} before starting."
+            )
+        return devices[:count]
+    topology_name = tpu_topology_name(name)
+    shape = [int(d) for d in topology_name.split(":")[1].split("x")]
+    megacore = topology_name.startswith(("v4:", "v5:"))
+    # libtpu takes a per-machine lock unless told another process may hold it too.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    from jax.experimental import topologies
+
+    try:
+        topology = topologies.get_topology_desc(
+            platform="tpu",
+            topology_name=topology_name,
+            chip_config_name="megacore" if megacore else "default",
+            chips_per_host_bounds=(2, 2, 1),
+            num_slices=num_slices,
+            wrap=tuple(len(shape) == 3 and min(shape) >= 4 or d >= 16 for d in (*shape, 1)[:3]),
+        )
+    except (ImportError, RuntimeError) as error:
+        raise UserError(
+            f"Cannot make TPU devices for {name} ({error}); install the TPU compiler with "
+            "pip install -e '.[tpu]' (libtpu), or use a cpu-N topology."
+        ) from error
+    return list(topology.devices)
+
+
+@dataclasses.dataclass
+class ProgramReport:
+    """One compiled program, per chip."""
+
+    name: str
+    batch_shape: str  # "molecules x atoms" of the global batch, "" for init.
+    compile_seconds: float
+    memory: dict[str, int]  # arguments, outputs, aliased, temporaries, total (bytes).
+    fits: bool | None  # Against the chip's HBM; None when the chip is unknown.
+    flops: float
+    bytes_accessed: float
+    roofline: dict[str, float | str]  # compute_s, memory_s, bound_s, binds.
+    collectives: dict[str, dict[str, int]]  # kind -> {count, bytes}; dcn-* cross slices.
+    largest_buffers: list[dict]  # [{bytes, shape, op}] of the largest instruction results.
+    molecules_per_second: float | None = None  # Train steps: the bound's throughput.
+    settings_that_fit: list[str] = dataclasses.field(default_factory=list)
+
+
+def compile_run(
+    config: ml_collections.ConfigDict,
+    devices: Sequence[jax.Device],
+    buckets: Sequence[int] | None = None,
+    progress=print,
+) -> tuple[dict, list[ProgramReport]]:
+    """Compiles the run's programs for `devices`; returns (facts about the run, reports).
+
+    `buckets` limits the train steps compiled (default: those the loop would compile, i.e.
+    only the largest bucket when the devices span several hosts).
+    """
+    mesh = sharding.make_mesh(config.mesh, devices)
+    num_devices = len(devices)
+    if config.batch_size % num_devices:
+        raise UserError(
+            f"config.batch_size={config.batch_size} does not split over {num_devices} devices."
+        )
+    num_hosts = len({d.process_index for d in devices})
+    run_buckets = programs.train_buckets(config, num_hosts)
+    buckets = tuple(int(b) for b in buckets) if buckets else run_buckets
+    built = programs.build_programs(config, mesh)
+    chip = hardware.chip_of(devices[0])
+    facts = {
+        "devices": num_devices,
+        "device_kind": devices[0].device_kind,
+        "slices": sharding.num_slices(devices),
+        "hosts": num_hosts,
+        "mesh": dict(zip(mesh.axis_names, mesh.devices.shape, strict=True)),
+        "global_batch": config.batch_size,
+        "molecules_per_device": config.batch_size // num_devices,
+        "grad_accum_steps": config.grad_accum_steps,
+        "remat": config.model.remat,
+        "dtype": config.model.dtype,
+        "buckets_the_run_compiles": list(run_buckets),
+        "chip": dataclasses.asdict(chip) if chip else None,
+    }
+    layout = built.layout
+    key = jax.ShapeDtypeStruct(layout.init_rng.shape, layout.init_rng.dtype)
+    jobs = [("init", "", lambda: built.layout.init_program.lower(key))]
+    for num_atoms in buckets:
+        batch = programs.batch_spec(config.batch_size, num_atoms, mesh)
+        jobs.append(
+            (
+                "train_step",
+                f"{config.batch_size}x{num_atoms}",
+                lambda batch=batch: built.train_step.lower(layout.abstract, batch),
+            )
+        )
+    eval_batch = programs.batch_spec(config.batch_size, max(buckets), mesh)
+    eval_rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=sharding.replicated(mesh))
+    jobs.append(
+        (
+            "eval_step",
+            f"{config.batch_size}x{max(buckets)}",
+            lambda: built.eval_step.lower(layout.abstract.params, eval_batch, eval_rng),
+        )
+    )
+    reports = []
+    for name, shape, lower in jobs:
+        progress(f"Compiling {name} {shape} for {num_devices} x {devices[0].device_kind} ...")
+        start = time.perf_counter()
+        compiled = lower().compile()
+        seconds = time.perf_counter() - start
+        report = analyse(name, shape, compiled, mesh, chip, seconds)
+        if name == "train_step" and report.roofline:
+            report.molecules_per_second = config.batch_size / report.roofline["bound_s"]
+        if report.fits is False:
+            report.settings_that_fit = memory.settings_that_fit(
+                compiled.memory_analysis(),
+                chip.hbm_bytes,
+                batch_size=config.batch_size,
+                num_devices=num_devices,
+                grad_accum_steps=config.grad_accum_steps,
+                remat=config.model.remat,
+            )
+        reports.append(report)
+    return facts, reports
+
+
+def analyse(name, shape, compiled, mesh, chip, compile_seconds) -> ProgramReport:
+    """A ProgramReport from a compiled program's memory and cost analyses and its HLO."""
+    analysis = compiled.memory_analysis()
+    mem = {
+        "arguments": analysis.argument_size_in_bytes,
+        "outputs": analysis.output_size_in_bytes,
+        "aliased": analysis.alias_size_in_bytes,
+        "temporaries": analysis.temp_size_in_bytes,
+        "total": memory.step_bytes(analysis),
+    }
+    cost = xla_cost(compiled)
+    flops, bytes_accessed = cost["flops"], cost["bytes accessed"]
+    hlo = compiled.as_text()
+    return ProgramReport(
+        name=name,
+        batch_shape=shape,
+        compile_seconds=round(compile_seconds, 1),
+        memory=mem,
+        fits=None if chip is None else mem["total"] <= chip.hbm_bytes,
+        flops=flops,
+        bytes_accessed=bytes_accessed,
+        roofline=roofline(flops, bytes_accessed, chip),
+        collectives=collectives(hlo, slice_of_device(mesh)),
+        largest_buffers=largest_buffers(hlo),
+    )
+
+
+def roofline(flops: float, bytes_accessed: float, chip: hardware.Chip | None) -> dict:
+    """The lower bound on a program's time: max(FLOPs / peak, bytes / bandwidth), and which
+    side binds. Empty for an unknown chip."""
+    if chip is None:
+        return {}
+    compute, traffic = flops / chip.bf16_flops, bytes_accessed / chip.hbm_bytes_per_s
+    return {
+        "compute_s": compute,
+        "memory_s": traffic,
+        "bound_s": max(compute, traffic),
+        "binds": "memory" if traffic > compute else "compute",
+        "mfu_ceiling": compute / max(compute, traffic, 1e-30),
+    }
+
+
+def slice_of_device(mesh) -> list[int]:
+    """Slice index of each SPMD partition id (the mesh's devices in row-major order)."""
+    return [getattr(d, "slice_index", 0) for d in mesh.devices.flat]
+
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?(?P<name>[\w.\-]+) = (?P<type>.+?) (?P<op>[\w\-]+)\(")
+_ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16|c64|c128)\[([\d,]*)\]")
+_BYTES = {"pred": 1, "bf16": 2, "c64": 8, "c128": 16}
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+
+
+def type_bytes(hlo_type: str) -> int:
+    """Bytes of an HLO result type (an array or a tuple of arrays)."""
+    total = 0
+    for dtype, dims in _ARRAY.findall(hlo_type):
+        size = _BYTES.get(dtype) or int(dtype[1:]) // 8
+        total += size * int(np.prod([int(d) for d in dims.split(",") if d]))
+    return total
+
+
+def collectives(hlo: str, slices: Sequence[int]) -> dict[str, dict[str, int]]:
+    """Collective kind -> {count, bytes (of results)} in an optimized HLO module's text.
+
+    Async pairs count once (their -start). Transfers between slices (over DCN) are not HLO
+    collectives on TPU but host transfers to the multi-slice runtime: they are listed as
+    "dcn-<kind>" (e.g. dcn-all-reduce), one per rendezvous, with the bytes each device sends.
+    """
+    found, dcn_seen = {}, set()
+    for line in hlo.splitlines():
+        match = _INSTRUCTION.match(line)
+        if not match:
+            continue
+        op = match.group("op")
+        dcn = _DCN_TRANSFER.search(line)
+        if op == "send" and dcn:
+            if dcn.group("rendezvous") in dcn_seen:
+                continue
+            dcn_seen.add(dcn.group("rendezvous"))
+            kind = "dcn-" + dcn.group("kind").lower().replace("_", "-")
+            payload = _ARRAY.search(match.group("type"))
+            size = type_bytes(payload.group(0)) if payload else 0
+        elif op.removesuffix("-start") in COLLECTIVES and not op.endswith("-done"):
+            kind, size = op.removesuffix("-start"), type_bytes(match.group("type"))
+            if len(set(slices)) > 1 and _crosses_slices(line, slices):
+                kind = "dcn-" + kind
+        else:
+            continue
+        entry = found.setdefault(kind, {"count": 0, "bytes": 0})
+        entry["count"] += 1
+        entry["bytes"] += size
+    return dict(sorted(found.items()))
+
+
+_DCN_TRANSFER = re.compile(
+    r'_xla_host_transfer_rendezvous="(?P<rendezvous>[^"]+)".*?'
+    r'_xla_megascale_transfer_type="(?P<kind>[A-Z_]+)"'
+)
+
+
+def _crosses_slices(line: str, slices: Sequence[int]) -> bool:
+    """Whether any replica group of a collective holds devices of two slices."""
+    return any(len({slices[i] for i in group}) > 1 for group in replica_groups(line, len(slices)))
+
+
+def replica_groups(line: str, num_devices: int) -> list[list[int]]:
+    """The replica groups of a collective's HLO line, in either printed form:
+    {{0,1},{2,3}} or the iota form [G,S]<=[d0,d1,...]T(perm)."""
+    explicit = re.search(r"replica_groups=\{((?:\{[\d,]*\},?)*)\}", line)
+    if explicit:
+        return [[int(i) for i in g.split(",") if i] for g in re.findall(r"\{([\d,]*)\}", line)]
+    iota = re.search(r"replica_groups=\[(\d+),(\d+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?", line)
+    if iota:
+        groups, size = int(iota.group(1)), int(iota.group(2))
+        dims = [int(d) for d in iota.group(3).split(",")]
+        ids = np.arange(int(np.prod(dims))).reshape(dims)
+        if iota.group(4):
+            ids = ids.transpose([int(p) for p in iota.group(4).split(",")])
+        return ids.reshape(groups, size).tolist()
+    if "replica_groups={}" in line:
+        return [list(range(num_devices))]
+    return []
+
+
+def largest_buffers(hlo: str, count: int = 5) -> list[dict]:
+    """The `count` largest array results of an optimized HLO module's instructions (a proxy
+    for its largest temporaries): bytes, shape and the JAX operation that made it."""
+    found = []
+    for line in hlo.splitlines():
+        match = _INSTRUCTION.match(line)
+        skipped = ("parameter", "get-tuple-element", "bitcast", "tuple", "copy-start")
+        if not match or match.group("op") in skipped or match.group("type").startswith("("):
+            continue
+        op_name = _OP_NAME.search(line)
+        found.append(
+            {
+                "bytes": type_bytes(match.group("type")),
+                "shape": re.sub(r"\{[^}]*\}", "", match.group("type")),
+                "op": short_op_name(op_name.group(1)) if op_name else match.group("op"),
+            }
+        )
+    found.sort(key=lambda b: -b["bytes"])
+    return found[:count]
+
+
+def short_op_name(op_name: str, parts: int = 4) -> str:
+    """'jit(train_step)/transpose(jvp(MoleBlend))/edge_head/dot_general' -> its last `parts`
+    path components (of the first op of a multi-op fusion), enough to find it in the model."""
+    first = op_name.split(":")[0]
+    return "/".join(first.split("/")[-parts:])
