@@ -201,7 +201,7 @@ def test_user_mistakes_are_one_line_exit_2(tmp_path):
     _write_fixture(tmp_path / "mine.csv", num=20)
     (tmp_path / "text.csv").write_text("smiles,y\nCCO,1.5\nCCC,high\nCCCC,2\nCO,n/a\n")
     (tmp_path / "junk.csv").write_text("smiles,y\nC1CC((,1\nxyz,2\n")
-    common = ["--config=configs/finetune.py:tiny", f"--workdir={tmp_path / 'w'}"]
+    common = ["--config=configs/finetune.py:tiny"]
     data = f"--config.dataset_path={tmp_path / 'mine.csv'}"
     cases = {
         "unknown data set 'mydata'; known: b3db": ["--config.dataset=mydata", data],
@@ -220,7 +220,10 @@ def test_user_mistakes_are_one_line_exit_2(tmp_path):
             f"--config.dataset_path={tmp_path / 'junk.csv'}",
         ],
     }
-    procs = {text: _run("finetune.py", *common, *flags) for text, flags in cases.items()}
+    procs = {  # One workdir each: they run at once, and a workdir admits one run.
+        text: _run("finetune.py", *common, f"--workdir={tmp_path / f'w{i}'}", *flags)
+        for i, (text, flags) in enumerate(cases.items())
+    }
     for text, proc in procs.items():
         _, stderr = proc.communicate(timeout=300)
         lines = stderr.strip().splitlines()
