@@ -1,6 +1,6 @@
 """A fine-tuning workdir is one consistent run (issue 32): a rerun writes beside the committed
 run and switches at its very end, a rerun on other data is refused, a second run is locked
-out."""
+out, and an SDF mixing 3D and 2D records is refused or split as the user says."""
 
 import json
 import os
@@ -12,7 +12,8 @@ from test_own_data import _config, _write_fixture
 
 from moleblend_jax.data import featurize
 from moleblend_jax.errors import UserError
-from moleblend_jax.finetune import predictor, trainer
+from moleblend_jax.finetune import data as data_lib
+from moleblend_jax.finetune import predictor, trainer, user_data
 from moleblend_jax.finetune import workdir as workdir_lib
 from moleblend_jax.train.paths import as_path
 from moleblend_jax.train.workdir import locked
@@ -127,3 +128,49 @@ def test_a_workdir_written_before_runs_loads_and_is_moved_on_rerun(finished, tmp
     assert os.path.islink(legacy / "predictor.json") and os.path.islink(legacy / "checkpoints")
     assert len(os.listdir(legacy / "runs")) == 1  # runs/legacy deleted after the commit.
     np.testing.assert_allclose(_predict(legacy), before, rtol=1e-5)  # Same data, same seed.
+
+
+def _write_sdf(path, coordinates):
+    """One record per entry of `coordinates` ("3d" or "2d"), labelled by a property y."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    smiles = ["CCO", "c1ccccc1O", "CC(=O)O", "CCN", "ClCCl", "CCCO", "OCCO", "CC(C)O"]
+    writer = Chem.SDWriter(str(path))
+    for i, kind in enumerate(coordinates):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smiles[i % len(smiles)]))
+        if kind == "3d":
+            AllChem.EmbedMolecule(mol, randomSeed=i)
+        else:
+            AllChem.Compute2DCoords(mol)
+        mol.SetProp("_Name", f"m{i}")
+        mol.SetProp("y", f"{0.5 * i}")
+        writer.write(mol)
+    writer.close()
+
+
+def _sdf_config(path, **overrides):
+    config = _config(path, **overrides)
+    config.dataset, config.id_column, config.split_column = "sdf", "", ""
+    return config
+
+
+@pytest.mark.parametrize("first", ["3d", "2d"])
+def test_an_sdf_mixing_3d_and_2d_is_refused_with_the_counts(tmp_path, first):
+    other = "2d" if first == "3d" else "3d"
+    _write_sdf(tmp_path / "mixed.sdf", [first] * 10 + [other] * 5)
+    config = _sdf_config(tmp_path / "mixed.sdf")
+    counts = (10, 5) if first == "3d" else (5, 10)
+    with pytest.raises(UserError, match=f"{counts[0]} records have 3D coordinates and {counts[1]}"):
+        user_data.read_table(config)
+
+
+def test_an_sdf_mixing_3d_and_2d_in_the_mode_named_skips_and_counts(tmp_path):
+    _write_sdf(tmp_path / "mixed.sdf", ["3d"] * 10 + ["2d"] * 5)
+    config = _sdf_config(tmp_path / "mixed.sdf", modality="3d")
+    data = data_lib.load(config, tmp_path / "w")
+    assert data.spec.needs_3d and data.skipped == {"no_3d_coordinates": 5}
+    assert data.ids == list(range(10)) and all(r["has_coords"] for r in data.records)
+    config.modality = "2d"
+    data = data_lib.load(config, tmp_path / "w")
+    assert not data.spec.needs_3d and data.skipped == {} and len(data.records) == 15

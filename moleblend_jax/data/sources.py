@@ -223,24 +223,31 @@ def table_source(
     label_names: Sequence[str],
     names: Sequence[str] | None = None,
     mol_blocks: Sequence[str] | None = None,
+    skip_reasons: Sequence[str] | None = None,
 ) -> Source:
     """Rows already in memory (a fine-tuning data set): ids [M], SMILES [M], labels [M, T]
-    float (NaN = missing), optional names [M] and SDF mol blocks [M] (then the molecule, with
-    its coordinates, is the block). The source is keyed by a hash of its content."""
+    float (NaN = missing), optional names [M], SDF mol blocks [M] (then the molecule, with
+    its coordinates, is the block) and skip reasons [M] (a row with one is skipped and counted
+    under it; "" = kept). The source is keyed by a hash of its content."""
     labels = np.asarray(labels, np.float32).reshape(len(smiles), len(label_names))
     names = list(names) if names is not None else [""] * len(smiles)
     blocks = list(mol_blocks) if mol_blocks is not None else [""] * len(smiles)
     ids = [int(i) for i in ids]
     if not len(ids) == len(smiles) == len(names) == len(blocks):
         raise ValueError(f"{name}: {len(ids)} ids, {len(smiles)} SMILES, {len(names)} names")
+    reasons = list(skip_reasons) if skip_reasons is not None else [""] * len(smiles)
     content = (ids, list(smiles), names, list(label_names))
-    digest = hashlib.sha256(repr(content + ((blocks,) if mol_blocks is not None else ())).encode())
+    content += (blocks,) if mol_blocks is not None else ()
+    content += (reasons,) if skip_reasons is not None else ()
+    digest = hashlib.sha256(repr(content).encode())
     digest.update(labels.tobytes())
 
     def items():
-        rows = zip(ids, smiles, labels.tolist(), names, blocks, strict=True)
-        for mol_id, smi, values, title, block in rows:
-            if block:
+        rows = zip(ids, smiles, labels.tolist(), names, blocks, reasons, strict=True)
+        for mol_id, smi, values, title, block, reason in rows:
+            if reason:
+                yield SourceItem(mol_id, skip_reason=reason, name=title)
+            elif block:
                 yield SourceItem(mol_id, mol_block=block, labels=tuple(values), name=title)
             elif not isinstance(smi, str) or not smi.strip():
                 yield SourceItem(mol_id, skip_reason="empty_smiles", name=title)

@@ -80,6 +80,7 @@ def dataset_source(
         label_names=task_names,
         names=pick(table.names) if table else None,
         mol_blocks=pick(table.mol_blocks) if table else None,
+        skip_reasons=pick(table.skip_reasons) if table else None,
     )
     parts = None
     if table is not None and table.parts is not None:

@@ -61,6 +61,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.split_column={config.split_column!r} is read with config.split=column; "
             f"drop one of them (config.split={config.split!r})."
         )
+    if config.modality and config.dataset not in data_lib.user_data.FORMATS:
+        raise UserError(
+            f"config.modality={config.modality!r} is for your own files (dataset csv or sdf); "
+            f"{config.dataset} has its own"
+        )
     if config.regression_loss not in REGRESSION_LOSSES:
         raise ValueError(
             f"config.regression_loss={config.regression_loss!r}; use one of {REGRESSION_LOSSES}."

@@ -6,8 +6,10 @@ the task type (given, or inferred from the labels and said so in the log), an op
 row (`config.id_column`; SDF: the title line) and an optional train/valid/test part per row
 (`config.split_column`). Every mistake in the file or the flags raises a one-line `UserError`
 that names what the file does have. SDF labels are SD properties; the molecule, with its
-coordinates, is the record's mol block, and a file with 3D coordinates is fine-tuned in 3D
-(as QM9). Pure numpy/pandas (+ RDKit for the 3D check); no jax.
+coordinates, is the record's mol block. The modality is decided from every record: a file
+whose records all have 3D coordinates is fine-tuned in 3D (as QM9), one with none in 2D, and
+a mix is refused unless `config.modality` names the mode (3d: the others are skipped and
+counted as no_3d_coordinates). Pure numpy/pandas (+ RDKit for the 3D check); no jax.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class UserTable:
     task_names: tuple[str, ...]
     names: list[str]  # [M] the id column's cells (SDF: titles); "" = none.
     parts: list[str] | None  # [M] "train" | "valid" | "test" from split_column, or None.
+    skip_reasons: list[str] | None = None  # [M] why a row is skipped ("" = kept), or None.
 
 
 def _columns(text: str) -> list[str]:
@@ -150,12 +153,49 @@ def _parts(frame: pd.DataFrame, path: str, column: str) -> list[str]:
     return parts
 
 
-def has_3d_coordinates(block: str) -> bool:
-    """True when RDKit reads the SDF record with a 3D conformer."""
+MODALITIES = ("", "2d", "3d")
+NO_3D = "no_3d_coordinates"
+
+
+def has_3d_coordinates(block: str) -> bool | None:
+    """True when RDKit reads the SDF record with a 3D conformer, False when it reads it
+    without one, None when it cannot read it (the shard writer counts it as unreadable)."""
     from rdkit import Chem
 
     mol = Chem.MolFromMolBlock(block, removeHs=False)
-    return mol is not None and mol.GetNumConformers() > 0 and mol.GetConformer().Is3D()
+    if mol is None:
+        return None
+    return mol.GetNumConformers() > 0 and mol.GetConformer().Is3D()
+
+
+def decide_modality(
+    kind: str, blocks: list[str] | None, given: str, path: str
+) -> tuple[bool, list[str] | None]:
+    """(fine-tune in 3D, per-row skip reasons or None) from `config.modality` and, for an
+    SDF, every record's coordinates (see the module docstring)."""
+    if given not in MODALITIES:
+        raise UserError(f"config.modality={given!r}; use '', '2d' or '3d'")
+    if kind != "sdf":
+        return given == "3d", None  # CSV: RDKit conformers in 3D.
+    found = [has_3d_coordinates(b) for b in blocks]
+    with_3d, without = found.count(True), found.count(False)
+    if given == "2d":
+        return False, None
+    if given == "3d":
+        if not with_3d:
+            raise UserError(f"{path}: config.modality=3d, but no record has 3D coordinates")
+        if without:
+            logging.warning(
+                "%s: %d records without 3D coordinates skipped (%s).", path, without, NO_3D
+            )
+        return True, [NO_3D if f is False else "" for f in found]
+    if with_3d and without:
+        raise UserError(
+            f"{path}: {with_3d} records have 3D coordinates and {without} do not; choose "
+            f"--config.modality=3d (the {without} skipped as {NO_3D}) or --config.modality=2d "
+            "(coordinates ignored)"
+        )
+    return with_3d > 0, None
 
 
 def read_table(config: ml_collections.ConfigDict) -> UserTable:
@@ -203,9 +243,9 @@ def read_table(config: ml_collections.ConfigDict) -> UserTable:
     labels = _labels(frame, path, label_columns)
     parts = _parts(frame, path, split_column) if split_column else None
     task_type = infer_task_type(labels, config.task_type, path)
-    needs_3d = kind == "sdf" and any(has_3d_coordinates(b) for b in blocks[:10])
+    needs_3d, skip_reasons = decide_modality(kind, blocks, config.get("modality", ""), path)
     if kind == "sdf":
-        modality = "3D (the file's coordinates)" if needs_3d else "2D (no 3D coordinates)"
+        modality = "3D (the file's coordinates)" if needs_3d else "2D"
         logging.info("%s: %s fine-tuning.", path, modality)
     spec = DatasetSpec(
         name=kind,
@@ -226,4 +266,5 @@ def read_table(config: ml_collections.ConfigDict) -> UserTable:
         task_names=tuple(label_columns),
         names=[str(n) for n in names],
         parts=parts,
+        skip_reasons=skip_reasons,
     )
