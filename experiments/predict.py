@@ -80,13 +80,21 @@ def prediction_table(rows, predictions, task_names, seeds):
     return pd.DataFrame(table)
 
 
+def write_predictions(out: Path, table) -> None:
+    """The table as CSV, whole or not at all: a full disk is a one-line error naming `out`
+    and leaves no partial file (`atomic.writing`)."""
+    from moleblend_jax import atomic
+
+    with atomic.writing(out) as handle:
+        table.to_csv(handle, index=False)
+
+
 @exit_on_user_error
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import logging
 
-    from moleblend_jax import atomic
     from moleblend_jax.data import featurize
     from moleblend_jax.errors import UserError
     from moleblend_jax.train import checkpoint
@@ -116,8 +124,7 @@ def main(argv):
     predictions = model.predict(records, FLAGS.batch_size or None, progress=True)
     table = prediction_table(rows, predictions, model.task_names, model.seeds)
     out = Path(FLAGS.out)
-    with atomic.writing(out) as handle:  # A full disk leaves no partial CSV.
-        table.to_csv(handle, index=False)
+    write_predictions(out, table)
     failed = int((~table["error"].eq("")).sum())
     print(f"wrote {out}: {len(table)} rows ({failed} could not be featurised)")
 

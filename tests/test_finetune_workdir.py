@@ -174,3 +174,40 @@ def test_an_sdf_mixing_3d_and_2d_in_the_mode_named_skips_and_counts(tmp_path):
     config.modality = "2d"
     data = data_lib.load(config, tmp_path / "w")
     assert not data.spec.needs_3d and data.skipped == {} and len(data.records) == 15
+
+
+def test_script_mistakes_are_one_line_exit_2(finished, tmp_path):
+    """predict, embed and build_shards (both runners): exit 2, one `error:` line with the path."""
+    from test_own_data import _run
+
+    root = finished[0]
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "mols.smi").write_text("CCO\n")
+    (tmp_path / "out_dir").mkdir()
+    workdir, mols = f"--workdir={root / 'ft'}", f"--input={tmp_path / 'mols.smi'}"
+    out = f"--out={tmp_path / 'p.csv'}"
+    shards = f"--output={tmp_path / 'shards'}"
+    cases = {
+        f"{tmp_path / 'empty.csv'}": ("predict.py", workdir, f"--input={tmp_path}/empty.csv", out),
+        f"--out={tmp_path / 'out_dir'} is a directory": (
+            "predict.py", workdir, mols, f"--out={tmp_path / 'out_dir'}"
+        ),
+        "--batch_size=-5": ("predict.py", workdir, mols, out, "--batch_size=-5"),
+        "--batch_size=0": (
+            "embed.py", f"--checkpoint={root / 'ft'}", mols, "--out=e.npz", "--batch_size=0"
+        ),
+        f"input file is empty: {tmp_path / 'empty.csv'}": (
+            "../data_prep/build_shards.py", f"--input={tmp_path / 'empty.csv'}", shards
+        ),
+        f"input file not found: {tmp_path / 'nothing.smi'}": (
+            "../data_prep/build_shards.py", f"--input={tmp_path / 'nothing.smi'}", shards,
+            "--runner=beam"
+        ),
+    }  # fmt: skip
+    procs = {text: _run(*args) for text, args in cases.items()}
+    for text, proc in procs.items():
+        _, stderr = proc.communicate(timeout=300)
+        lines = stderr.strip().splitlines()
+        assert proc.returncode == 2, (text, stderr[-2000:])
+        assert lines[-1].startswith("error: ") and text in lines[-1], (text, lines[-1])
+        assert "Traceback" not in stderr

@@ -105,25 +105,26 @@ def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
     if data.skipped:
         logging.warning("%s: skipped %s", data.spec.name, data.skipped)
     split_kind = config.split or data.spec.default_split
-    if config.split_file:  # Fail before any compilation.
-        data_lib.read_split(config.split_file, data)
+    is_writer = run_dir is not None
+    seed_parts = {}  # Every seed's split, checked before any compilation.
+    for seed in range(config.seed, config.seed + config.num_seeds):
+        split = data_lib.seed_split(
+            data, split_kind, seed, workdir=run_dir, split_file=config.split_file, save=is_writer
+        )
+        seed_parts[seed] = data_lib.split_records(data, split)
+        data_lib.check_parts(data, seed_parts[seed], split_kind, seed)
 
     pretrained = (
         checkpoint.restore_params(config.init_checkpoint) if config.init_checkpoint else None
     )
     task = FinetuneTask(data.spec, data.task_names)
     train_seed = SeedTrainer(config, task, pretrained=pretrained)
-    is_writer = run_dir is not None
     run_id = workdir_lib.run_id_of(run_dir) if is_writer else ""
     seeds = []
-    for seed in range(config.seed, config.seed + config.num_seeds):
-        split = data_lib.seed_split(
-            data, split_kind, seed, workdir=run_dir, split_file=config.split_file, save=is_writer
-        )
+    for seed, parts in seed_parts.items():
         writer = MetricWriter(run_dir or workdir, enabled=is_writer, run=f"seed_{seed}")
         try:
             save_dir = predictor.seed_checkpoint_dir(run_dir, seed) if is_writer else None
-            parts = data_lib.split_records(data, split)
             seeds.append(
                 train_seed(parts, seed=seed, writer=writer, save_dir=save_dir, run_id=run_id)
             )

@@ -35,6 +35,10 @@ PART_NAMES = {
     "validation": "valid",
     "test": "test",
 }
+# A task needs this many labels (one each for train, valid and test, and a few to learn from).
+MIN_LABELS = 5
+# Labels beyond this magnitude are a unit or export mistake (and overflow the float32 loss).
+MAX_ABS_LABEL = 1e10
 MOL_BLOCK = "\x00mol_block"  # Frame column holding an SDF record (never a real column name).
 
 
@@ -63,6 +67,7 @@ def _read_frame(path: str, kind: str) -> pd.DataFrame:
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"config.dataset_path: {err}") from None
     if kind == "csv":
+        sources.require_unique_columns(path)
         try:
             return pd.read_csv(path, dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
@@ -102,17 +107,43 @@ def _default_label_columns(frame: pd.DataFrame, path: str, skip: set[str]) -> li
 
 
 def _labels(frame: pd.DataFrame, path: str, columns: list[str]) -> np.ndarray:
-    """[M, T] float32; UserError naming the first non-numeric cells."""
+    """[M, T] float32; UserError naming the first non-numeric, infinite or absurd cells."""
     out = np.empty((len(frame), len(columns)), np.float32)
     for t, column in enumerate(columns):
         cells = frame[column].tolist()
-        out[:, t], bad = sources.parse_numbers(cells)
+        values, bad = sources.parse_numbers(cells)
         if bad:
             raise UserError(
                 f"{path}: label column {column!r} has {sources.bad_cells(cells, bad)}; labels "
                 "must be numbers, blank for missing"
             )
+        huge = np.flatnonzero(np.abs(np.nan_to_num(values, nan=0.0)) > MAX_ABS_LABEL)
+        if huge.size:
+            shown = ", ".join(f"row {r + 1}: {cells[r]!r}" for r in huge[:3])
+            raise UserError(
+                f"{path}: label column {column!r} has {huge.size} values that are infinite or "
+                f"beyond +-{MAX_ABS_LABEL:g} ({shown}); check the units or blank them"
+            )
+        out[:, t] = values
     return out
+
+
+def check_tasks(labels: np.ndarray, columns: list[str], task_type: str, path: str) -> None:
+    """UserError for a task that cannot be learnt or scored: fewer than MIN_LABELS labels, or
+    (classification) a single class."""
+    for t, column in enumerate(columns):
+        present = labels[:, t][~np.isnan(labels[:, t])]
+        if present.size < MIN_LABELS:
+            raise UserError(
+                f"{path}: label column {column!r} has {present.size} labels (at least "
+                f"{MIN_LABELS} are needed); fill it or leave it out of --config.label_columns"
+            )
+        classes = np.unique(present)
+        if task_type == "classification" and classes.size < 2:
+            raise UserError(
+                f"{path}: label column {column!r} has only class {classes[0]:g} "
+                f"({present.size} labels); classification needs both 0 and 1"
+            )
 
 
 def infer_task_type(labels: np.ndarray, given: str, path: str) -> str:
@@ -243,6 +274,7 @@ def read_table(config: ml_collections.ConfigDict) -> UserTable:
     labels = _labels(frame, path, label_columns)
     parts = _parts(frame, path, split_column) if split_column else None
     task_type = infer_task_type(labels, config.task_type, path)
+    check_tasks(labels, label_columns, task_type, path)
     needs_3d, skip_reasons = decide_modality(kind, blocks, config.get("modality", ""), path)
     if kind == "sdf":
         modality = "3D (the file's coordinates)" if needs_3d else "2D"
