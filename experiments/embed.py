@@ -61,8 +61,10 @@ def write_npz(path: Path, rows, result, atoms: bool) -> None:
         blocks = [a if a is not None else empty for a in result.atoms]
         arrays["atom_embeddings"] = np.concatenate(blocks).astype(np.float32)
         arrays["atom_offsets"] = np.cumsum([0] + [len(b) for b in blocks]).astype(np.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
+    from moleblend_jax import atomic
+
+    with atomic.writing(path, "wb") as handle:  # A full disk leaves no partial npz.
+        np.savez(handle, **arrays)
 
 
 @exit_on_user_error
@@ -72,8 +74,13 @@ def main(argv):
     import logging
 
     from moleblend_jax.data import featurize
+    from moleblend_jax.errors import UserError
     from moleblend_jax.train import checkpoint
 
+    if FLAGS.batch_size <= 0:
+        raise UserError(f"--batch_size={FLAGS.batch_size}; give a positive number")
+    if Path(FLAGS.out).is_dir():
+        raise UserError(f"--out={FLAGS.out} is a directory; give the .npz file to write")
     checkpoint.quiet_orbax_info_logs()
     # JAX's probe for a TPU logs an INFO line; a user's mistake should be the only line.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)

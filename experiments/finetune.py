@@ -10,6 +10,9 @@ seed), DIR/split_<kind>_seed<k>.json (the record ids of each split made; with
 --config.split_file=FILE that split is read instead and nothing is written) and the data set's
 shards, built once, in DIR/data/<dataset>. Prediction (experiments/predict.py) reads
 DIR/predictor.json and DIR/checkpoints/seed_<k> (the best-validation params of each seed).
+The run writes in DIR/runs/<run_id> and becomes DIR's run (the names above are links through
+DIR/current) only when it finishes (moleblend_jax/finetune/workdir.py); DIR is locked while
+it runs, and a rerun on other data needs --config.overwrite=true.
 
 Your own CSV or SDF: --config.dataset=csv (or sdf) --config.dataset_path=FILE
 [--config.smiles_column=smiles --config.label_columns=a,b --config.task_type=regression

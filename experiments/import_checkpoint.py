@@ -9,11 +9,12 @@ and DIR/model_config.json (the model sizes taken from the checkpoint's cfg), and
 mapped, dropped and cast to float32. Model sizes other than the base ones are printed as
 --config.model.* overrides for the fine-tuning command. Needs torch to unpickle
 (pip install -e '.[interop]'); without it the command says so and exits with status 2.
+Mistakes (a missing, truncated or foreign file, NaN weights, a --workdir that already holds a
+checkpoint or a fine-tuning run) are one line on stderr, exit status 2.
 Mapping and known differences: docs/interop.md.
 """
 
 import dataclasses
-import json
 import re
 import sys
 from pathlib import Path
@@ -23,7 +24,9 @@ from absl import app, flags
 if __package__ in (None, ""):  # Run as a script from a checkout: make the package importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from moleblend_jax import atomic  # noqa: E402
 from moleblend_jax.configs import base  # noqa: E402
+from moleblend_jax.errors import MissingFileError, UserError, exit_on_user_error  # noqa: E402
 from moleblend_jax.interop import fairseq, fairseq_file  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -51,7 +54,7 @@ def write_orbax(params: dict, directory: Path) -> None:
 
     checkpointer = Checkpointer(directory, save_every=1, keep=1)
     if checkpointer.latest_step() is not None:
-        raise FileExistsError(f"{directory} already holds a checkpoint; use a new --workdir.")
+        raise UserError(f"{directory} already holds a checkpoint; use a new --workdir")
     checkpointer.save(0, {"params": params}, force=True)
     checkpointer.close()
 
@@ -66,14 +69,51 @@ def size_overrides(model_config) -> list[str]:
     ]
 
 
+def check_paths(checkpoint: str, workdir: str) -> None:
+    """UserError for a checkpoint that is not a file, or a --workdir that is a fine-tuning
+    workdir (its checkpoints are runs, not an import target)."""
+    from moleblend_jax.finetune import workdir as finetune_workdir
+
+    path = Path(checkpoint)
+    if not path.exists():
+        raise MissingFileError(f"--checkpoint={checkpoint} does not exist")
+    if not path.is_file():
+        raise UserError(f"--checkpoint={checkpoint} is not a file (give the .pt file)")
+    if finetune_workdir.committed_dir(workdir) is not None or Path(workdir, "runs").is_dir():
+        raise UserError(
+            f"--workdir={workdir} is a fine-tuning workdir; import into a new directory"
+        )
+
+
+def read(checkpoint: str) -> fairseq.ImportedCheckpoint:
+    """The converted checkpoint; UserError naming the file when it cannot be read or mapped,
+    or holds NaN or inf weights."""
+    from moleblend_jax.finetune.predictor import require_finite
+
+    try:
+        imported = fairseq.import_checkpoint(checkpoint)
+    except (OSError, EOFError, RuntimeError, ValueError, KeyError, AttributeError) as err:
+        raise UserError(
+            f"{checkpoint}: not a readable fairseq MoleBLEND checkpoint "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - unpickling raises arbitrary errors on junk.
+        if type(err).__module__.startswith(("pickle", "_pickle", "zipfile")):
+            raise UserError(f"{checkpoint}: not a PyTorch checkpoint ({err})") from None
+        raise
+    require_finite(imported.conversion.params, checkpoint)
+    return imported
+
+
 def run(checkpoint: str, workdir: str) -> fairseq.ImportedCheckpoint:
     """Converts `checkpoint`, writes DIR/checkpoints and DIR/model_config.json."""
-    imported = fairseq.import_checkpoint(checkpoint)
+    check_paths(checkpoint, workdir)
+    imported = read(checkpoint)
     out = Path(workdir)
     out.mkdir(parents=True, exist_ok=True)
     write_orbax(imported.conversion.params, out.resolve() / "checkpoints")
     config = dataclasses.asdict(imported.model_config)
-    (out / "model_config.json").write_text(json.dumps(config, indent=1) + "\n")
+    atomic.write_json(out / "model_config.json", config)
     return imported
 
 
@@ -96,14 +136,14 @@ def summary(imported: fairseq.ImportedCheckpoint) -> list[str]:
 
 
 def require_torch() -> None:
-    """Exits with status 2 and the install command when torch is missing."""
+    """UserError (exit status 2) with the install command when torch is missing."""
     try:
         fairseq_file.import_torch()
     except fairseq_file.TorchMissingError as error:
-        print(error)
-        sys.exit(2)
+        raise UserError(str(error)) from None
 
 
+@exit_on_user_error
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -44,9 +44,14 @@ def csv_columns(path: str, manifest: dict) -> tuple[str, str]:
     file has them."""
     import pandas as pd
 
+    from moleblend_jax.errors import UserError
+
     if not path.lower().endswith((".csv", ".csv.gz")) or not os.path.exists(path):
         return FLAGS.smiles_column, FLAGS.id_column
-    header = pd.read_csv(path, nrows=0).columns.tolist()
+    try:
+        header = pd.read_csv(path, nrows=0).columns.tolist()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not a readable CSV file ({err})") from None
     smiles = FLAGS.smiles_column or (
         manifest["smiles_column"] if manifest["smiles_column"] in header else ""
     )
@@ -75,6 +80,15 @@ def prediction_table(rows, predictions, task_names, seeds):
     return pd.DataFrame(table)
 
 
+def write_predictions(out: Path, table) -> None:
+    """The table as CSV, whole or not at all: a full disk is a one-line error naming `out`
+    and leaves no partial file (`atomic.writing`)."""
+    from moleblend_jax import atomic
+
+    with atomic.writing(out) as handle:
+        table.to_csv(handle, index=False)
+
+
 @exit_on_user_error
 def main(argv):
     if len(argv) > 1:
@@ -82,14 +96,19 @@ def main(argv):
     import logging
 
     from moleblend_jax.data import featurize
+    from moleblend_jax.errors import UserError
     from moleblend_jax.train import checkpoint
 
+    if FLAGS.batch_size < 0:
+        raise UserError(f"--batch_size={FLAGS.batch_size}; give a positive number (0: the run's)")
+    if Path(FLAGS.out).is_dir():
+        raise UserError(f"--out={FLAGS.out} is a directory; give the CSV file to write")
     checkpoint.quiet_orbax_info_logs()
     # JAX's probe for a TPU logs an INFO line; a user's mistake should be the only line.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     from moleblend_jax.finetune import predictor as predictor_lib
 
-    manifest = predictor_lib.read_manifest(FLAGS.workdir)
+    manifest, _ = predictor_lib.read_manifest(FLAGS.workdir)
     smiles_column, id_column = csv_columns(FLAGS.input, manifest)
     items = featurize.input_items(FLAGS.input, smiles_column, id_column)
     if manifest["use_3d"]:
@@ -105,8 +124,7 @@ def main(argv):
     predictions = model.predict(records, FLAGS.batch_size or None, progress=True)
     table = prediction_table(rows, predictions, model.task_names, model.seeds)
     out = Path(FLAGS.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
+    write_predictions(out, table)
     failed = int((~table["error"].eq("")).sum())
     print(f"wrote {out}: {len(table)} rows ({failed} could not be featurised)")
 

@@ -118,9 +118,11 @@ def _restore(directory, where: str, step: int | None = None) -> dict:
     from moleblend_jax.train.checkpoint import restore_params
 
     try:
-        return restore_params(directory, step)
+        params = restore_params(directory, step)
     except FileNotFoundError as err:
         raise UserError(f"{where}: {err}") from None
+    predictor.require_finite(params, where)
+    return params
 
 
 class Embedder:
@@ -159,17 +161,17 @@ class Embedder:
         conformers: None = "none" for a pretrained encoder, a fine-tuned one's own mode.
         step: a pretraining checkpoint's step (None: the newest)."""
         path = as_path(path)
-        if (path / predictor.PREDICTOR_FILE).exists():
+        if predictor.is_finetune_workdir(path):
             if step is not None:
                 raise UserError(f"{path} is a fine-tuning workdir; step= is for pretraining ones")
-            manifest = predictor.read_manifest(path)
+            manifest, run_dir = predictor.read_manifest(path)
             model = EncoderOnly(
                 ModelConfig.coerce(ml_collections.ConfigDict(manifest["model"])),
                 use_2d=manifest["use_2d"],
                 use_3d=manifest["use_3d"],
             )
-            seed_dir = path / manifest["seeds"][0]["checkpoint"]
-            params = _encoder_params(model, _restore(seed_dir, str(path)), str(path))
+            saved = predictor.load_seed_params(manifest, run_dir, manifest["seeds"][0])
+            params = _encoder_params(model, saved, str(path))
             mode = conformers or ("rdkit" if manifest["use_3d"] else "none")
             if manifest["use_3d"] == (mode == "none"):
                 raise UserError(

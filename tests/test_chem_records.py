@@ -35,6 +35,15 @@ def test_rdkit_conformer_is_deterministic_and_in_graph_order():
     assert (lengths > 1.1).all() and (lengths < 1.6).all()
 
 
+def test_a_molecule_gets_one_conformer_whatever_its_row():
+    """The ETKDG seed comes from the canonical SMILES (issue 32): the same molecule on two
+    rows of a file gets the same coordinates, another seed other ones."""
+    rows = [smiles_to_record("CCCCOC(=O)c1ccccc1N", i, coords="rdkit") for i in (0, 41)]
+    np.testing.assert_array_equal(rows[0]["coords"], rows[1]["coords"])
+    other = smiles_to_record("CCCCOC(=O)c1ccccc1N", 0, coords="rdkit", seed=1)
+    assert not np.array_equal(other["coords"], rows[0]["coords"])
+
+
 def test_rdkit_conformers_are_in_their_principal_axes_frame():
     """As DFT's standard orientation (QM9, PCQM4Mv2): the all-atom centroid at the origin and
     the inertia axes along x, y, z, so that the direction target has a frame (SPEC 5)."""

@@ -11,13 +11,14 @@ ALLOWED = {
     "host_allocator": set(),
     "configs": set(),
     "chem": {"schema"},
-    "data": {"schema", "chem", "errors"},
+    "data": {"schema", "chem", "errors", "atomic"},
     "model": set(),
-    "train": {"schema", "chem", "data", "model", "host_allocator", "errors"},
-    "finetune": {"schema", "chem", "data", "model", "train", "configs", "errors"},
+    "train": {"schema", "chem", "data", "model", "host_allocator", "errors", "atomic"},
+    "finetune": {"schema", "chem", "data", "model", "train", "configs", "errors", "atomic"},
     "interop": {"model", "configs"},
     "errors": set(),
-    "inference": {"data", "errors", "finetune", "model", "train"},
+    "atomic": {"errors"},
+    "inference": {"data", "errors", "finetune", "model", "train", "atomic"},
 }
 
 

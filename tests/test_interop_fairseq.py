@@ -29,6 +29,7 @@ import model_testing as mt  # noqa: E402
 from moleblend_jax.chem import smiles_to_record  # noqa: E402
 from moleblend_jax.configs import base  # noqa: E402
 from moleblend_jax.data.batching import pad_batch  # noqa: E402
+from moleblend_jax.errors import UserError  # noqa: E402
 from moleblend_jax.finetune.model import FinetuneModel  # noqa: E402
 from moleblend_jax.interop import fairseq, fairseq_file, keys  # noqa: E402
 from moleblend_jax.model import MoleBlend, MoleBlendEncoder  # noqa: E402
@@ -266,13 +267,42 @@ def test_mismatches_are_reported_together(tmp_path):
         assert text in message
 
 
-def test_script_without_torch_says_how_to_install(monkeypatch, capsys, script):
+def test_script_without_torch_says_how_to_install(monkeypatch, script):
     monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(UserError, match=r"pip install -e '\.\[interop\]'$"):
         script.require_torch()
-    assert exit_info.value.code == 2
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1 and out.strip().endswith("pip install -e '.[interop]'")
+
+
+def test_import_mistakes_are_one_line_exit_2(tmp_path):
+    """Each mistake: exit 2, one `error:` line naming the path, nothing written."""
+    from script_testing import run_experiment
+
+    _, good = make_checkpoint(tmp_path, "small", False)
+    (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:5000])
+    (tmp_path / "text.pt").write_text("not a checkpoint\n")
+    (tmp_path / "nan").mkdir()
+    model, _ = make_checkpoint(tmp_path / "nan", "small", False)
+    with torch.no_grad():
+        dict(model.named_parameters())[f"{keys.ENCODER}layers.0.fc1.weight"][0, 0] = np.nan
+    args = fm.make_args(*SIZES["small"])
+    torch.save(fh.fairseq_checkpoint(model, args, False), tmp_path / "nan.pt")
+    finetune_dir = tmp_path / "ft"
+    (finetune_dir / "runs").mkdir(parents=True)
+    cases = {
+        "truncated.pt": (tmp_path / "truncated.pt", tmp_path / "a"),
+        "text.pt": (tmp_path / "text.pt", tmp_path / "b"),
+        "missing.pt does not exist": (tmp_path / "missing.pt", tmp_path / "c"),
+        "holds NaN or inf": (tmp_path / "nan.pt", tmp_path / "d"),
+        "is a fine-tuning workdir": (good, finetune_dir),
+    }
+    for text, (checkpoint, workdir) in cases.items():
+        proc = run_experiment(
+            "import_checkpoint.py", f"--checkpoint={checkpoint}", f"--workdir={workdir}"
+        )
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (text, proc.stderr[-2000:])
+        assert lines[-1].startswith("error: ") and text in lines[-1], (text, lines[-1])
+        assert "Traceback" not in proc.stderr and not (workdir / "checkpoints").exists()
 
 
 def test_model_config_follows_the_cfg():

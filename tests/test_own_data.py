@@ -200,8 +200,8 @@ def test_embed_from_a_pretraining_checkpoint(tmp_path):
 def test_user_mistakes_are_one_line_exit_2(tmp_path):
     _write_fixture(tmp_path / "mine.csv", num=20)
     (tmp_path / "text.csv").write_text("smiles,y\nCCO,1.5\nCCC,high\nCCCC,2\nCO,n/a\n")
-    (tmp_path / "junk.csv").write_text("smiles,y\nC1CC((,1\nxyz,2\n")
-    common = ["--config=configs/finetune.py:tiny", f"--workdir={tmp_path / 'w'}"]
+    (tmp_path / "junk.csv").write_text("smiles,y\n" + "C1CC((,1\nxyz,2\n" * 3)
+    common = ["--config=configs/finetune.py:tiny"]
     data = f"--config.dataset_path={tmp_path / 'mine.csv'}"
     cases = {
         "unknown data set 'mydata'; known: b3db": ["--config.dataset=mydata", data],
@@ -220,7 +220,10 @@ def test_user_mistakes_are_one_line_exit_2(tmp_path):
             f"--config.dataset_path={tmp_path / 'junk.csv'}",
         ],
     }
-    procs = {text: _run("finetune.py", *common, *flags) for text, flags in cases.items()}
+    procs = {  # One workdir each: they run at once, and a workdir admits one run.
+        text: _run("finetune.py", *common, f"--workdir={tmp_path / f'w{i}'}", *flags)
+        for i, (text, flags) in enumerate(cases.items())
+    }
     for text, proc in procs.items():
         _, stderr = proc.communicate(timeout=300)
         lines = stderr.strip().splitlines()
@@ -234,8 +237,8 @@ def test_sdf_labels_from_properties_and_3d_from_the_file(tmp_path):
     from rdkit.Chem import AllChem
 
     writer = Chem.SDWriter(str(tmp_path / "mols.sdf"))
-    for i, smi in enumerate(["CCO", "c1ccccc1O", "CC(=O)O", "CCN", "ClCCl"]):
-        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+    for i in range(8):
+        mol = Chem.AddHs(Chem.MolFromSmiles(["CCO", "c1ccccc1O", "CC(=O)O", "CCN", "ClCCl"][i % 5]))
         AllChem.EmbedMolecule(mol, randomSeed=i)
         mol.SetProp("_Name", f"m{i}")
         mol.SetProp("active", str(i % 2))
@@ -248,7 +251,7 @@ def test_sdf_labels_from_properties_and_3d_from_the_file(tmp_path):
     config.label_columns = "active"
     table = user_data.read_table(config)
     assert table.spec.task_type == "classification" and table.spec.needs_3d  # Inferred, 3D.
-    assert table.names == [f"m{i}" for i in range(5)]
+    assert table.names == [f"m{i}" for i in range(8)]
     config.label_columns, config.task_type = "energy", "regression"
     data = data_lib.load(config, tmp_path / "w")
     assert np.isnan(data.records[3]["labels"][0]) and data.records[2]["labels"][0] == -3.0
@@ -273,7 +276,8 @@ def test_baseline_rf_uses_the_same_split(tmp_path, finetuned, experiment_script)
 
 
 def test_an_auto_detected_column_that_is_not_numeric_is_logged(tmp_path, caplog):
-    (tmp_path / "mols.csv").write_text("smiles,y,assay\nCCO,1.5,ok\nCCC,2.5,abc\nCO,,\n")
+    rows = "CCO,1.5,ok\nCCC,2.5,abc\nCO,,\nCCCO,1,\nCCCCO,2,\nCCN,3,\n"
+    (tmp_path / "mols.csv").write_text("smiles,y,assay\n" + rows)
     config = finetune_configs.get_config("tiny")
     config.dataset, config.dataset_path = "csv", str(tmp_path / "mols.csv")
     with caplog.at_level("WARNING"):

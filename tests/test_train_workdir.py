@@ -26,6 +26,7 @@ def test_resume_refuses_a_changed_model_data_or_batch_size(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         workdir_lib.check_config(workdir, longer, resuming=True)
     assert "optimizer.peak_lr: 0.001 -> 0.1; total_steps: 8 -> 100" in caplog.text
+    assert json.loads((tmp_path / "config.json").read_text()) == saved  # The first start's.
 
 
 def test_a_second_run_on_a_locked_workdir_exits_naming_the_holder(tmp_path, qm9_shards):

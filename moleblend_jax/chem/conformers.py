@@ -2,8 +2,8 @@
 
 Sources: a conformer already on the mol (SDF, PCQM4Mv2 DFT), coordinates given by the caller
 (QM9 DFT), or an RDKit conformer (ETKDGv3, then MMFF94 where it converges). RDKit embedding is
-seeded from the molecule id and single-threaded, so it is deterministic and independent of the
-worker that runs it.
+seeded from the molecule's canonical SMILES (`molecule_seed`) and single-threaded, so it is
+deterministic, independent of the worker that runs it, and the same for a molecule on any row.
 
 RDKit conformers come in an arbitrary orientation; they are turned into their principal-axes
 frame, as the DFT programs' standard orientation puts QM9 and PCQM4Mv2. The 3D-direction
@@ -12,6 +12,8 @@ predicted from the rotation-invariant encoder.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 from rdkit import Chem
@@ -37,6 +39,13 @@ def coords_from_conformer(mol: Chem.Mol) -> np.ndarray:
     if mol.GetNumConformers() == 0:
         raise ValueError("molecule has no conformer")
     return np.asarray(mol.GetConformer().GetPositions(), np.float32).reshape(-1, 3)
+
+
+def molecule_seed(mol: Chem.Mol, seed: int = 0) -> int:
+    """ETKDG's random seed for `mol`: a hash of `seed` and its canonical SMILES, never its row,
+    so two rows holding one molecule get the same conformer."""
+    key = f"{int(seed)}:{Chem.MolToSmiles(mol)}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") % 2**31
 
 
 def _embed(mol_h: Chem.Mol, seed: int, random_coords: bool) -> bool:

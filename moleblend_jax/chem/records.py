@@ -98,8 +98,7 @@ def build_record(
             else (None, conformers.NONE)
         )
     elif coords == "rdkit":
-        # Seeded by molecule id (not worker or position), so output does not depend on workers.
-        xyz, source = conformers.rdkit_conformer(mol, seed=(seed * 1_000_003 + mol_id) % 2**31)
+        xyz, source = conformers.rdkit_conformer(mol, seed=conformers.molecule_seed(mol, seed))
     elif coords == "none":
         xyz, source = None, conformers.NONE
     else:
@@ -141,9 +140,9 @@ def mol_to_record(
     """RDKit mol (heavy atoms, no explicit H) -> record dict of docs/batch_format.md.
 
     coords: [N, 3] array (given, graph atom order); None (the mol's 3D conformer if any, else
-    has_coords = 0); 'rdkit' (ETKDG + MMFF, seeded by `seed` and `mol_id`); 'none' (has_coords
-    = 0). labels: optional [T] floats (NaN = missing). name: kept as the record's "name" when
-    not empty. Raises SkipMolecule(reason).
+    has_coords = 0); 'rdkit' (ETKDG + MMFF, seeded by `seed` and the canonical SMILES);
+    'none' (has_coords = 0). labels: optional [T] floats (NaN = missing). name: kept as the
+    record's "name" when not empty. Raises SkipMolecule(reason).
     """
     return build_record(mol, mol_id, coords, labels, max_atoms, seed, name=name)[0]
 

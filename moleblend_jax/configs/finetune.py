@@ -48,6 +48,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # split is made and saved as WORKDIR/split_<kind>_seed<k>.json.
     config.split_file = ml_collections.FieldReference(None, field_type=str)
     config.init_checkpoint = ml_collections.FieldReference(None, field_type=str)
+    # SDF files: "" = from the file (every record 3D: the 3D encoder; none: 2D; a mix is
+    # refused with the counts), "3d" (records without 3D coordinates skipped and counted as
+    # no_3d_coordinates) or "2d" (coordinates ignored).
+    config.modality = ""
+    # A rerun in a workdir whose run used other data (file contents, columns, split) is
+    # refused unless this is true; the new run then replaces it when it finishes.
+    config.overwrite = False
     config.num_seeds = 3
     # 0 = all; else a fixed random subset (QM9: the first max_molecules of the source).
     config.max_molecules = 0

@@ -50,6 +50,7 @@ PARSE_FAILURES = (
     "sanitize_error",
     "sdf_parse_error",
     "invalid_molecule",
+    "empty_smiles",  # A CSV row without a molecule is no more usable than one that fails.
 )
 CONFORMER_MODES = ("rdkit", "none", "file")
 _TMP_PREFIX = ".tmp-"
@@ -270,7 +271,7 @@ def _require_mostly_parsed(name: str, num_written: int, skipped: collections.Cou
     """No molecule written: ValueError; nearly every entry unparseable (the wrong format, a
     binary file): UserError naming the reasons."""
     if num_written == 0:
-        raise ValueError(f"{name}: no molecule could be read (skipped: {dict(skipped)})")
+        raise UserError(f"{name}: no molecule could be read (skipped: {dict(skipped)})")
     failed = sum(c for reason, c in skipped.items() if _is_parse_failure(reason))
     entries = num_written + sum(skipped.values())
     if entries >= MIN_ENTRIES_CHECKED and failed >= MAX_PARSE_FAILURES * entries:

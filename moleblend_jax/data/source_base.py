@@ -10,7 +10,7 @@ import gzip
 import os
 from collections.abc import Callable, Iterator
 
-from moleblend_jax.errors import UserError
+from moleblend_jax.errors import MissingFileError, UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +50,11 @@ class Source:
 
 def check_file(path: str) -> None:
     if not os.path.exists(path):
-        raise FileNotFoundError(f"input file not found: {path}")
+        raise MissingFileError(f"input file not found: {path}")
     if os.path.isdir(path):
         return
     if os.path.getsize(path) == 0:
-        raise ValueError(f"input file is empty: {path}")
+        raise UserError(f"input file is empty: {path}")
     check_text(path)
 
 

@@ -29,7 +29,7 @@ from moleblend_jax.data.source_base import (
     open_text,
     sdf_title,
 )
-from moleblend_jax.errors import UserError
+from moleblend_jax.errors import MissingFileError, UserError
 
 # CSV columns never taken as labels when label columns are auto-detected.
 _ID_COLUMNS = {"id", "idx", "index", "num", "mol_id", "molecule_id", "name", "unnamed: 0"}
@@ -76,6 +76,18 @@ def bad_cells(cells: Sequence[str], bad: list[int]) -> str:
     """'3 non-numeric cells (row 4: 'abc', ...)': the first bad data rows, 1-based."""
     shown = ", ".join(f"row {r + 1}: {cells[r]!r}" for r in bad[:3])
     return f"{len(bad)} non-numeric cells ({shown})"
+
+
+def require_unique_columns(path: str) -> None:
+    """UserError when a CSV header names a column twice (pandas would silently read the second
+    as 'name.1')."""
+    import csv
+
+    with open_text(path) as handle:
+        header = next(csv.reader(handle), [])
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise UserError(f"{path}: columns named more than once: {twice}; rename them")
 
 
 def find_smiles_column(header: Sequence[str], smiles_column: str | None, path: str) -> str:
@@ -149,6 +161,7 @@ def csv_source(
     import pandas as pd
 
     check_file(path)
+    require_unique_columns(path)
     header = pd.read_csv(path, nrows=0).columns.tolist()
     smiles_column = find_smiles_column(header, smiles_column, path)
     if id_column and id_column not in header:
@@ -160,7 +173,11 @@ def csv_source(
     def items():
         row = 0
         columns = [smiles_column, id_column] if id_column else [smiles_column]
-        for chunk in pd.read_csv(path, usecols=columns, dtype=str, chunksize=50_000):
+        # SMILES and ids are text: "NA" or "None" is a cell to parse and echo, not a blank.
+        chunks = pd.read_csv(
+            path, usecols=columns, dtype=str, chunksize=50_000, keep_default_na=False
+        )
+        for chunk in chunks:
             smiles = chunk[smiles_column].tolist()
             names = chunk[id_column].fillna("").tolist() if id_column else [""] * len(chunk)
             for i, s in enumerate(smiles):
@@ -223,24 +240,31 @@ def table_source(
     label_names: Sequence[str],
     names: Sequence[str] | None = None,
     mol_blocks: Sequence[str] | None = None,
+    skip_reasons: Sequence[str] | None = None,
 ) -> Source:
     """Rows already in memory (a fine-tuning data set): ids [M], SMILES [M], labels [M, T]
-    float (NaN = missing), optional names [M] and SDF mol blocks [M] (then the molecule, with
-    its coordinates, is the block). The source is keyed by a hash of its content."""
+    float (NaN = missing), optional names [M], SDF mol blocks [M] (then the molecule, with
+    its coordinates, is the block) and skip reasons [M] (a row with one is skipped and counted
+    under it; "" = kept). The source is keyed by a hash of its content."""
     labels = np.asarray(labels, np.float32).reshape(len(smiles), len(label_names))
     names = list(names) if names is not None else [""] * len(smiles)
     blocks = list(mol_blocks) if mol_blocks is not None else [""] * len(smiles)
     ids = [int(i) for i in ids]
     if not len(ids) == len(smiles) == len(names) == len(blocks):
         raise ValueError(f"{name}: {len(ids)} ids, {len(smiles)} SMILES, {len(names)} names")
+    reasons = list(skip_reasons) if skip_reasons is not None else [""] * len(smiles)
     content = (ids, list(smiles), names, list(label_names))
-    digest = hashlib.sha256(repr(content + ((blocks,) if mol_blocks is not None else ())).encode())
+    content += (blocks,) if mol_blocks is not None else ()
+    content += (reasons,) if skip_reasons is not None else ()
+    digest = hashlib.sha256(repr(content).encode())
     digest.update(labels.tobytes())
 
     def items():
-        rows = zip(ids, smiles, labels.tolist(), names, blocks, strict=True)
-        for mol_id, smi, values, title, block in rows:
-            if block:
+        rows = zip(ids, smiles, labels.tolist(), names, blocks, reasons, strict=True)
+        for mol_id, smi, values, title, block, reason in rows:
+            if reason:
+                yield SourceItem(mol_id, skip_reason=reason, name=title)
+            elif block:
                 yield SourceItem(mol_id, mol_block=block, labels=tuple(values), name=title)
             elif not isinstance(smi, str) or not smi.strip():
                 yield SourceItem(mol_id, skip_reason="empty_smiles", name=title)
@@ -273,9 +297,9 @@ def open_source(
     if os.path.isdir(input_path):
         if os.path.exists(os.path.join(input_path, PCQM_SDF_NAME)):
             return pcqm4mv2_source(input_path, labels_csv)
-        raise ValueError(f"{input_path}: directory without {PCQM_SDF_NAME}")
+        raise UserError(f"{input_path}: directory without {PCQM_SDF_NAME}")
     if not os.path.exists(input_path):
-        raise FileNotFoundError(f"input file not found: {input_path}")
+        raise MissingFileError(f"input file not found: {input_path}")
     if base.startswith("pcqm4m") and base.endswith((".sdf", ".sdf.gz")):
         return pcqm4mv2_source(input_path, labels_csv)
     if base.endswith((".smi", ".smiles", ".txt", ".smi.gz")):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from moleblend_jax import atomic
 from moleblend_jax.configs import finetune as finetune_configs
 from moleblend_jax.finetune import data as data_lib
 from moleblend_jax.finetune import metrics, splits
@@ -107,7 +107,5 @@ def protocol(
 
 def write_results(result: dict, out: str | os.PathLike) -> None:
     """A results.json dict -> `out` (its folder created), and its summary line on stdout."""
-    path = pathlib.Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    atomic.write_json(out, result, indent=2)
     print(json.dumps({k: result[k] for k in ("dataset", "metric", "test_mean", "test_std")}))

@@ -10,6 +10,8 @@ molecules for every run and for the random-forest baseline (experiments/baseline
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
 
 import ml_collections
@@ -80,6 +82,7 @@ def dataset_source(
         label_names=task_names,
         names=pick(table.names) if table else None,
         mol_blocks=pick(table.mol_blocks) if table else None,
+        skip_reasons=pick(table.skip_reasons) if table else None,
     )
     parts = None
     if table is not None and table.parts is not None:
@@ -150,11 +153,11 @@ def read_split(path: str | os.PathLike, data: TaskData) -> dict[str, list[int]]:
     """A saved split of record ids, checked against `data`; one-line errors name the file."""
     if not as_path(path).exists():
         raise MissingFileError(f"split file {path} does not exist.")
-    split = {name: ids.tolist() for name, ids in splits.load_split(path).items()}
     try:
+        split = {name: ids.tolist() for name, ids in splits.load_split(path).items()}
         splits.id_positions(split, data.ids)
-    except ValueError as err:
-        raise ValueError(f"split file {path} ({data.spec.name}): {err}") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"split file {path} ({data.spec.name}): {err}") from None
     return split
 
 
@@ -181,3 +184,41 @@ def split_records(data: TaskData, split: dict[str, list[int]]) -> dict[str, list
     """Records of each part of a split of record ids, in the split's order."""
     positions = splits.id_positions(split, data.ids)
     return {name: [data.records[p] for p in index] for name, index in positions.items()}
+
+
+_SPLIT_ADVICE = (
+    "use --config.split=random, a --config.split_column with train, valid and test rows, or "
+    "more molecules"
+)
+
+
+def check_parts(data: TaskData, parts: dict[str, list[dict]], kind: str, seed: int) -> None:
+    """Refuses, before training, a split whose metrics would be NaN: an empty part, or (own
+    files) a task without labels in a part or, for classification, with one class in it.
+    MoleculeNet sets keep such tasks out of the mean, as the literature does, logged."""
+    sizes = {name: len(records) for name, records in parts.items()}
+    empty = [name for name, size in sizes.items() if size == 0]
+    where = f"{data.spec.name}: seed {seed}'s {kind} split"
+    if empty:
+        raise UserError(
+            f"{where} has an empty {' and '.join(empty)} part ({json.dumps(sizes)} of "
+            f"{len(data.records)} molecules); {_SPLIT_ADVICE}"
+        )
+    own_file = data.spec.name in user_data.FORMATS
+    classification = data.spec.task_type == "classification"
+    for name, records in parts.items():
+        labels = np.stack([r["labels"] for r in records]).reshape(len(records), -1)
+        for t, task in enumerate(data.task_names):
+            present = labels[:, t][~np.isnan(labels[:, t])]
+            if present.size == 0:
+                problem = "no labels"
+            elif classification and np.unique(present).size < 2:
+                problem = f"only class {present[0]:g}"
+            else:
+                continue
+            message = (
+                f"{where}: task {task!r} has {problem} in its {name} part ({sizes[name]} molecules)"
+            )
+            if own_file:
+                raise UserError(f"{message}; its metric would be NaN: {_SPLIT_ADVICE}")
+            logging.warning("%s: left out of that part's mean metric.", message)

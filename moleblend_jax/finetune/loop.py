@@ -86,10 +86,12 @@ class SeedTrainer:
         seed: int,
         writer: MetricWriter,
         save_dir=None,
+        run_id: str = "",
     ) -> dict:
         """parts: train/valid/test records. Returns the seed's results.json entry (test at the
         best validation epoch, the label standardisation `label_mean` / `label_std` [T]); with
-        `save_dir`, the best-validation params are saved there (`predictor.save_params`).
+        `save_dir`, the best-validation params are saved there (`predictor.save_params`, with
+        `run_id`).
         Raises NonFiniteError when a step's loss or gradient norm is not finite."""
         config, task = self.config, self.task
         standardizer = Standardizer.from_train_labels(
@@ -139,7 +141,7 @@ class SeedTrainer:
                 elif epoch - best["best_epoch"] >= config.patience:
                     break
         if save_dir and best["best_epoch"] > 0:
-            predictor.save_params(save_dir, best["best_epoch"], best_params)
+            predictor.save_params(save_dir, best["best_epoch"], best_params, run_id)
         return {
             "seed": seed,
             **best,

@@ -1,15 +1,18 @@
-"""What prediction needs from a fine-tuning run: saved in its workdir, loaded back, applied.
+"""What prediction needs from a fine-tuning run: saved in its run directory, loaded back, applied.
 
-Layout (written by `trainer.run`):
-  WORKDIR/predictor.json       format, dataset, task_names, task_type, use_2d / use_3d,
+A run's directory (`finetune.workdir`: WORKDIR/runs/<run_id>, committed as WORKDIR/current)
+holds:
+  predictor.json               format, run_id, dataset, task_names, task_type, use_2d / use_3d,
                                conformers (how the training molecules got coordinates),
                                max_atoms, buckets, batch_size, smiles_column, id_column,
                                model (config.model) and, per seed, its checkpoint directory,
                                best_epoch and the label standardisation label_mean / label_std
                                [T] (`losses.Standardizer`).
-  WORKDIR/checkpoints/seed_<k> an orbax checkpoint at step best_epoch holding
+  checkpoints/seed_<k>         an orbax checkpoint at step best_epoch holding
                                {"params": the best-validation params}
-                               (`train.checkpoint.restore_params` reads it).
+                               (`train.checkpoint.restore_params` reads it) and RUN_ID.
+Loading reads one run's directory, resolved once, and checks that every checkpoint carries
+the manifest's run id and finite params: prediction never mixes two runs.
 """
 
 from __future__ import annotations
@@ -18,25 +21,28 @@ import dataclasses
 import json
 import os
 
+import jax
 import ml_collections
 import numpy as np
 
+from moleblend_jax import atomic
 from moleblend_jax.errors import UserError
+from moleblend_jax.finetune import workdir as workdir_lib
 from moleblend_jax.finetune.losses import Standardizer
 from moleblend_jax.train.paths import as_path
 
-PREDICTOR_FILE = "predictor.json"
+PREDICTOR_FILE = workdir_lib.PREDICTOR_FILE
 FORMAT = 1
 
 
-def seed_checkpoint_dir(workdir: str | os.PathLike, seed: int):
-    """WORKDIR/checkpoints/seed_<seed>."""
-    return as_path(workdir) / "checkpoints" / f"seed_{seed}"
+def seed_checkpoint_dir(run_dir: str | os.PathLike, seed: int):
+    """RUN_DIR/checkpoints/seed_<seed>."""
+    return as_path(run_dir) / "checkpoints" / f"seed_{seed}"
 
 
-def save_params(directory: str | os.PathLike, step: int, params) -> None:
+def save_params(directory: str | os.PathLike, step: int, params, run_id: str = "") -> None:
     """Host params -> an orbax checkpoint at `step` holding {"params": params} (replacing any
-    checkpoint already there, e.g. of an earlier run in the same workdir)."""
+    checkpoint already there), and RUN_ID naming the run it belongs to."""
     from moleblend_jax.train.checkpoint import Checkpointer
 
     directory = as_path(directory)
@@ -45,19 +51,22 @@ def save_params(directory: str | os.PathLike, step: int, params) -> None:
     checkpointer = Checkpointer(directory, save_every=1, keep=1)
     checkpointer.save(step, {"params": params}, force=True)
     checkpointer.close()
+    if run_id:
+        workdir_lib.write_seed_run_id(directory, run_id)
 
 
 def write_manifest(
-    workdir: str | os.PathLike,
+    run_dir: str | os.PathLike,
     config: ml_collections.ConfigDict,
     task,
     conformers: str,
     seeds: list[dict],
 ) -> dict:
-    """WORKDIR/predictor.json from the run's config, its `loop.FinetuneTask`, the conformer
+    """RUN_DIR/predictor.json from the run's config, its `loop.FinetuneTask`, the conformer
     mode of its data and its seeds' results entries; returns the manifest."""
     manifest = {
         "format": FORMAT,
+        "run_id": workdir_lib.run_id_of(run_dir),
         "dataset": task.spec.name,
         "task_names": list(task.task_names),
         "task_type": task.spec.task_type,
@@ -82,22 +91,64 @@ def write_manifest(
             for s in seeds
         ],
     }
-    (as_path(workdir) / PREDICTOR_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    atomic.write_json(as_path(run_dir) / PREDICTOR_FILE, manifest)
     return manifest
 
 
-def read_manifest(workdir: str | os.PathLike) -> dict:
-    """WORKDIR/predictor.json; UserError when WORKDIR is not a fine-tuning workdir."""
-    path = as_path(workdir) / PREDICTOR_FILE
-    if not path.exists():
+def is_finetune_workdir(path: str | os.PathLike) -> bool:
+    return workdir_lib.committed_dir(path) is not None
+
+
+def read_manifest(workdir: str | os.PathLike) -> tuple[dict, object]:
+    """(predictor.json, the directory its paths are relative to) of WORKDIR's committed run;
+    UserError when WORKDIR is not a fine-tuning workdir."""
+    run_dir = workdir_lib.committed_dir(workdir)
+    path = run_dir / PREDICTOR_FILE if run_dir is not None else None
+    if path is None or not path.exists():
         raise UserError(
             f"{workdir} is not a fine-tuning workdir (no {PREDICTOR_FILE}); pass the --workdir "
             "of experiments/finetune.py"
         )
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err})") from None
     if manifest.get("format") != FORMAT:
         raise UserError(f"{path}: format {manifest.get('format')} is not {FORMAT}")
-    return manifest
+    return manifest, run_dir
+
+
+def require_finite(params, where: str) -> None:
+    """UserError naming the first parameters holding NaN or inf."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    for key, leaf in leaves:
+        value = np.asarray(leaf)
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            name = "/".join(str(getattr(k, "key", k)) for k in key)
+            raise UserError(
+                f"{where}: parameter {name} holds NaN or inf; the checkpoint is unusable"
+            )
+
+
+def load_seed_params(manifest: dict, run_dir, seed: dict) -> dict:
+    """One seed's params, checked: its checkpoint exists, carries the manifest's run id and
+    holds finite values. UserError otherwise."""
+    from moleblend_jax.train.checkpoint import restore_params
+
+    directory = as_path(run_dir) / seed["checkpoint"]
+    want = manifest.get("run_id")  # None: a workdir written before run ids.
+    have = workdir_lib.read_seed_run_id(directory)
+    if want is not None and have != want:
+        raise UserError(
+            f"{directory} belongs to run {have}, {PREDICTOR_FILE} to run {want}: the workdir "
+            "mixes two runs; fine-tune again"
+        )
+    try:
+        params = restore_params(directory)
+    except FileNotFoundError as err:
+        raise UserError(f"{directory}: {err}") from None
+    require_finite(params, str(directory))
+    return params
 
 
 @dataclasses.dataclass
@@ -112,16 +163,15 @@ class Predictor:
     @classmethod
     def load(cls, workdir: str | os.PathLike) -> Predictor:
         from moleblend_jax.finetune.model import FinetuneModel
-        from moleblend_jax.train.checkpoint import restore_params
 
-        manifest = read_manifest(workdir)
+        manifest, run_dir = read_manifest(workdir)
         model = FinetuneModel(
             config=ml_collections.ConfigDict(manifest["model"]),
             num_tasks=len(manifest["task_names"]),
             use_2d=manifest["use_2d"],
             use_3d=manifest["use_3d"],
         )
-        params = [restore_params(as_path(workdir) / s["checkpoint"]) for s in manifest["seeds"]]
+        params = [load_seed_params(manifest, run_dir, s) for s in manifest["seeds"]]
         return cls(manifest, model, params)
 
     @property
@@ -134,8 +184,6 @@ class Predictor:
 
     def predict(self, records: list[dict], batch_size: int | None = None, progress=False):
         """Records (unique ids) -> float32 [S, M, T]: per seed, each record's predictions."""
-        import jax
-
         from moleblend_jax.data.batching import map_batches, model_inputs
 
         model = self.model

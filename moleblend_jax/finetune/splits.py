@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from moleblend_jax import atomic
 from moleblend_jax.train.paths import as_path
 
 SPLIT_NAMES = ("train", "valid", "test")
@@ -202,7 +203,7 @@ def id_positions(split: Mapping[str, Sequence[int]], ids: Sequence[int]) -> dict
 def save_split(path: str | os.PathLike, split: Mapping[str, Sequence[int]]) -> None:
     """Writes ``{"train": [...], "valid": [...], "test": [...]}`` JSON (local or gs://)."""
     payload = {name: [int(i) for i in np.asarray(split[name]).tolist()] for name in SPLIT_NAMES}
-    as_path(path).write_text(json.dumps(payload))
+    atomic.write_json(path, payload, indent=None)
 
 
 def load_split(path: str | os.PathLike) -> dict[str, np.ndarray]:

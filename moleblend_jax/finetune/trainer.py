@@ -1,20 +1,22 @@
 """Fine-tuning and evaluation on one data set over several seeds (SPEC 7): the orchestration.
 
-`run` checks the config, gets the data (`finetune.data`), one split per seed (read from
-`config.split_file`, or made and saved in the workdir), trains each seed (`finetune.loop`) with
-its own TensorBoard run, and writes results.json.
+`run` locks the workdir, starts a run in it (`finetune.workdir`: a rerun on other data is
+refused), checks the config, gets the data (`finetune.data`), one split per seed (read from
+`config.split_file`, or made and saved in the run), trains each seed (`finetune.loop`) with
+its own TensorBoard run, writes results.json and predictor.json, and commits the run.
 """
 
-import json
 import logging
 import os
 
 import jax
 import ml_collections
 
+from moleblend_jax import atomic
 from moleblend_jax.errors import MissingFileError, UserError
 from moleblend_jax.finetune import data as data_lib
 from moleblend_jax.finetune import predictor, splits
+from moleblend_jax.finetune import workdir as workdir_lib
 from moleblend_jax.finetune.loop import FinetuneTask, SeedTrainer
 from moleblend_jax.finetune.losses import (
     REGRESSION_LOSSES,
@@ -27,7 +29,7 @@ from moleblend_jax.finetune.results import summarize
 from moleblend_jax.train import checkpoint
 from moleblend_jax.train.metrics_writer import MetricWriter
 from moleblend_jax.train.paths import as_path
-from moleblend_jax.train.workdir import pretraining_budget
+from moleblend_jax.train.workdir import locked, pretraining_budget
 
 # The losses and the standardizer are re-exported: callers and tests use trainer.X.
 __all__ = [
@@ -59,6 +61,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.split_column={config.split_column!r} is read with config.split=column; "
             f"drop one of them (config.split={config.split!r})."
         )
+    if config.modality and config.dataset not in data_lib.user_data.FORMATS:
+        raise UserError(
+            f"config.modality={config.modality!r} is for your own files (dataset csv or sdf); "
+            f"{config.dataset} has its own"
+        )
     if config.regression_loss not in REGRESSION_LOSSES:
         raise ValueError(
             f"config.regression_loss={config.regression_loss!r}; use one of {REGRESSION_LOSSES}."
@@ -76,37 +83,51 @@ def check_devices(config: ml_collections.ConfigDict) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-    """Fine-tunes `config.dataset` for config.num_seeds seeds; writes results.json."""
+    """Fine-tunes `config.dataset` for config.num_seeds seeds in a new run of `workdir`,
+    committed when every seed and results.json are written; returns the results."""
     workdir = as_path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     config = config.copy_and_resolve_references()
     validate_config(config)
+    is_writer = jax.process_index() == 0
+    with locked(workdir, enabled=is_writer):
+        run_dir = workdir_lib.start_run(workdir, config) if is_writer else None
+        results = _run(config, workdir, run_dir)
+        if is_writer:
+            workdir_lib.commit(run_dir)
+    return results
+
+
+def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
+    """The run itself: everything it writes goes to `run_dir` (None: a process that writes
+    nothing), the shards to WORKDIR/data."""
     data = data_lib.load(config, workdir)
     check_devices(config)
     if data.skipped:
         logging.warning("%s: skipped %s", data.spec.name, data.skipped)
     split_kind = config.split or data.spec.default_split
-    if config.split_file:  # Fail before any compilation.
-        data_lib.read_split(config.split_file, data)
+    is_writer = run_dir is not None
+    seed_parts = {}  # Every seed's split, checked before any compilation.
+    for seed in range(config.seed, config.seed + config.num_seeds):
+        split = data_lib.seed_split(
+            data, split_kind, seed, workdir=run_dir, split_file=config.split_file, save=is_writer
+        )
+        seed_parts[seed] = data_lib.split_records(data, split)
+        data_lib.check_parts(data, seed_parts[seed], split_kind, seed)
 
     pretrained = (
         checkpoint.restore_params(config.init_checkpoint) if config.init_checkpoint else None
     )
     task = FinetuneTask(data.spec, data.task_names)
     train_seed = SeedTrainer(config, task, pretrained=pretrained)
-    is_writer = jax.process_index() == 0
-    if is_writer:  # A rerun replaces the metrics of the run before, as its results.json.
-        (workdir / "metrics.jsonl").unlink(missing_ok=True)
+    run_id = workdir_lib.run_id_of(run_dir) if is_writer else ""
     seeds = []
-    for seed in range(config.seed, config.seed + config.num_seeds):
-        split = data_lib.seed_split(
-            data, split_kind, seed, workdir=workdir, split_file=config.split_file, save=is_writer
-        )
-        writer = MetricWriter(workdir, enabled=is_writer, run=f"seed_{seed}")
+    for seed, parts in seed_parts.items():
+        writer = MetricWriter(run_dir or workdir, enabled=is_writer, run=f"seed_{seed}")
         try:
-            save_dir = predictor.seed_checkpoint_dir(workdir, seed) if is_writer else None
-            parts = data_lib.split_records(data, split)
-            seeds.append(train_seed(parts, seed=seed, writer=writer, save_dir=save_dir))
+            save_dir = predictor.seed_checkpoint_dir(run_dir, seed) if is_writer else None
+            seeds.append(
+                train_seed(parts, seed=seed, writer=writer, save_dir=save_dir, run_id=run_id)
+            )
         finally:
             writer.close()
     results = summarize(
@@ -116,13 +137,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         init_checkpoint=config.init_checkpoint,
         seeds=seeds,
         config=config.to_dict(),
+        run_id=run_id,
         tasks=list(data.task_names),
         num_molecules=len(data.records),
         skipped=data.skipped,
         pretrain=pretraining_budget(config.init_checkpoint) if config.init_checkpoint else None,
     )
     if is_writer:
-        (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        atomic.write_json(run_dir / workdir_lib.RESULTS_FILE, results, indent=2)
         conformers = data_lib.conformer_mode(data.spec) or "file"
-        predictor.write_manifest(workdir, config, task, conformers, seeds)
+        predictor.write_manifest(run_dir, config, task, conformers, seeds)
     return results

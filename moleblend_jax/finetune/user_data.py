@@ -6,8 +6,10 @@ the task type (given, or inferred from the labels and said so in the log), an op
 row (`config.id_column`; SDF: the title line) and an optional train/valid/test part per row
 (`config.split_column`). Every mistake in the file or the flags raises a one-line `UserError`
 that names what the file does have. SDF labels are SD properties; the molecule, with its
-coordinates, is the record's mol block, and a file with 3D coordinates is fine-tuned in 3D
-(as QM9). Pure numpy/pandas (+ RDKit for the 3D check); no jax.
+coordinates, is the record's mol block. The modality is decided from every record: a file
+whose records all have 3D coordinates is fine-tuned in 3D (as QM9), one with none in 2D, and
+a mix is refused unless `config.modality` names the mode (3d: the others are skipped and
+counted as no_3d_coordinates). Pure numpy/pandas (+ RDKit for the 3D check); no jax.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ PART_NAMES = {
     "validation": "valid",
     "test": "test",
 }
+# A task needs this many labels (one each for train, valid and test, and a few to learn from).
+MIN_LABELS = 5
+# Labels beyond this magnitude are a unit or export mistake (and overflow the float32 loss).
+MAX_ABS_LABEL = 1e10
 MOL_BLOCK = "\x00mol_block"  # Frame column holding an SDF record (never a real column name).
 
 
@@ -47,6 +53,7 @@ class UserTable:
     task_names: tuple[str, ...]
     names: list[str]  # [M] the id column's cells (SDF: titles); "" = none.
     parts: list[str] | None  # [M] "train" | "valid" | "test" from split_column, or None.
+    skip_reasons: list[str] | None = None  # [M] why a row is skipped ("" = kept), or None.
 
 
 def _columns(text: str) -> list[str]:
@@ -60,6 +67,7 @@ def _read_frame(path: str, kind: str) -> pd.DataFrame:
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"config.dataset_path: {err}") from None
     if kind == "csv":
+        sources.require_unique_columns(path)
         try:
             return pd.read_csv(path, dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
@@ -99,17 +107,43 @@ def _default_label_columns(frame: pd.DataFrame, path: str, skip: set[str]) -> li
 
 
 def _labels(frame: pd.DataFrame, path: str, columns: list[str]) -> np.ndarray:
-    """[M, T] float32; UserError naming the first non-numeric cells."""
+    """[M, T] float32; UserError naming the first non-numeric, infinite or absurd cells."""
     out = np.empty((len(frame), len(columns)), np.float32)
     for t, column in enumerate(columns):
         cells = frame[column].tolist()
-        out[:, t], bad = sources.parse_numbers(cells)
+        values, bad = sources.parse_numbers(cells)
         if bad:
             raise UserError(
                 f"{path}: label column {column!r} has {sources.bad_cells(cells, bad)}; labels "
                 "must be numbers, blank for missing"
             )
+        huge = np.flatnonzero(np.abs(np.nan_to_num(values, nan=0.0)) > MAX_ABS_LABEL)
+        if huge.size:
+            shown = ", ".join(f"row {r + 1}: {cells[r]!r}" for r in huge[:3])
+            raise UserError(
+                f"{path}: label column {column!r} has {huge.size} values that are infinite or "
+                f"beyond +-{MAX_ABS_LABEL:g} ({shown}); check the units or blank them"
+            )
+        out[:, t] = values
     return out
+
+
+def check_tasks(labels: np.ndarray, columns: list[str], task_type: str, path: str) -> None:
+    """UserError for a task that cannot be learnt or scored: fewer than MIN_LABELS labels, or
+    (classification) a single class."""
+    for t, column in enumerate(columns):
+        present = labels[:, t][~np.isnan(labels[:, t])]
+        if present.size < MIN_LABELS:
+            raise UserError(
+                f"{path}: label column {column!r} has {present.size} labels (at least "
+                f"{MIN_LABELS} are needed); fill it or leave it out of --config.label_columns"
+            )
+        classes = np.unique(present)
+        if task_type == "classification" and classes.size < 2:
+            raise UserError(
+                f"{path}: label column {column!r} has only class {classes[0]:g} "
+                f"({present.size} labels); classification needs both 0 and 1"
+            )
 
 
 def infer_task_type(labels: np.ndarray, given: str, path: str) -> str:
@@ -150,12 +184,49 @@ def _parts(frame: pd.DataFrame, path: str, column: str) -> list[str]:
     return parts
 
 
-def has_3d_coordinates(block: str) -> bool:
-    """True when RDKit reads the SDF record with a 3D conformer."""
+MODALITIES = ("", "2d", "3d")
+NO_3D = "no_3d_coordinates"
+
+
+def has_3d_coordinates(block: str) -> bool | None:
+    """True when RDKit reads the SDF record with a 3D conformer, False when it reads it
+    without one, None when it cannot read it (the shard writer counts it as unreadable)."""
     from rdkit import Chem
 
     mol = Chem.MolFromMolBlock(block, removeHs=False)
-    return mol is not None and mol.GetNumConformers() > 0 and mol.GetConformer().Is3D()
+    if mol is None:
+        return None
+    return mol.GetNumConformers() > 0 and mol.GetConformer().Is3D()
+
+
+def decide_modality(
+    kind: str, blocks: list[str] | None, given: str, path: str
+) -> tuple[bool, list[str] | None]:
+    """(fine-tune in 3D, per-row skip reasons or None) from `config.modality` and, for an
+    SDF, every record's coordinates (see the module docstring)."""
+    if given not in MODALITIES:
+        raise UserError(f"config.modality={given!r}; use '', '2d' or '3d'")
+    if kind != "sdf":
+        return given == "3d", None  # CSV: RDKit conformers in 3D.
+    found = [has_3d_coordinates(b) for b in blocks]
+    with_3d, without = found.count(True), found.count(False)
+    if given == "2d":
+        return False, None
+    if given == "3d":
+        if not with_3d:
+            raise UserError(f"{path}: config.modality=3d, but no record has 3D coordinates")
+        if without:
+            logging.warning(
+                "%s: %d records without 3D coordinates skipped (%s).", path, without, NO_3D
+            )
+        return True, [NO_3D if f is False else "" for f in found]
+    if with_3d and without:
+        raise UserError(
+            f"{path}: {with_3d} records have 3D coordinates and {without} do not; choose "
+            f"--config.modality=3d (the {without} skipped as {NO_3D}) or --config.modality=2d "
+            "(coordinates ignored)"
+        )
+    return with_3d > 0, None
 
 
 def read_table(config: ml_collections.ConfigDict) -> UserTable:
@@ -203,9 +274,10 @@ def read_table(config: ml_collections.ConfigDict) -> UserTable:
     labels = _labels(frame, path, label_columns)
     parts = _parts(frame, path, split_column) if split_column else None
     task_type = infer_task_type(labels, config.task_type, path)
-    needs_3d = kind == "sdf" and any(has_3d_coordinates(b) for b in blocks[:10])
+    check_tasks(labels, label_columns, task_type, path)
+    needs_3d, skip_reasons = decide_modality(kind, blocks, config.get("modality", ""), path)
     if kind == "sdf":
-        modality = "3D (the file's coordinates)" if needs_3d else "2D (no 3D coordinates)"
+        modality = "3D (the file's coordinates)" if needs_3d else "2D"
         logging.info("%s: %s fine-tuning.", path, modality)
     spec = DatasetSpec(
         name=kind,
@@ -226,4 +298,5 @@ def read_table(config: ml_collections.ConfigDict) -> UserTable:
         task_names=tuple(label_columns),
         names=[str(n) for n in names],
         parts=parts,
+        skip_reasons=skip_reasons,
     )

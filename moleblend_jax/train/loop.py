@@ -3,7 +3,6 @@ logging, checkpoints, preemption. Its input comes from `train/inputs.py`."""
 
 import dataclasses
 import itertools
-import json
 import logging
 import signal
 import time
@@ -15,7 +14,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from moleblend_jax import host_allocator
+from moleblend_jax import atomic, host_allocator
 from moleblend_jax import model as model_lib
 from moleblend_jax.errors import UserError
 from moleblend_jax.model import flops
@@ -205,7 +204,7 @@ def _set_up(config, workdir, data: inputs.PretrainingData, checkpointer: Checkpo
     logging.info("Parameters: %s", f"{state_lib.count_params(layout.abstract.params):,}")
     if is_writer:  # The sizes the checkpoint needs (moleblend_jax.inference).
         sizes = dataclasses.asdict(model_lib.ModelConfig.coerce(config.model))
-        (workdir / "model_config.json").write_text(json.dumps(sizes, indent=1) + "\n")
+        atomic.write_json(workdir / "model_config.json", sizes)
     if checkpointer.latest_step() is None:
         state, start_step = layout.init(), 0
     else:

@@ -12,6 +12,7 @@ import socket
 import ml_collections
 from etils import epath
 
+from moleblend_jax import atomic
 from moleblend_jax.errors import UserError
 from moleblend_jax.train.paths import is_local
 
@@ -49,7 +50,8 @@ def _is_fixed(key: str) -> bool:
     return key not in FREE_KEYS and key.startswith(FIXED_PREFIXES)
 
 
-def _lines(diff: dict[str, tuple]) -> str:
+def describe_diff(diff: dict[str, tuple]) -> str:
+    """'key: old -> new; ...' for a `config_diff`."""
     return "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in diff.items())
 
 
@@ -57,24 +59,24 @@ def check_config(
     workdir: epath.Path, config: ml_collections.ConfigDict, resuming: bool, write: bool = True
 ) -> None:
     """A fresh run saves its resolved config as WORKDIR/config.json; a resumed one is compared
-    with it first: a changed model, data or batch size is a UserError listing the changed keys,
-    other changes are logged (a new total_steps is a normal continuation). `write`: this
-    process writes the file (process 0)."""
+    with it and leaves it as it is (the config of the first start): a changed model, data or
+    batch size is a UserError listing the changed keys, other changes are logged (a new
+    total_steps is a normal continuation). `write`: this process writes the file (process 0)."""
     path = workdir / CONFIG_FILE
     current = flat_config(config)
-    if resuming and path.exists():
+    resumed = resuming and path.exists()
+    if resumed:
         diff = config_diff(json.loads(path.read_text()), current)
         fixed = {k: v for k, v in diff.items() if _is_fixed(k)}
         if fixed:
             raise UserError(
-                f"{workdir} holds a run started with another config ({path}): {_lines(fixed)}; "
-                "resume with that config, or use a new --workdir"
+                f"{workdir} holds a run started with another config ({path}): "
+                f"{describe_diff(fixed)}; resume with that config, or use a new --workdir"
             )
         if diff:
-            logging.warning("Resuming %s with a changed config: %s", workdir, _lines(diff))
-    if write:
-        workdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
+            logging.warning("Resuming %s with a changed config: %s", workdir, describe_diff(diff))
+    if write and not resumed:
+        atomic.write_json(path, current, sort_keys=True)
 
 
 @contextlib.contextmanager
