@@ -24,7 +24,7 @@ from moleblend_jax.finetune.losses import (
     masked_mse_loss,
 )
 from moleblend_jax.finetune.results import summarize
-from moleblend_jax.train import checkpoint
+from moleblend_jax.train import checkpoint, optim
 from moleblend_jax.train.metrics_writer import MetricWriter
 from moleblend_jax.train.paths import as_path
 from moleblend_jax.train.workdir import pretraining_budget
@@ -59,6 +59,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.split_column={config.split_column!r} is read with config.split=column; "
             f"drop one of them (config.split={config.split!r})."
         )
+    optim.check_config(config.optimizer)
     if config.regression_loss not in REGRESSION_LOSSES:
         raise ValueError(
             f"config.regression_loss={config.regression_loss!r}; use one of {REGRESSION_LOSSES}."

@@ -63,6 +63,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.grad_accum_steps={config.grad_accum_steps} must be >= 1 and divide the "
             f"{per_device} molecules per device (config.batch_size / devices)."
         )
+    optim.check_config(config.optimizer)
     missing = set(LOSS_TERMS) - set(config.loss_weights)
     if missing:
         raise UserError(f"config.loss_weights lacks {sorted(missing)}.")
