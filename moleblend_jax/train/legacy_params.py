@@ -22,11 +22,15 @@ DEGREE = "degree_embed"
 ONE_DEGREE_TABLE = f"{DEGREE}/embed/embedding"
 
 
+def _key_name(key: Any) -> str:
+    """A path entry's name: a dict key, an attribute or a sequence index."""
+    return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+
+
 def _names(tree: Any) -> list[str]:
     """'/'-joined paths of the leaves (arrays, ShapeDtypeStructs, orbax metadata)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
-    part = lambda k: str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))  # noqa: E731
-    return ["/".join(part(k) for k in path) for path, _ in leaves]
+    return ["/".join(_key_name(k) for k in path) for path, _ in leaves]
 
 
 def has_one_degree_table(tree: Any) -> bool:
