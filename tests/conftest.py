@@ -32,6 +32,7 @@ SLOW_FILES = (
     "test_finetune_trainer.py",
     "test_train_step.py",
     "test_interop_fairseq.py",
+    "test_train_trajectory_fairseq.py",
     "test_model_precision.py",
     "test_model_moleblend.py",
 )

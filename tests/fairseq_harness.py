@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from fairseq_mirror import GaussianLayer
 from torch import nn
 
+from moleblend_jax.chem import smiles_to_record
+from moleblend_jax.data.batching import pad_batch
+
 
 @torch.no_grad()
 def original_style_init(model: nn.Module, seed: int) -> None:
@@ -46,6 +49,37 @@ def original_style_init(model: nn.Module, seed: int) -> None:
     for name, param in model.named_parameters():
         if name.endswith("lm_output_learned_bias"):
             param.copy_(normal(param.shape, 0.02))
+
+
+# Aspirin, caffeine, a 14-atom chain (SPD class 10, 5-hop paths), a charged amino acid.
+SMILES = (
+    "CC(=O)Oc1ccccc1C(=O)O",
+    "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
+    "CCCCCCCCCCCCCO",
+    "NC(CO)C(=O)[O-]",
+)
+NUM_ATOMS = 16
+
+
+def sample_molecules() -> tuple[dict, dict]:
+    """-> (our batch of SMILES with RDKit conformers shifted by +5 A, forced blend inputs).
+
+    The molecules avoid the documented deviations (docs/interop.md): connected, no atom at
+    exactly (0, 0, 0) (the original treats it as padding), no bond stereo beyond E/Z and no
+    path over 19 bonds."""
+    records = [smiles_to_record(s, i, coords="rdkit") for i, s in enumerate(SMILES)]
+    batch = pad_batch(records, NUM_ATOMS)
+    mask = batch["atom_mask"]
+    batch["coords"] = np.where(mask[..., None], batch["coords"] + 5.0, 0.0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    blend = {
+        "pair_modality": rng.integers(0, 3, (NUM_ATOMS, NUM_ATOMS)).astype(np.int32),
+        "node_blend_3d": (rng.random(mask.shape) < 0.6) & mask,
+        "coord_noise": np.where(
+            mask[..., None], 0.2 * rng.normal(size=(*mask.shape, 3)), 0.0
+        ).astype(np.float32),
+    }
+    return batch, blend
 
 
 def original_batch(batch: dict, coords: np.ndarray) -> dict:

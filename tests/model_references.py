@@ -130,7 +130,9 @@ def np_encoder(p, cfg, batch, pair_modality, node_3d, coords=None):
     atoms = sum(atom_table[f][feats[..., f]] for f in range(9))
     degree = (spd == 2).sum(-1)
     degree_ids = np.where(mask, np.clip(degree + 1, 1, cfg.num_degree_ids - 1), 0)
-    degree_emb = np_table(p["degree_embed"]["embed"]["embedding"])[0][degree_ids]
+    degree_emb = sum(
+        np_table(p["degree_embed"][side]["embedding"])[0][degree_ids] for side in ("in", "out")
+    )
     psi = np_gaussian_basis(p["gaussian_basis"], coords, feats[..., 0], cfg.gaussian_std_floor)
     centrality = np_centrality(p["centrality"], psi, mask, cfg.centrality_scale)
     node = np.where(node_3d[..., None], centrality, degree_emb)

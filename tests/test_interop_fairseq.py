@@ -26,9 +26,7 @@ import fairseq_harness as fh  # noqa: E402
 import fairseq_mirror as fm  # noqa: E402
 import model_testing as mt  # noqa: E402
 
-from moleblend_jax.chem import smiles_to_record  # noqa: E402
 from moleblend_jax.configs import base  # noqa: E402
-from moleblend_jax.data.batching import pad_batch  # noqa: E402
 from moleblend_jax.errors import UserError  # noqa: E402
 from moleblend_jax.finetune.model import FinetuneModel  # noqa: E402
 from moleblend_jax.interop import fairseq, fairseq_file, keys  # noqa: E402
@@ -39,14 +37,6 @@ from moleblend_jax.train.losses import pretraining_losses  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5
-# Aspirin, caffeine, a 14-atom chain (SPD class 10, 5-hop paths), a charged amino acid.
-SMILES = (
-    "CC(=O)Oc1ccccc1C(=O)O",
-    "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
-    "CCCCCCCCCCCCCO",
-    "NC(CO)C(=O)[O-]",
-)
-NUM_ATOMS = 16
 SIZES = {"small": (2, 32, 4, 16), "base": (12, 768, 32, 128)}  # layers, D, heads, K.
 
 
@@ -57,24 +47,7 @@ def script(experiment_script):
 
 @pytest.fixture(scope="module")
 def molecules():
-    return build_molecules()
-
-
-def build_molecules():
-    """-> (our batch of SMILES with RDKit conformers shifted by +5 A, forced blend inputs)."""
-    records = [smiles_to_record(s, i, coords="rdkit") for i, s in enumerate(SMILES)]
-    batch = pad_batch(records, NUM_ATOMS)
-    mask = batch["atom_mask"]
-    batch["coords"] = np.where(mask[..., None], batch["coords"] + 5.0, 0.0).astype(np.float32)
-    rng = np.random.default_rng(0)
-    blend = {
-        "pair_modality": rng.integers(0, 3, (NUM_ATOMS, NUM_ATOMS)).astype(np.int32),
-        "node_blend_3d": (rng.random(mask.shape) < 0.6) & mask,
-        "coord_noise": np.where(
-            mask[..., None], 0.2 * rng.normal(size=(*mask.shape, 3)), 0.0
-        ).astype(np.float32),
-    }
-    return batch, blend
+    return fh.sample_molecules()
 
 
 def make_checkpoint(tmp_path, size, half, num_tasks=0, seed=0):

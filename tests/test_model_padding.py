@@ -14,7 +14,8 @@ from moleblend_jax.model.encoder_layer import DropPath
 # padded hops of the multi-hop path.
 PADDED_TABLES = (
     ("encoder", "atom_embed", "embed", "embedding"),
-    ("encoder", "degree_embed", "embed", "embedding"),
+    ("encoder", "degree_embed", "in", "embedding"),
+    ("encoder", "degree_embed", "out", "embedding"),
     ("encoder", "spd_bias", "embed", "embedding"),
     ("encoder", "edge_bias", "embedding"),
     ("encoder", "gaussian_basis", "mul"),

@@ -1,5 +1,6 @@
 """Relation encoders, embeddings and the blend against direct numpy evaluations (SPEC 2-4)."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import model_references as mref
@@ -72,6 +73,29 @@ def test_atom_and_degree_embeddings(batch):
     np.testing.assert_array_equal(ids[0, :4], [2, 3, 2, 0])
     np.testing.assert_array_equal(ids[1, :5], [3, 3, 3, 3, 3])
     np.testing.assert_array_equal(ids[4], 0)
+
+
+def test_degree_embedding_sums_two_tables_that_each_train(batch):
+    """As the original's in/out-degree pair: two N(0, 0.02) tables with zero pad rows, looked up
+    with the same id and summed, each receiving the full gradient."""
+    module = embeddings.DegreeEmbedding(config=CONFIG)
+    spd, mask = batch["spd"], batch["atom_mask"]
+    params = nn.unbox(module.init(jax.random.key(0), spd, mask))["params"]
+    assert set(params) == {"in", "out"}
+    for table in (params["in"]["embedding"], params["out"]["embedding"]):
+        assert table.shape == (1, CONFIG.num_degree_ids, CONFIG.hidden_dim)
+        np.testing.assert_array_equal(table[0, 0], 0.0)
+        assert 0.015 < float(jnp.std(table[0, 1:])) < 0.025
+    assert not np.allclose(params["in"]["embedding"], params["out"]["embedding"])
+
+    ids = embeddings.atom_degree(spd, mask, CONFIG.num_degree_ids)
+    want = sum(mref.np_table(params[side]["embedding"])[0][ids] for side in ("in", "out"))
+    np.testing.assert_allclose(module.apply({"params": params}, spd, mask), want, **TOL)
+
+    weights = jax.random.normal(jax.random.key(1), want.shape)
+    grads = jax.grad(lambda p: jnp.sum(weights * module.apply({"params": p}, spd, mask)))(params)
+    np.testing.assert_array_equal(grads["in"]["embedding"], grads["out"]["embedding"])
+    assert np.abs(grads["in"]["embedding"]).max() > 0
 
 
 def test_graph_token_bias_layout():

@@ -117,6 +117,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.b1 = 0.9
     config.optimizer.b2 = 0.999
     config.optimizer.eps = 1e-8
+    # "fairseq": eps added to sqrt(v) before the bias correction, as the original's Adam (its
+    # trajectory step for step, docs/interop.md); "optax": after it, as optax.adamw.
+    config.optimizer.eps_placement = "fairseq"
     config.optimizer.weight_decay = 0.0
     config.optimizer.grad_clip_norm = 5.0
 

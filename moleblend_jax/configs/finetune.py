@@ -74,6 +74,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             b1=0.9,
             b2=0.999,
             eps=1e-8,
+            eps_placement="fairseq",  # The original's Adam; "optax" as optax.adamw (base.py).
             weight_decay=5e-5,
             grad_clip_norm=5.0,
         )

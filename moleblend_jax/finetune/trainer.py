@@ -26,7 +26,7 @@ from moleblend_jax.finetune.losses import (
     masked_mse_loss,
 )
 from moleblend_jax.finetune.results import summarize
-from moleblend_jax.train import checkpoint
+from moleblend_jax.train import checkpoint, optim
 from moleblend_jax.train.metrics_writer import MetricWriter
 from moleblend_jax.train.paths import as_path
 from moleblend_jax.train.workdir import locked, pretraining_budget
@@ -66,6 +66,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.modality={config.modality!r} is for your own files (dataset csv or sdf); "
             f"{config.dataset} has its own"
         )
+    optim.check_config(config.optimizer)
     if config.regression_loss not in REGRESSION_LOSSES:
         raise ValueError(
             f"config.regression_loss={config.regression_loss!r}; use one of {REGRESSION_LOSSES}."

@@ -99,24 +99,6 @@ def _table(
     )
 
 
-def _degree(ours: str, t: tables.FairseqTables, width: int, vocab: int) -> Rule:
-    """The original's in- and out-degree tables, looked up with the same id and summed, <->
-    our one table (their sum; export puts it in the in-degree table, zeros in the other)."""
-    names = tuple(f"{ENCODER}atom_feature.{k}_degree_encoder.weight" for k in ("in", "out"))
-    shapes = ((t.num_in_degree, width), (t.num_out_degree, width))
-
-    def to_ours(arrays):
-        rows = min(t.num_in_degree, t.num_out_degree)
-        summed = arrays[0][:rows] + arrays[1][:rows]
-        return tables.table_to_ours(tables.IDENTITY, summed, vocab, "degree tables (summed)")
-
-    def to_original(x):
-        in_table, notes = tables.table_to_original(tables.IDENTITY, x, t.num_in_degree, names[0])
-        return [in_table, np.zeros(shapes[1], np.float32)], notes
-
-    return Rule(ours, names, shapes, to_ours, to_original)
-
-
 def _hop_weights(ours: str, t: tables.FairseqTables, heads: int, hops: int) -> Rule:
     """edge_dis_encoder [num_edge_dis * H * H, 1] = [hop, h_in, h_out] <-> our first `hops`."""
     original = f"{ENCODER}molecule_attn_bias.edge_dis_encoder.weight"
@@ -156,7 +138,17 @@ def _encoder_rules(cfg: ModelConfig, t: tables.FairseqTables, use_3d: bool) -> l
             d,
             cfg.atom_vocab_size,
         ),
-        _degree("encoder/degree_embed/embed/embedding", t, d, cfg.num_degree_ids),
+        *(
+            _table(
+                f"encoder/degree_embed/{side}/embedding",
+                f"{atoms}{side}_degree_encoder.weight",
+                tables.IDENTITY,
+                rows,
+                d,
+                cfg.num_degree_ids,
+            )
+            for side, rows in (("in", t.num_in_degree), ("out", t.num_out_degree))
+        ),
         _reshaped("encoder/graph_token/token", f"{atoms}graph_token.weight", (1, d)),
         _reshaped(
             "encoder/graph_token/attention_bias",

@@ -38,7 +38,13 @@ def atom_degree(spd: jax.Array, atom_mask: jax.Array, num_ids: int) -> jax.Array
 
 
 class DegreeEmbedding(nn.Module):
-    """SPEC 4 2D node term: embedding of the (undirected) atom degree."""
+    """SPEC 4 2D node term: embedding of the (undirected) atom degree.
+
+    Two tables, "in" and "out", looked up with the same id and summed, as the original's
+    `in_degree_encoder` + `out_degree_encoder`. One table would compute the same function, but
+    not train the same way: each of the two gets the full gradient, so the clip norm counts it
+    twice and Adam moves the sum twice as far per step (docs/interop.md).
+    """
 
     config: ModelConfig
 
@@ -46,14 +52,18 @@ class DegreeEmbedding(nn.Module):
     def __call__(self, spd: jax.Array, atom_mask: jax.Array) -> jax.Array:
         """[B, N, N] shifted SPD, [B, N] bool -> [B, N, D] float32 (zero at padding)."""
         cfg = self.config
-        ids = atom_degree(spd, atom_mask, cfg.num_degree_ids)
-        return MultiFeatureEmbed(
-            num_features=1,
-            vocab_size=cfg.num_degree_ids,
-            features=cfg.hidden_dim,
-            std=cfg.init_std,
-            name="embed",
-        )(ids[..., None])
+        ids = atom_degree(spd, atom_mask, cfg.num_degree_ids)[..., None]
+
+        def table(name: str) -> jax.Array:
+            return MultiFeatureEmbed(
+                num_features=1,
+                vocab_size=cfg.num_degree_ids,
+                features=cfg.hidden_dim,
+                std=cfg.init_std,
+                name=name,
+            )(ids)
+
+        return table("in") + table("out")
 
 
 class GraphToken(nn.Module):

@@ -12,6 +12,7 @@ from absl import logging as absl_logging
 from etils import epath
 
 from moleblend_jax.errors import UserError, one_line
+from moleblend_jax.train import legacy_params
 from moleblend_jax.train.paths import as_path, is_local
 
 
@@ -97,6 +98,8 @@ class Checkpointer:
         An unreadable latest checkpoint (corrupt files) is deleted, with a warning, and the one
         before it restored. Params of other shapes than `abstract_state`'s (another model
         size) are a UserError naming them; no readable checkpoint at all is a UserError too.
+        A state written in an older param layout is restored in it and upgraded, with a log
+        line (`train.legacy_params`).
         """
         steps = sorted(self._manager.all_steps(), reverse=True) if step is None else [step]
         if not steps:
@@ -123,12 +126,19 @@ class Checkpointer:
         )
 
     def _restore(self, step: int, abstract_state: Any) -> Any:
+        where = f"{self.directory}/{step}"
         saved = self._manager.item_metadata(step)["state"]
-        _require_same_shapes(f"{self.directory}/{step}", saved["params"], abstract_state.params)
+        target = abstract_state
+        if legacy_params.has_one_degree_table(saved["params"]):
+            target = legacy_params.merge_degree_tables(abstract_state)
+        _require_same_shapes(where, saved["params"], target.params)
         restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-        )
-        return restored["state"]
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        )["state"]
+        if target is abstract_state:
+            return restored
+        upgraded = legacy_params.upgrade(restored, where)
+        return jax.tree.map(lambda x, a: jax.device_put(x, a.sharding), upgraded, abstract_state)
 
     def reached_preemption(self, step: int) -> bool:
         return self._manager.reached_preemption(step)
@@ -180,7 +190,8 @@ def restore_params(directory: str | epath.Path, step: int | None = None) -> dict
     """Loads only the `params` subtree of a pretraining checkpoint, as host numpy arrays.
 
     The optimizer state (twice the params' size) is never read. Used by fine-tuning, which
-    builds a different model around the same encoder.
+    builds a different model around the same encoder, and by prediction and embeddings. Params
+    of an older layout come back in today's, with a log line (`train.legacy_params`).
     """
     directory = as_path(directory)
     if not directory.exists():
@@ -208,4 +219,4 @@ def restore_params(directory: str | epath.Path, step: int | None = None) -> dict
                 )
             ),
         )
-    return restored["state"]["params"]
+    return legacy_params.upgrade(restored["state"]["params"], f"{directory}/{step}")

@@ -18,7 +18,7 @@ from moleblend_jax import atomic, host_allocator
 from moleblend_jax import model as model_lib
 from moleblend_jax.errors import UserError
 from moleblend_jax.model import flops
-from moleblend_jax.train import hardware, inputs, sharding, telemetry
+from moleblend_jax.train import hardware, inputs, optim, sharding, telemetry
 from moleblend_jax.train import state as state_lib
 from moleblend_jax.train import workdir as workdir_lib
 from moleblend_jax.train.checkpoint import Checkpointer
@@ -53,6 +53,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.grad_accum_steps={config.grad_accum_steps} must be >= 1 and divide the "
             f"{per_device} molecules per device (config.batch_size / devices)."
         )
+    optim.check_config(config.optimizer)
     missing = set(LOSS_TERMS) - set(config.loss_weights)
     if missing:
         raise UserError(f"config.loss_weights lacks {sorted(missing)}.")
