@@ -115,3 +115,16 @@ def test_a_tpu_slice_compiles_with_its_per_chip_batch_and_gradient_all_reduce():
     assert train.roofline["bound_s"] == max(train.roofline["compute_s"], train.roofline["memory_s"])
     assert train.molecules_per_second == pytest.approx(32 / train.roofline["bound_s"])
     assert train.collectives["all-reduce"]["count"] >= 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu not installed")
+def test_two_slices_cross_dcn_once_per_step():
+    config = small_config(batch_size=32, **{"data.buckets": (16,), "model.dtype": "bfloat16"})
+    facts, reports = aot.compile_run(config, aot.topology_devices("v5e:2x2", num_slices=2))
+    assert facts["slices"] == 2 and facts["mesh"] == {"dcn_data": 2, "data": 4, "fsdp": 1}
+    train = next(r for r in reports if r.name == "train_step")
+    # Loss, metrics and every gradient in one all-reduce across the slices.
+    assert train.collectives["dcn-all-reduce"]["count"] == 1
+    assert set(train.collectives) - {"dcn-all-reduce"} <= {
+        "all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter"
+    }  # fmt: skip

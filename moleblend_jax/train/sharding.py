@@ -10,7 +10,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 # dcn_data: data parallel across slices (over the data-centre network); data and fsdp: within
 # a slice (over ICI). Only the gradient all-reduce crosses dcn_data, once per step.
-MESH_AXES = ("dcn_data", "data", "fsdp")
+DCN_AXIS = "dcn_data"
+MESH_AXES = (DCN_AXIS, "data", "fsdp")
 # The one batch layout: dimension 0 of every input is split over all devices (fsdp shards
 # parameters *and* data).
 BATCH_SPEC = PartitionSpec(MESH_AXES)
