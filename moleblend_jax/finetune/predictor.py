@@ -185,9 +185,9 @@ class Predictor:
     def predict(self, records: list[dict], batch_size: int | None = None, progress=False):
         """Records (unique ids) -> float32 [S, M, T]: per seed, each record's predictions."""
         from moleblend_jax.data.batching import map_batches, model_inputs
+        from moleblend_jax.train.step import jit_apply
 
-        model = self.model
-        apply = jax.jit(lambda params, batch: model.apply({"params": params}, batch))
+        apply = jit_apply(self.model)
         batch_size = batch_size or self.manifest["batch_size"]
         buckets = self.manifest["buckets"]
         out = []
