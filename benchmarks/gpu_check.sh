@@ -15,7 +15,7 @@ python -c "import jax; assert jax.default_backend() == 'gpu', jax.devices(); pri
 run_case() {  # NAME BATCH ATOMS [extra flags]
   local name=$1 batch=$2 atoms=$3
   shift 3
-  timeout 150 python experiments/benchmark.py --configs=base --dtypes=bfloat16 \
+  timeout 150 python benchmarks/benchmark.py --configs=base --dtypes=bfloat16 \
     --batch_size="$batch" --num_atoms="$atoms" --steps=10 --out="$out/gpu_cases/$name.json" "$@" \
     || echo "{\"case\": \"$name\", \"error\": \"exit $?\"}" > "$out/gpu_cases/$name.json"
 }

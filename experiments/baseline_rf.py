@@ -18,7 +18,6 @@ per task on the rows where that task is labelled.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,12 +25,9 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-if __package__ in (None, ""):  # Run as a script from a checkout: make the package importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from moleblend_jax.errors import exit_on_user_error  # noqa: E402
-from moleblend_jax.finetune import baselines  # noqa: E402
-from moleblend_jax.finetune.results import summarize  # noqa: E402
+from moleblend_jax.errors import exit_on_user_error
+from moleblend_jax.finetune import baselines
+from moleblend_jax.finetune.results import summarize
 
 _DATASET = flags.DEFINE_string(
     "dataset", None, "Registered data set name, or csv / sdf (your own file).", required=True

@@ -18,28 +18,22 @@ seed, so one seed is enough for a scaffold split; without one, each seed is a ne
 
 from __future__ import annotations
 
-import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from moleblend_jax.host_allocator import reexec_with_malloc_tunables
+from moleblend_jax.cli.startup import preamble
 
 if __name__ == "__main__":  # First thing: glibc reads malloc settings only at start-up.
-    reexec_with_malloc_tunables()
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    preamble(malloc_tunables=True)
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
-if __package__ in (None, ""):  # Run as a script from a checkout: make the package importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from moleblend_jax.errors import UserError, exit_on_user_error  # noqa: E402
-from moleblend_jax.finetune import baselines, metrics  # noqa: E402
-from moleblend_jax.finetune.results import summarize  # noqa: E402
+from moleblend_jax.errors import UserError, exit_on_user_error
+from moleblend_jax.finetune import baselines, metrics
+from moleblend_jax.finetune.results import summarize
 
 _DATASET = flags.DEFINE_string("dataset", None, "Registered data set name.", required=True)
 _PATH = flags.DEFINE_string("dataset_path", None, "MoleculeNet CSV (default: the bundled copy).")

@@ -13,19 +13,15 @@ runs whose workdir is gone can be compared on the same record ids again.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from absl import app, flags
 
-if __package__ in (None, ""):  # Run as a script from a checkout: make the package importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from moleblend_jax.errors import exit_on_user_error  # noqa: E402
-from moleblend_jax.finetune import baselines, splits  # noqa: E402
-from moleblend_jax.finetune import data as data_lib  # noqa: E402
+from moleblend_jax.errors import exit_on_user_error
+from moleblend_jax.finetune import baselines, splits
+from moleblend_jax.finetune import data as data_lib
 
 _DATASET = flags.DEFINE_string("dataset", None, "Registered data set name.", required=True)
 _PATH = flags.DEFINE_string("dataset_path", None, "Its CSV (default: the bundled copy).")

@@ -30,14 +30,15 @@ from flax import traverse_util
 
 from moleblend_jax.data import featurize
 from moleblend_jax.data.batching import map_batches, model_inputs, pad_batch
+from moleblend_jax.data.shards import CONFORMER_MODES
 from moleblend_jax.errors import UserError
 from moleblend_jax.finetune import predictor
 from moleblend_jax.model import MoleBlendEncoder
 from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.train.paths import as_path
+from moleblend_jax.train.step import jit_apply
 
 DEFAULT_BUCKETS = (32, 64, 128, 256)
-CONFORMER_MODES = ("none", "rdkit", "file")
 MODEL_CONFIG_FILE = "model_config.json"  # Beside a pretraining / imported checkpoint.
 
 
@@ -140,7 +141,7 @@ class Embedder:
         self.model, self.params, self.conformers = model, params, conformers
         self.max_atoms, self.batch_size = int(max_atoms), int(batch_size)
         self.buckets = tuple(b for b in buckets if b < max_atoms) + (int(max_atoms),)
-        self._apply = jax.jit(lambda params, batch: model.apply({"params": params}, batch))
+        self._apply = jit_apply(model)
 
     @property
     def dim(self) -> int:

@@ -58,9 +58,9 @@ def qm9_shards(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def experiment_script():
-    """-> load(name): experiments/<name>.py as a module. The absl flags it defines are removed
-    when the test module ends, so scripts that define the same flag names (workdir, out) can
-    be tested in one session."""
+    """-> load(name): experiments/<name>.py (name may hold a folder: "study/x") as a module.
+    The absl flags it defines are removed when the test module ends, so scripts that define
+    the same flag names (workdir, out) can be tested in one session."""
     import importlib.util
     import pathlib
 
@@ -71,7 +71,7 @@ def experiment_script():
 
     def load(name: str):
         spec = importlib.util.spec_from_file_location(
-            f"experiment_{name}", experiments / f"{name}.py"
+            f"experiment_{name.replace('/', '_')}", experiments / f"{name}.py"
         )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -1,11 +1,11 @@
-"""experiments/domain_overlap.py: a data set's distance from the pretraining corpus, on
+"""experiments/study/domain_overlap.py: a data set's distance from the pretraining corpus, on
 hand-checked molecules."""
 
 import pytest
 
 
 def test_overlap_counts_atoms_elements_and_nearest_neighbours(experiment_script):
-    domain = experiment_script("domain_overlap")
+    domain = experiment_script("study/domain_overlap")
     corpus = domain.describe(["CCO", "CCCCO", "c1ccccc1O"])  # 3, 5 and 7 heavy atoms; C, O.
     data = domain.describe(["CCO", "CP(C)C", "CCCCCCCCO", "not a smiles"])
     report = domain.overlap(data, corpus)

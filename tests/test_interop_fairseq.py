@@ -41,8 +41,10 @@ SIZES = {"small": (2, 32, 4, 16), "base": (12, 768, 32, 128)}  # layers, D, head
 
 
 @pytest.fixture(scope="module")
-def script(experiment_script):
-    return experiment_script("import_checkpoint")
+def script():
+    from moleblend_jax.cli import import_checkpoint
+
+    return import_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The single-modality ablations of the blend (the paper's Table 4; docs/results.md,
-experiments/cpu_study.sh): a modality with probability 0 is off (SPEC 4)."""
+experiments/study/cpu_study.sh): a modality with probability 0 is off (SPEC 4)."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +10,7 @@ from train_testing import pretraining_grad_fn
 
 from moleblend_jax.model import PAIR_3D, THREE_D_SUBMODULES, TWO_D_SUBMODULES, MoleBlend, blend
 
-# The single-modality ablations (docs/results.md, experiments/cpu_study.sh): the blend with a
+# The single-modality ablations (docs/results.md, experiments/study/cpu_study.sh): the blend with a
 # probability of 0 for one modality's relations and node terms.
 SINGLE_MODALITY = {
     "2d": dict(blend_probs=(0.5, 0.5, 0.0), node_blend_probs=(1.0, 0.0)),

@@ -1,5 +1,5 @@
-"""experiments/plot_study.py: the study's bar chart and pretraining curves from a results
-folder laid out as experiments/cpu_study.sh writes it."""
+"""experiments/study/plot_study.py: the study's bar chart and pretraining curves from a results
+folder laid out as experiments/study/cpu_study.sh writes it."""
 
 import json
 import os
@@ -30,7 +30,7 @@ def test_plots_a_results_folder(tmp_path):
         (results / "pretrain" / f"{variant}.jsonl").write_text(lines)
     bars, curves = tmp_path / "bars.png", tmp_path / "curves.png"
     subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "plot_study.py"), str(results),
+        [sys.executable, str(REPO / "experiments" / "study" / "plot_study.py"), str(results),
          f"--out={bars}", f"--curves_out={curves}"],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, timeout=300,
     )  # fmt: skip

@@ -1,5 +1,5 @@
-"""experiments/study_tables.py: docs/results.md's tables and the goal from a results folder laid
-out as experiments/cpu_study.sh writes it, on hand-checked numbers."""
+"""experiments/study/study_tables.py: docs/results.md's tables and the goal from a results
+folder laid out as experiments/study/cpu_study.sh writes it, on hand-checked numbers."""
 
 import json
 
@@ -57,7 +57,7 @@ def _write_study(folder, study=STUDY):
 
 
 def _tables(folder):
-    run = run_experiment("study_tables.py", str(folder), f"--out={folder / 'tables.md'}")
+    run = run_experiment("study/study_tables.py", str(folder), f"--out={folder / 'tables.md'}")
     assert run.returncode == 0, run.stderr
     assert (folder / "tables.md").read_text() == run.stdout
     return run.stdout.splitlines()
@@ -127,7 +127,7 @@ def test_the_goal_is_met_by_three_wins_and_the_best_average(tmp_path):
 
 
 def test_an_empty_folder_is_a_one_line_error(tmp_path):
-    run = run_experiment("study_tables.py", str(tmp_path))
+    run = run_experiment("study/study_tables.py", str(tmp_path))
     assert run.returncode != 0
     assert "no results of esol, freesolv, b3db, lipophilicity under" in run.stderr
 

@@ -1,6 +1,6 @@
 """The client side of worker.py: start the PyTorch step server, ask it for timed steps.
 
-Used by `experiments/benchmark.py --torch`, which alternates these steps with ours.
+Used by `benchmarks/benchmark.py --torch`, which alternates these steps with ours.
 """
 
 import json

@@ -1,5 +1,5 @@
-"""A long-lived PyTorch step server, so that experiments/benchmark.py can alternate its own steps
-with this reference's in one run (`python experiments/benchmark.py --torch`).
+"""A long-lived PyTorch step server, so that benchmarks/benchmark.py can alternate its own steps
+with this reference's in one run (`python benchmarks/benchmark.py --torch`).
 
     python worker.py --config=base_fh --modes=eager,bf16
 

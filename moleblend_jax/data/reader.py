@@ -16,6 +16,18 @@ from moleblend_jax.errors import UserError
 from moleblend_jax.schema import METADATA_FILE, SCHEMA_VERSION
 
 
+def read_metadata(data_dir: str | os.PathLike) -> dict | None:
+    """metadata.json of a shard directory, or None when it is missing or corrupt (the build
+    did not finish: rebuild). `load_metadata` is the strict reader."""
+    path = epath.Path(data_dir) / METADATA_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
 def load_metadata(data_dir: str | os.PathLike) -> dict:
     """metadata.json of a complete shard directory; raises a clear error otherwise."""
     path = epath.Path(data_dir) / METADATA_FILE
@@ -24,12 +36,11 @@ def load_metadata(data_dir: str | os.PathLike) -> dict:
             f"{data_dir}: no {METADATA_FILE}: not a shard directory, or its build did not finish "
             "(rerun data_prep/build_shards.py)"
         )
-    try:
-        metadata = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    metadata = read_metadata(data_dir)
+    if metadata is None:
         raise UserError(
-            f"{path}: corrupt ({err}); rebuild the shards with data_prep/build_shards.py"
-        ) from None
+            f"{path}: corrupt (not JSON); rebuild the shards with data_prep/build_shards.py"
+        )
     if metadata.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(
             f"{path}: schema_version {metadata.get('schema_version')} != {SCHEMA_VERSION} "

@@ -27,6 +27,7 @@ from etils import epath
 
 from moleblend_jax.data.chunks import featurize_items
 from moleblend_jax.data.public_sets import BUNDLED_SOURCES
+from moleblend_jax.data.reader import read_metadata
 from moleblend_jax.data.shard_file import ShardFile, guard, shard_name
 from moleblend_jax.data.sources import Source, open_source
 from moleblend_jax.errors import UserError
@@ -94,18 +95,6 @@ def _clean(output: epath.Path) -> None:
     for pattern in (_TMP_PREFIX + "*", "shard-*" + SHARD_SUFFIX):
         for path in output.glob(pattern):
             path.unlink()
-
-
-def read_metadata(data_dir: str | os.PathLike) -> dict | None:
-    """metadata.json of a shard directory, or None when it is missing or corrupt (the build
-    did not finish: rebuild)."""
-    path = epath.Path(data_dir) / METADATA_FILE
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
 
 
 RUNNERS = ("local", "beam")

@@ -23,7 +23,7 @@ from moleblend_jax.train import optim, sharding
 from moleblend_jax.train import state as state_lib
 from moleblend_jax.train.finite import raise_if_not_finite
 from moleblend_jax.train.metrics_writer import MetricWriter
-from moleblend_jax.train.step import jit_train_step
+from moleblend_jax.train.step import jit_apply, jit_train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +71,7 @@ class SeedTrainer:
         self.buckets = tuple(config.data.buckets)
         self.mesh = sharding.make_mesh(config.mesh)
         self.model = task.make_model(config.model)
-        model = self.model
-        self._predict = jax.jit(
-            lambda params, batch: model.apply({"params": params}, batch, train=False)
-        )
+        self._predict = jit_apply(self.model)  # train=False: FinetuneModel's default.
 
     def batches(self, records: list[dict], rng: np.random.Generator | None = None) -> list[dict]:
         return bucket_batches(records, self.config.batch_size, self.buckets, rng)

@@ -185,9 +185,9 @@ class Predictor:
     def predict(self, records: list[dict], batch_size: int | None = None, progress=False):
         """Records (unique ids) -> float32 [S, M, T]: per seed, each record's predictions."""
         from moleblend_jax.data.batching import map_batches, model_inputs
+        from moleblend_jax.train.step import jit_apply
 
-        model = self.model
-        apply = jax.jit(lambda params, batch: model.apply({"params": params}, batch))
+        apply = jit_apply(self.model)
         batch_size = batch_size or self.manifest["batch_size"]
         buckets = self.manifest["buckets"]
         out = []
@@ -207,3 +207,50 @@ class Predictor:
                 )
                 out.append(standardizer.decode(raw))
         return np.stack(out).astype(np.float32)
+
+    def featurize(self, items, *, from_sdf: bool = False, workers: int = 1, progress=False):
+        """Source items -> `featurize.Featurized` the way the training molecules were (2D, or
+        3D with the SDF's coordinates / RDKit conformers)."""
+        return featurize_for(self.manifest, items, from_sdf, workers, progress)
+
+    def predict_rows(self, rows, batch_size: int | None = None, progress=False):
+        """Featurised rows -> the prediction table (`prediction_table`), one row per input row."""
+        records = [r for r in rows.records if r is not None]
+        predictions = self.predict(records, batch_size, progress=progress)
+        return prediction_table(rows, predictions, self.task_names, self.seeds)
+
+
+def featurize_for(manifest: dict, items, from_sdf: bool, workers: int, progress=False):
+    """Source items featurised as the run's molecules were: its max_atoms, and coordinates
+    (from an SDF, else RDKit) only for a 3D model."""
+    from moleblend_jax.data import featurize
+
+    if manifest["use_3d"]:
+        conformers = "file" if from_sdf else "rdkit"
+    else:
+        conformers = "none"
+    return featurize.featurize(
+        items, conformers, manifest["max_atoms"], workers, progress, manifest["use_3d"]
+    )
+
+
+def prediction_table(rows, predictions, task_names, seeds):
+    """Featurised rows and [S, M_valid, T] predictions -> a DataFrame, one row per input row:
+    `id`, `smiles` (as given), per task `<task>` (the mean over seeds), `<task>_std` (ddof 0)
+    and `<task>_seed<k>`, then `error` (why a row could not be featurised; its predictions
+    empty)."""
+    import pandas as pd
+
+    valid = np.asarray(rows.valid)
+    full = np.full((len(seeds), len(valid), len(task_names)), np.nan, np.float32)
+    full[:, valid] = predictions
+    table = {"id": rows.row_ids(), "smiles": rows.inputs}
+    with np.errstate(invalid="ignore"):
+        mean, std = full.mean(axis=0), full.std(axis=0)
+    for t, task in enumerate(task_names):
+        table[task] = mean[:, t]
+        table[f"{task}_std"] = std[:, t]
+        for s, seed in enumerate(seeds):
+            table[f"{task}_seed{seed}"] = full[s, :, t]
+    table["error"] = rows.errors
+    return pd.DataFrame(table)

@@ -26,7 +26,7 @@ from moleblend_jax.finetune.losses import (
     masked_mse_loss,
 )
 from moleblend_jax.finetune.results import summarize
-from moleblend_jax.train import checkpoint, optim
+from moleblend_jax.train import checkpoint, optim, sharding
 from moleblend_jax.train.metrics_writer import MetricWriter
 from moleblend_jax.train.paths import as_path
 from moleblend_jax.train.workdir import locked, pretraining_budget
@@ -77,10 +77,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def check_devices(config: ml_collections.ConfigDict) -> None:
     """The global batch must split evenly over the devices."""
-    if config.batch_size % jax.device_count():
-        raise ValueError(
-            f"batch_size {config.batch_size} not divisible by {jax.device_count()} devices"
-        )
+    sharding.per_device_batch(config.batch_size)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:

@@ -42,12 +42,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("batch_size", "total_steps", "log_every", "checkpoint_every"):
         if config[key] <= 0:
             raise UserError(f"config.{key}={config[key]} must be positive.")
-    if config.batch_size % jax.device_count():
-        raise UserError(
-            f"config.batch_size={config.batch_size} is not divisible by the "
-            f"{jax.device_count()} devices."
-        )
-    per_device = config.batch_size // jax.device_count()
+    per_device = sharding.per_device_batch(config.batch_size)
     if config.grad_accum_steps < 1 or per_device % config.grad_accum_steps:
         raise UserError(
             f"config.grad_accum_steps={config.grad_accum_steps} must be >= 1 and divide the "

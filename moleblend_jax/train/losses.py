@@ -12,8 +12,8 @@ import jax.numpy as jnp
 
 from moleblend_jax import model as model_lib
 from moleblend_jax.model.layers import safe_norm
+from moleblend_jax.schema import UNREACHABLE_SPD  # Raw hop value of disconnected pairs.
 
-UNREACHABLE_SPD = 510  # Raw hop value of disconnected pairs (docs/batch_format.md).
 MAX_BOND_TYPE, MAX_STEREO, MAX_CONJUGATED = 4, 3, 2  # SPEC 5 edge-class ranges (24 classes).
 
 

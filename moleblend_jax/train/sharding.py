@@ -85,3 +85,15 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
             for key, value in local_batch.items()
             if key not in HOST_ONLY_KEYS
         }
+
+
+def per_device_batch(batch_size: int) -> int:
+    """config.batch_size split over all devices (BATCH_SPEC splits dimension 0 over every one);
+    UserError when it does not split evenly."""
+    from moleblend_jax.errors import UserError
+
+    if batch_size % jax.device_count():
+        raise UserError(
+            f"config.batch_size={batch_size} is not divisible by the {jax.device_count()} devices."
+        )
+    return batch_size // jax.device_count()

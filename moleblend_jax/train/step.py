@@ -175,3 +175,9 @@ def jit_train_step(
         out_shardings=(state_shardings, sharding.replicated(mesh)),
         donate_argnums=0,
     )
+
+
+def jit_apply(model):
+    """`jax.jit` of `model.apply({"params": params}, batch)` with the model's defaults (no
+    dropout): the one forward that evaluation, prediction and embedding compile."""
+    return jax.jit(lambda params, batch: model.apply({"params": params}, batch))

@@ -118,7 +118,7 @@ def pretraining_budget(checkpoints: str | os.PathLike) -> dict:
     (the training shards' num_written), each where WORKDIR/config.json and the shards' metadata
     say it; `checkpoints` is WORKDIR/checkpoints. {} for a checkpoint without a workdir (an
     imported one)."""
-    from moleblend_jax.data.shards import read_metadata
+    from moleblend_jax.data.reader import read_metadata
     from moleblend_jax.train import checkpoint
     from moleblend_jax.train.inputs import default_train_dir
 

@@ -1,8 +1,8 @@
 """The tables of docs/results.md's drug-like study, and its goal, from the results folder.
 
-  python experiments/study_tables.py benchmarks/study [--out=FILE.md]
+  python experiments/study/study_tables.py benchmarks/study [--out=FILE.md]
 
-Reads the folder experiments/cpu_study.sh writes: <set>/{scratch,blend,2d,3d,rf}.json
+Reads the folder experiments/study/cpu_study.sh writes: <set>/{scratch,blend,2d,3d,rf}.json
 (fine-tuning and the forest), <set>/probe_{scratch,blend,2d,3d}.json (linear probes; scratch =
 random inits), lr/<set>/<init>_lr<lr>.json (fine-tuning at other peak lrs), pretrain/<variant>
 .jsonl (pretraining metrics), <variant>_rerun*/ (a variant pretrained again, with the same

@@ -1,7 +1,7 @@
 """On-disk format A/B: our TFRecord shards + tf.data vs ArrayRecord + grain, same records.
 
   pip install -e '.[formats]'  # grain, array-record
-  python experiments/benchmark_formats.py --out=benchmarks/formats.json [--molecules=20000]
+  python benchmarks/benchmark_formats.py --out=benchmarks/formats.json [--molecules=20000]
 
 Builds QM9 shards, copies every record (the same serialized bytes, the same shard of each
 record) into ArrayRecord files, then measures, in molecules/s on this machine: the raw record
@@ -13,13 +13,10 @@ decoder, `pipeline.BatchDecoder`, called on each batch), plus bytes per molecule
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from moleblend_jax.data import build_shards, reader, serialize  # noqa: E402
+from moleblend_jax.data import build_shards, reader, serialize
 
 BATCH = 256
 

@@ -1,6 +1,7 @@
 """How far the fine-tuning sets are from the pretraining corpus (docs/results.md, issue 16).
 
-  python experiments/domain_overlap.py --corpus=50000 --out=benchmarks/study/domain_overlap.json
+  python experiments/study/domain_overlap.py --corpus=50000 \
+      --out=benchmarks/study/domain_overlap.json
 
 For the first --corpus molecules of the bundled MOSES subset (the study's corpus) and each
 data set in --datasets (whole, as bundled): heavy-atom counts (median and the 10th / 90th
@@ -14,18 +15,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from absl import app, flags
 
-if __package__ in (None, ""):  # Run as a script from a checkout: make the package importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from moleblend_jax.data.public_sets import moses_source  # noqa: E402
-from moleblend_jax.finetune.datasets import load_dataset  # noqa: E402
+from moleblend_jax.data.public_sets import moses_source
+from moleblend_jax.finetune.datasets import load_dataset
 
 _CORPUS = flags.DEFINE_integer("corpus", 50_000, "Molecules of the bundled MOSES subset.")
 _DATASETS = flags.DEFINE_list(

@@ -1,7 +1,7 @@
 """The three dots of a Linear layer at a model's layer shape, in each formulation (GFLOP/s).
 
-  python experiments/benchmark_dots.py --out=benchmarks/dots_cpu.json               # base
-  python experiments/benchmark_dots.py --out=benchmarks/dots_cpu_tiny.json --hidden=128
+  python benchmarks/benchmark_dots.py --out=benchmarks/dots_cpu.json               # base
+  python benchmarks/benchmark_dots.py --out=benchmarks/dots_cpu_tiny.json --hidden=128
 
 x [B, L, K] @ w [K, N] (B 32, L 33 tokens, K = N = --hidden): the forward (NN), the input gradient
 g @ w^T (NT) and the weight gradient x^T g (TN, contracting the tokens), in fp32, bf16 -> bf16,

@@ -5,7 +5,7 @@
   python experiments/pretrain.py --config=configs/base.py:tiny --workdir=/tmp/bf16 \\
       --config.total_steps=300 --config.log_every=10 --config.model.dtype=bfloat16 \\
       --config.data.dir=/tmp/fp32/data/qm9
-  python experiments/compare_precision.py --fp32=/tmp/fp32 --bf16=/tmp/bf16 \\
+  python benchmarks/compare_precision.py --fp32=/tmp/fp32 --bf16=/tmp/bf16 \\
       --out=benchmarks/bf16_numerics.json
 """
 

@@ -1,7 +1,7 @@
 """Train-step benchmark: throughput, compile time, memory, parameters (and FLOPs/MFU on GPU).
 
-  python experiments/benchmark.py --out=benchmarks/train_step_cpu.json
-  python experiments/benchmark.py --out=FILE.json --configs=tiny --dtypes=float32 --steps=20
+  python benchmarks/benchmark.py --out=benchmarks/train_step_cpu.json
+  python benchmarks/benchmark.py --out=FILE.json --configs=tiny --dtypes=float32 --steps=20
 
 Times the full pretraining step (blended forward, four losses, backward, clip, AdamW) on
 a batch of real molecules (bundled ESOL SMILES with RDKit conformers), padded to
@@ -10,26 +10,26 @@ a batch of real molecules (bundled ESOL SMILES with RDKit conformers), padded to
 
 import os
 
-from moleblend_jax.host_allocator import reexec_with_malloc_tunables
+from moleblend_jax.cli.startup import preamble
 
 if __name__ == "__main__":  # First thing: glibc reads malloc settings only at start-up.
-    reexec_with_malloc_tunables()
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    preamble(malloc_tunables=True)
 
-import json  # noqa: E402
-import pathlib  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import json
+import pathlib
+import platform
+import resource
+import time
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import jax
+import numpy as np
+from absl import app, flags
+from torch_reference.client import CONFIGS as TORCH_CONFIGS
+from torch_reference.client import TorchSteps
 
-from moleblend_jax.configs import base  # noqa: E402
-from moleblend_jax.train.memory import step_bytes  # noqa: E402
-from moleblend_jax.train.profiling import ms_per_module  # noqa: E402
+from moleblend_jax.configs import base
+from moleblend_jax.train.memory import step_bytes
+from moleblend_jax.train.profiling import ms_per_module
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output JSON file.", required=True)
@@ -71,9 +71,6 @@ flags.DEFINE_string(
 )
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.append(str(REPO / "benchmarks" / "torch_reference"))
-from client import CONFIGS as TORCH_CONFIGS  # noqa: E402
-from client import TorchSteps  # noqa: E402
 
 # Peak dense throughput used for MFU, by device kind substring and dtype (FLOP/s).
 PEAK_FLOPS = {

@@ -1,6 +1,6 @@
-"""Plots of the CPU study from its results folder (experiments/cpu_study.sh's RESULTS).
+"""Plots of the CPU study from its results folder (experiments/study/cpu_study.sh's RESULTS).
 
-  python experiments/plot_study.py benchmarks/study --out=docs/results_study.png \
+  python experiments/study/plot_study.py benchmarks/study --out=docs/results_study.png \
       --curves_out=docs/results_pretrain.png
 
 --out: one panel per data set with results, the test metric (mean +- std over seeds) of

@@ -1,9 +1,9 @@
 """Train-step throughput with and without the glibc malloc settings of host_allocator.py.
 
-  python experiments/benchmark_allocator.py --out=benchmarks/train_step_cpu_allocator.json
+  python benchmarks/benchmark_allocator.py --out=benchmarks/train_step_cpu_allocator.json
 
 glibc reads its malloc settings only when a process starts, so the two settings cannot share a
-process: this runs experiments/benchmark.py in fresh processes, alternating "default" (glibc as
+process: this runs benchmarks/benchmark.py in fresh processes, alternating "default" (glibc as
 it comes, MOLEBLEND_KEEP_MALLOC=1) and "tuned" (the settings pretrain.py starts with) for
 --rounds rounds, so that a machine whose speed drifts over minutes skews both alike. Compiled
 steps are cached on disk between the processes; compile times here mean nothing.
@@ -33,7 +33,7 @@ SETTINGS = {"default": {host_allocator.OPT_OUT_ENV: "1"}, "tuned": {}}
 
 
 def run_benchmark(config: str, env_overrides: dict, cache_dir: str, out: str) -> dict:
-    """One experiments/benchmark.py process (fp32) -> its result dict."""
+    """One benchmarks/benchmark.py process (fp32) -> its result dict."""
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     env.update(
         env_overrides,

@@ -1,6 +1,6 @@
 """Data-path throughput: preprocessing, shard size, record reader and tf.data batches.
 
-  python experiments/benchmark_data.py --out=benchmarks/data.json [--qm9_limit=20000]
+  python benchmarks/benchmark_data.py --out=benchmarks/data.json [--qm9_limit=20000]
 
 Measures (molecules/s, wall clock, on whatever else the machine is running; the JSON records
 the load average): preprocessing QM9 with its DFT coordinates (one process, and builds with 1
@@ -14,15 +14,12 @@ import itertools
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from moleblend_jax.data import build_shards, iter_records  # noqa: E402
-from moleblend_jax.data.chunks import process_chunk  # noqa: E402
-from moleblend_jax.data.public_sets import qm9_source  # noqa: E402
+from moleblend_jax.data import build_shards, iter_records
+from moleblend_jax.data.chunks import process_chunk
+from moleblend_jax.data.public_sets import qm9_source
 
 
 def _rate(count: int, seconds: float) -> float:

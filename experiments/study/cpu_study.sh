@@ -16,7 +16,7 @@
 #               PROBE_SETS; on PROBE_SETS also of each variant's checkpoints at PROBE_STEPS
 #               (probe quality along pretraining)
 #   6. table    experiments/compare.py over every result; docs/results.md's tables and the
-#               goal (experiments/study_tables.py); plots (experiments/plot_study.py)
+#               goal (experiments/study/study_tables.py); plots (experiments/study/plot_study.py)
 # Results: RESULTS/<set>/{scratch,blend,2d,3d,rf}.json (finetune.py's / baseline_rf.py's
 # results.json), RESULTS/<set>/probe_{scratch,blend,2d,3d}.json,
 # RESULTS/probe_steps/<set>/<variant>_<step>.json, RESULTS/lr/<set>/<init>_lr<lr>.json,
@@ -27,22 +27,22 @@
 # (test metrics) and RESULTS/pretrain.png (pretraining curves); work files under OUT_DIR, one
 # log per run under OUT_DIR/logs.
 #
-#   bash experiments/cpu_study.sh [OUT_DIR]        (default workdirs/study)
+#   bash experiments/study/cpu_study.sh [OUT_DIR]        (default workdirs/study)
 #
 # Unattended and resumable: a stage whose output exists is skipped (shard builds check their
 # metadata.json and shards), an interrupted pretraining resumes from its last checkpoint, an
 # interrupted fine-tuning run starts again. The full study (defaults) takes 6-8 hours on the
 # 2-core machine (docs/results.md), more than one session: run it in stages that change only
 # VARIANTS, DATASETS and PROBE_SETS (settings.json refuses a stage with other settings), e.g.
-#   VARIANTS=blend DATASETS=" " bash experiments/cpu_study.sh     # pretraining only
-#   VARIANTS=" " bash experiments/cpu_study.sh                    # scratch, forest, random probes
-#   VARIANTS=blend DATASETS="esol freesolv" PROBE_SETS=esol bash experiments/cpu_study.sh
+#   VARIANTS=blend DATASETS=" " bash experiments/study/cpu_study.sh     # pretraining only
+#   VARIANTS=" " bash experiments/study/cpu_study.sh                    # scratch, forest, random probes
+#   VARIANTS=blend DATASETS="esol freesolv" PROBE_SETS=esol bash experiments/study/cpu_study.sh
 # Once the corpus is built, the first two may run side by side. A later stage needs its
 # variants' pretraining workdirs, which are not committed: OUT_DIR must still hold them, or
 # the stage pretrains again.
 # Scale it with environment variables, e.g. the pilot of docs/results.md (9 min):
 #   CORPUS=2000 EVAL_MOLECULES=200 STEPS=100 SEEDS=1 EPOCHS=3 DATASETS=freesolv RF_TREES=50 \
-#     RESULTS=workdirs/pilot/results bash experiments/cpu_study.sh workdirs/pilot
+#     RESULTS=workdirs/pilot/results bash experiments/study/cpu_study.sh workdirs/pilot
 set -euo pipefail
 out="${1:-workdirs/study}"
 results="${RESULTS:-benchmarks/study}"
@@ -251,8 +251,8 @@ shopt -s nullglob
 finished=("$results"/*/*.json)
 if [ ${#finished[@]} -gt 0 ]; then
   run compare python experiments/compare.py "${finished[@]}" --out="$results/comparison.md"
-  run tables python experiments/study_tables.py "$results" --out="$results/tables.md"
-  run plots python experiments/plot_study.py "$results" --out="$results/study.png" \
+  run tables python experiments/study/study_tables.py "$results" --out="$results/tables.md"
+  run plots python experiments/study/plot_study.py "$results" --out="$results/study.png" \
     --curves_out="$results/pretrain.png"
 fi
 echo "done in $((SECONDS - start)) s: $results/comparison.md"
