@@ -15,4 +15,5 @@ SUBCOMMANDS = {
     "build-shards": ("build_shards", "build TFRecord shards from QM9, MOSES, .smi, .csv, .sdf"),
     "import-checkpoint": ("import_checkpoint", "import an original (fairseq) checkpoint"),
     "compare": ("compare", "tabulate results.json files next to the published numbers"),
+    "aot": ("aot", "size a run for a TPU slice: compile its programs here, report per chip"),
 }
