@@ -16,7 +16,7 @@ from moleblend_jax.finetune import data as data_lib
 from moleblend_jax.finetune import loop as finetune_loop
 from moleblend_jax.finetune import trainer
 from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
-from moleblend_jax.train import checkpoint, loop
+from moleblend_jax.train import checkpoint, loop, telemetry
 from moleblend_jax.train.finite import NonFiniteError
 from moleblend_jax.train.state import TrainState
 
@@ -150,6 +150,8 @@ def test_short_finetuning_run_improves_validation(tmp_path):
     best = results["seeds"][0]
     assert lines[best["best_epoch"] - 1]["valid"] == best["valid"]
     assert lines[best["best_epoch"] - 1]["test"] == best["test"]
+    # Every epoch's line has the epoch's throughput (train/telemetry.py).
+    assert all(np.isfinite(line[key]) for line in lines for key in telemetry.TIMING_KEYS)
     assert results["metric"] == "rmse" and results["init"] == "scratch"
     # One task: its per-task RMSE is the headline number.
     assert best["test_per_task"] == {results["tasks"][0]: best["test"]}

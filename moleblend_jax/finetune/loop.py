@@ -19,9 +19,12 @@ from moleblend_jax.data import bucket_batches
 from moleblend_jax.finetune import datasets, metrics, predictor
 from moleblend_jax.finetune.losses import Standardizer, finetune_loss_fn
 from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
-from moleblend_jax.train import optim, sharding
+from moleblend_jax.model import flops
+from moleblend_jax.train import hardware, optim, sharding, telemetry
 from moleblend_jax.train import state as state_lib
+from moleblend_jax.train.compiled import CompiledPerShape
 from moleblend_jax.train.finite import raise_if_not_finite
+from moleblend_jax.train.memory import check_fits
 from moleblend_jax.train.metrics_writer import MetricWriter
 from moleblend_jax.train.step import jit_apply, jit_train_step
 
@@ -70,6 +73,7 @@ class SeedTrainer:
         self.pretrained = pretrained
         self.buckets = tuple(config.data.buckets)
         self.mesh = sharding.make_mesh(config.mesh)
+        self.peak_flops = hardware.peak_flops_of_devices(jax.devices(), config.model.dtype)
         self.model = task.make_model(config.model)
         self._predict = jit_apply(self.model)  # train=False: FinetuneModel's default.
 
@@ -107,7 +111,7 @@ class SeedTrainer:
         with jax.transfer_guard("disallow"):
             for epoch in range(1, config.epochs + 1):
                 batches = self.batches(parts["train"], rng)
-                state, train_loss, step = self._train_epoch(
+                state, train_loss, step, throughput = self._train_epoch(
                     state, step_fn, batches, standardizer, step, f"seed {seed} epoch {epoch} "
                 )
                 epochs_run = epoch
@@ -123,6 +127,7 @@ class SeedTrainer:
                         "train_loss": train_loss,
                         "valid": scores["valid"],
                         "test": scores["test"],
+                        **throughput,
                     },
                 )
                 if best["valid"] is None or metrics.is_better(
@@ -149,17 +154,37 @@ class SeedTrainer:
         }
 
     def _train_epoch(self, state, step_fn, batches, standardizer, step: int, where: str):
-        """One pass over `batches` -> (state, mean training loss, last step number)."""
-        steps, step_metrics = [], []
+        """One pass over `batches` -> (state, mean training loss, last step number, the
+        epoch's throughput: train/telemetry.py's fields)."""
+        steps, step_metrics, clock = [], [], telemetry.StepClock()
         for batch in batches:
-            batch = sharding.global_batch(standardizer.encode(batch), self.mesh)
+            molecules = int(batch["mol_mask"].sum())
+            with clock.waiting_for_input():
+                batch = sharding.global_batch(standardizer.encode(batch), self.mesh)
+            num_programs = step_fn.num_programs
             state, out = step_fn(state, batch)
+            clock.dispatched(out, **self._step_cost(step_fn, batch, molecules, num_programs))
             step += 1
             steps.append(step)
             step_metrics.append(out)
         fetched = jax.device_get(step_metrics)
+        clock.finish()
         raise_if_not_finite(steps, fetched, where=where)
-        return state, float(np.mean([m["loss"] for m in fetched])), step
+        throughput = clock.interval(self.peak_flops)
+        return state, float(np.mean([m["loss"] for m in fetched])), step, throughput
+
+    def _step_cost(self, step_fn, batch, molecules: int, num_programs: int) -> dict:
+        """StepClock.step_done's arguments for a fine-tuning step on `batch`."""
+        batch_size, num_atoms = batch["atom_mask"].shape
+        use_3d = self.task.spec.needs_3d
+        return {
+            "molecules": molecules,
+            "model_flops": flops.finetune_step_flops(
+                self.config.model, batch_size, num_atoms, use_3d
+            ),
+            "hardware_flops": step_fn.flops(batch) * jax.device_count(),
+            "compiled": step_fn.num_programs > num_programs,
+        }
 
     def _set_up(self, train_records: list[dict], seed: int, standardizer: Standardizer):
         """-> (state, compiled step, dropped pretrained modules) for one seed."""
@@ -186,7 +211,18 @@ class SeedTrainer:
             state = state.replace(params=jax.device_put(params, shardings.params))
             logging.info("Loaded pretrained encoder; dropped %s", dropped)
         loss_fn = finetune_loss_fn(self.model, self.task.classification, standardizer)
-        return state, jit_train_step(loss_fn, tx, schedule, shardings, mesh), dropped
+        step_fn = CompiledPerShape(
+            jit_train_step(loss_fn, tx, schedule, shardings, mesh),
+            "fine-tuning step",
+            check_memory=lambda memory, shape: check_fits(  # The pre-flight of pretraining.
+                memory,
+                what=f"fine-tuning step for batch {shape}",
+                batch_size=config.batch_size,
+                grad_accum_steps=1,
+                remat=config.model.remat,
+            ),
+        )
+        return state, step_fn, dropped
 
     def _evaluate(self, params, batches, standardizer) -> tuple[float, list[float]]:
         """-> (metric averaged over tasks, per-task metric) on `batches`."""

@@ -126,7 +126,7 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
     stop_step = config.total_steps
     if config.max_steps_per_run:
         stop_step = min(stop_step, step + config.max_steps_per_run)
-    clock, in_flight = telemetry.StepClock(), None
+    clock = telemetry.StepClock()
     profile = ProfileWindow(config.profile_steps, str(workdir / "profile"))
     try:
         with jax.transfer_guard("disallow"):
@@ -138,20 +138,15 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
                     state, metrics = run.train_step(state, batch)
                 step += 1
                 profile.after(step, metrics)
-                # One step in flight: the previous step must finish before this one is timed.
-                if in_flight is not None:
-                    jax.block_until_ready(in_flight[0])
-                    clock.step_done(**in_flight[1])
                 compiled = run.train_step.num_programs > num_programs
-                in_flight = (metrics, run.step_cost(batch, compiled))
+                clock.dispatched(metrics, **run.step_cost(batch, compiled))
                 pending.append((step, metrics))
                 progress.update(config.batch_size)
                 is_log_step = step % config.log_every == 0 or step == stop_step
                 if is_log_step or step % config.checkpoint_every == 0 or preempted():
                     scalars = _fetch_mean(pending)
                     pending = []
-                    clock.step_done(**in_flight[1])
-                    in_flight = None
+                    clock.finish()
                     scalars.update(clock.interval(run.peak_flops))
                     is_eval_step = step == config.total_steps or (
                         config.eval_every and step % config.eval_every == 0
@@ -163,7 +158,7 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
                     run.checkpointer.save(step, state, force=True)
                     logging.warning("Preempted: saved step %d and stopped.", step)
                     break
-                if run.checkpointer.save(step, state) or in_flight is None:
+                if run.checkpointer.save(step, state) or clock.idle:
                     clock.restart()  # Evaluation and checkpoints are not step time.
             else:
                 run.checkpointer.save(step, state, force=True)

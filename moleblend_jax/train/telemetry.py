@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import jax
 import numpy as np
 
 # The fields `StepClock.interval` adds to a log line: measurements, different in every run.
@@ -24,14 +25,35 @@ def without_timing(row: dict) -> dict:
 class StepClock:
     """Per-step wall time and input wait, summarised once per log interval.
 
-    Call `waiting_for_input()` around fetching a batch, `step_done(...)` when a step is known
-    to be finished, and `restart()` after work that is not a step (evaluation, checkpoints),
-    so its time is counted in no step.
+    A loop calls `waiting_for_input()` around fetching a batch and `dispatched(outputs,
+    **cost)` after dispatching a step: that waits for the step before it and closes it. After
+    syncing (fetching metrics) it calls `finish()`, and `restart()` after work that is not a
+    step (evaluation, checkpoints), so that time is counted in no step.
     """
 
     def __init__(self):
         self.restart()
         self._steps: list[tuple[float, float, float, float, float]] = []
+        self._in_flight = None
+
+    def dispatched(self, outputs, **cost) -> None:
+        """A step was dispatched: wait for the previous one, close it, keep this one in flight.
+        `cost`: `step_done`'s keyword arguments for this step."""
+        self.finish()
+        self._in_flight = (outputs, cost)
+
+    def finish(self) -> None:
+        """Waits for the step in flight, if any, and closes it."""
+        if self._in_flight is not None:
+            outputs, cost = self._in_flight
+            self._in_flight = None
+            jax.block_until_ready(outputs)
+            self.step_done(**cost)
+
+    @property
+    def idle(self) -> bool:
+        """No step in flight."""
+        return self._in_flight is None
 
     def restart(self) -> None:
         self._last = time.perf_counter()
