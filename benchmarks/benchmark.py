@@ -1,4 +1,5 @@
-"""Train-step benchmark: throughput, compile time, memory, parameters (and FLOPs/MFU on GPU).
+"""Train-step benchmark: throughput, compile time, memory, parameters, FLOPs (and on an
+accelerator mfu from the model's FLOPs, model/flops.py, and hfu from XLA's).
 
   python benchmarks/benchmark.py --out=benchmarks/train_step_cpu.json
   python benchmarks/benchmark.py --out=FILE.json --configs=tiny --dtypes=float32 --steps=20
@@ -28,6 +29,8 @@ from torch_reference.client import CONFIGS as TORCH_CONFIGS
 from torch_reference.client import TorchSteps
 
 from moleblend_jax.configs import base
+from moleblend_jax.train import hardware
+from moleblend_jax.train.compiled import xla_cost
 from moleblend_jax.train.memory import step_bytes
 from moleblend_jax.train.profiling import ms_per_module
 
@@ -72,13 +75,6 @@ flags.DEFINE_string(
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-# Peak dense throughput used for MFU, by device kind substring and dtype (FLOP/s).
-PEAK_FLOPS = {
-    "H100": {"bfloat16": 989e12, "float32": 67e12},
-    "H200": {"bfloat16": 989e12, "float32": 67e12},
-    "A100": {"bfloat16": 312e12, "float32": 19.5e12},
-}
-
 
 def real_batch(batch_size: int, num_atoms: int) -> dict[str, np.ndarray]:
     """The first `batch_size` bundled ESOL molecules with 8..num_atoms heavy atoms (repeated
@@ -100,22 +96,6 @@ def real_batch(batch_size: int, num_atoms: int) -> dict[str, np.ndarray]:
             break
     chosen = [chosen[i % len(chosen)] for i in range(batch_size)]
     return pad_batch(chosen, num_atoms, batch_size)
-
-
-def measured_matmul_flops(dtype: str = "float32", size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of one large square matmul (`dtype` operands, float32 result as in the model) on
-    the default device (median): the practical peak a compute-bound step can approach here."""
-    import jax.numpy as jnp
-
-    a = jnp.ones((size, size), dtype)
-    matmul = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
-    matmul(a, a).block_until_ready()
-    durations = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matmul(a, a).block_until_ready()
-        durations.append(time.perf_counter() - start)
-    return 2 * size**3 / float(np.median(durations))
 
 
 def machine_info() -> dict:
@@ -145,32 +125,21 @@ class JaxStep:
     """Our compiled pretraining step for one (config variant, dtype), ready to time."""
 
     def __init__(self, variant: str, dtype: str, batch_np: dict):
-        from moleblend_jax import model as model_lib
-        from moleblend_jax.train import loop, optim, sharding
+        from moleblend_jax.model import flops
+        from moleblend_jax.train import programs, sharding
         from moleblend_jax.train import state as state_lib
-        from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
 
         config = base.get_config(variant)
         config.model.dtype = dtype
         if FLAGS.attention_dropout is not None:
             config.model.attention_dropout = FLAGS.attention_dropout
         config.model.remat = FLAGS.remat
+        self.model_config = config.model
         mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-        model = model_lib.MoleBlend(config=config.model)
-        schedule, tx = optim.pretraining_optimizer(config)
-        example = loop.dummy_batch(1, batch_np["atom_mask"].shape[1])
-        layout = state_lib.state_layout(
-            model, tx, example, jax.random.PRNGKey(0), mesh, config.mesh.rules
-        )
-        self.state = layout.init()
+        built = programs.build_programs(config, mesh)
+        self.state = built.layout.init()
         self.batch = sharding.global_batch(batch_np, mesh)
-        step_fn = jit_train_step(
-            pretraining_loss_fn(model, dict(config.loss_weights)),
-            tx,
-            schedule,
-            layout.shardings,
-            mesh,
-        )
+        step_fn = built.train_step
         start = time.perf_counter()
         self.compiled = step_fn.lower(self.state, self.batch).compile()
         compile_s = time.perf_counter() - start
@@ -185,6 +154,7 @@ class JaxStep:
             "attention_dropout": config.model.attention_dropout,
             "remat": config.model.remat,
             "compile_s": round(compile_s, 2),
+            "model_flops_per_step": flops.train_step_flops(config.model, batch_size, num_atoms),
             **compiled_costs(self.compiled),
         }
         if not FLAGS.compile_only:
@@ -205,11 +175,7 @@ class JaxStep:
 def compiled_costs(compiled) -> dict:
     """XLA's FLOPs and the step's memory (arguments, temporaries, outputs and their sum less
     donated aliases, `compiled_step_bytes`) from the compiled step."""
-    result = {}
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    if cost and "flops" in cost:
-        result["xla_flops_per_step"] = float(cost["flops"])
+    result = {"xla_flops_per_step": xla_cost(compiled)["flops"]}
     memory = compiled.memory_analysis()
     if memory is not None:
         result["xla_temp_bytes"] = int(memory.temp_size_in_bytes)
@@ -248,12 +214,16 @@ def summarise(info: dict, durations: list[float], loss: float) -> dict:
         "molecules_per_s": round(info.get("batch_size", FLAGS.batch_size) / median_s, 1),
         "loss": loss,
     }
-    peak = next(
-        (p.get(info["dtype"]) for k, p in PEAK_FLOPS.items() if k in jax.devices()[0].device_kind),
-        None,
-    )
-    if peak and "xla_flops_per_step" in info:
-        result["mfu"] = info["xla_flops_per_step"] / median_s / peak
+    # The training loops' names (train/telemetry.py) beside the historical ones.
+    result["step_seconds"] = result["step_s_median"]
+    result["molecules_per_second"] = result["molecules_per_s"]
+    result["input_wait_fraction"] = 0.0  # One batch, already on the device.
+    device = jax.devices()[0]
+    peak = None if device.platform == "cpu" else hardware.peak_flops(device, info["dtype"])
+    if peak and "model_flops_per_step" in info:  # mfu: the model's FLOPs (model/flops.py).
+        result["mfu"] = info["model_flops_per_step"] / median_s / peak
+    if peak and "xla_flops_per_step" in info:  # hfu: what XLA compiled, recomputation included.
+        result["hfu"] = info["xla_flops_per_step"] / median_s / peak
     return result
 
 
@@ -332,7 +302,8 @@ def main(argv):
             results.append(result)
     summary = {"machine": machine_info(), "ratios": ratios(results), "results": results}
     summary["machine"]["matmul_peak_flops_measured"] = {
-        dtype: round(measured_matmul_flops(dtype) / 1e9, 1) * 1e9 for dtype in FLAGS.dtypes
+        dtype: round(hardware.measured_matmul_flops(dtype, size=2048, repeats=10) / 1e9, 1) * 1e9
+        for dtype in FLAGS.dtypes
     }
     print(json.dumps(summary["ratios"]))
     out = pathlib.Path(FLAGS.out)
