@@ -123,8 +123,9 @@ def test_two_slices_cross_dcn_once_per_step():
     facts, reports = aot.compile_run(config, aot.topology_devices("v5e:2x2", num_slices=2))
     assert facts["slices"] == 2 and facts["mesh"] == {"dcn_data": 2, "data": 4, "fsdp": 1}
     train = next(r for r in reports if r.name == "train_step")
-    # Loss, metrics and every gradient in one all-reduce across the slices.
+    # Loss, metrics and every gradient in one all-reduce across the slices, one within each.
     assert train.collectives["dcn-all-reduce"]["count"] == 1
+    assert train.collectives["all-reduce"]["count"] == 1
     assert set(train.collectives) - {"dcn-all-reduce"} <= {
         "all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter"
     }  # fmt: skip

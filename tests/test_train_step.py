@@ -120,9 +120,10 @@ def test_bf16_training_follows_the_fp32_loss_curve(real_batches):
 
 
 def test_a_step_across_two_slices_matches_one_slice():
-    """With every random draw fixed (no dropout, noise or node blend; the pair blend is one
-    [N, N] mask), two data-parallel slices take the one-slice step up to each slice
-    normalising its own loss."""
+    """With every random draw fixed (no dropout, noise or blend: all pairs and atoms 3D), the
+    per-device data parallelism of a multi-slice mesh takes the one-slice step, up to each
+    device normalising its own loss: every device gets the same two molecules, so its own
+    normalisation is the batch's."""
     deterministic = {
         "model.attention_dropout": 0.0,
         "model.activation_dropout": 0.0,
@@ -130,10 +131,11 @@ def test_a_step_across_two_slices_matches_one_slice():
         "model.stochastic_depth": 0.0,
         "model.coord_noise_std": 0.0,
         "model.node_blend_probs": (0.0, 1.0),
+        "model.blend_probs": (0.0, 0.0, 1.0),
     }
     config = small_config(**deterministic)
-    smiles = ["CCO", "c1ccccc1O", "CC(=O)N", "CCN(CC)CC", "OCC(O)CO", "c1ccncc1", "CC#N", "CCCC"]
-    records = [smiles_to_record(s, i, coords="rdkit") for i, s in enumerate(smiles * 2)]
+    pair = [smiles_to_record(s, i, coords="rdkit") for i, s in enumerate(["CCO", "c1ccccc1O"])]
+    records = pair * 8
     batches = [pad_batch(records, 16, 16)] * 3
     results = {}
     for shape in [(1, 8, 1), (2, 4, 1)]:

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import re
 import time
+import types
 from collections.abc import Sequence
 
 import jax
@@ -128,6 +129,7 @@ class ProgramReport:
     largest_buffers: list[dict]  # [{bytes, shape, op}] of the largest instruction results.
     molecules_per_second: float | None = None  # Train steps: the bound's throughput.
     settings_that_fit: list[str] = dataclasses.field(default_factory=list)
+    refused: str = ""  # The compiler's message when it refused the program (out of HBM).
 
 
 def compile_run(
@@ -191,7 +193,13 @@ def compile_run(
     for name, shape, lower in jobs:
         progress(f"Compiling {name} {shape} for {num_devices} x {devices[0].device_kind} ...")
         start = time.perf_counter()
-        compiled = lower().compile()
+        try:
+            compiled = lower().compile()
+        except jax.errors.JaxRuntimeError as error:
+            if "RESOURCE_EXHAUSTED" not in str(error):
+                raise
+            reports.append(_refused(name, shape, str(error), config, num_devices, chip))
+            continue
         seconds = time.perf_counter() - start
         report = analyse(name, shape, compiled, mesh, chip, seconds)
         if name == "train_step" and report.roofline:
@@ -207,6 +215,47 @@ def compile_run(
             )
         reports.append(report)
     return facts, reports
+
+
+def _refused(name, shape, message, config, num_devices, chip) -> ProgramReport:
+    """The report of a program the TPU compiler refused for want of HBM: the temporaries its
+    message names (e.g. "HLO temporaries (53.08G) exceeds available HBM"), settings that fit."""
+    match = re.search(r"temporaries \(([\d.]+)([KMGT])\)", message)
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    temporaries = int(float(match.group(1)) * scale[match.group(2)]) if match else 0
+    analysis = types.SimpleNamespace(
+        argument_size_in_bytes=0,
+        output_size_in_bytes=0,
+        alias_size_in_bytes=0,
+        temp_size_in_bytes=temporaries,
+    )
+    return ProgramReport(
+        name=name,
+        batch_shape=shape,
+        compile_seconds=0.0,
+        memory={
+            "arguments": 0,
+            "outputs": 0,
+            "aliased": 0,
+            "temporaries": temporaries,
+            "total": temporaries,
+        },  # fmt: skip
+        fits=False,
+        flops=0.0,
+        bytes_accessed=0.0,
+        roofline={},
+        collectives={},
+        largest_buffers=[],
+        settings_that_fit=memory.settings_that_fit(
+            analysis,
+            chip.hbm_bytes if chip else temporaries,
+            batch_size=config.batch_size,
+            num_devices=num_devices,
+            grad_accum_steps=config.grad_accum_steps,
+            remat=config.model.remat,
+        ),
+        refused=message.splitlines()[0][:300],
+    )
 
 
 def analyse(name, shape, compiled, mesh, chip, compile_seconds) -> ProgramReport:

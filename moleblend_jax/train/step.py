@@ -83,29 +83,30 @@ def accumulated_loss_and_grads(
 def across_slices(
     loss_and_grads: Callable, mesh: jax.sharding.Mesh
 ) -> Callable[[dict, Mapping[str, jax.Array], dict], tuple]:
-    """`loss_and_grads(params, batch, rngs)` run per slice on the slice's share of the batch,
-    its (loss, metrics) and gradients then averaged over the slices in ONE all-reduce over
-    the data-centre network: left to itself XLA reduces each gradient across slices on its
-    own (one DCN transfer per parameter, dozens per layer).
+    """`loss_and_grads(params, batch, rngs)` as plain data parallelism over every device of a
+    multi-slice mesh: each device on its own molecules, then their (loss, metrics) and
+    gradients averaged in ONE all-reduce (XLA splits it into ICI within the slices and one
+    transfer over the data-centre network). Left to itself XLA reduces each gradient across
+    slices on its own: one DCN transfer per parameter, dozens per layer.
 
-    Each slice normalises its own loss (as each microbatch does) and draws its random streams
-    from `rngs` folded with its slice index. Within a slice, sharding stays automatic.
+    Needs replicated parameters (mesh.fsdp = 1). Each device normalises its own loss (as each
+    microbatch does) and draws its random streams from `rngs` folded with its index.
     """
+    if mesh.shape.get("fsdp", 1) != 1:
+        raise ValueError("Multi-slice training needs config.mesh.fsdp=1 (replicated parameters).")
+    axes = tuple(mesh.axis_names)
 
-    def per_slice(params, batch, rngs):
-        index = jax.lax.axis_index(DCN_AXIS)
+    def per_device(params, batch, rngs):
+        index = jax.lax.axis_index(axes)
         rngs = {name: jax.random.fold_in(key, index) for name, key in rngs.items()}
         flat, unflatten = ravel_pytree(loss_and_grads(params, batch, rngs))
-        # Whole within the slice (gathered over ICI), so one transfer crosses DCN.
-        flat = jax.lax.with_sharding_constraint(flat, PartitionSpec())
-        return unflatten(jax.lax.pmean(flat, DCN_AXIS))
+        return unflatten(jax.lax.pmean(flat, axes))
 
     return jax.shard_map(
-        per_slice,
+        per_device,
         mesh=mesh,
-        in_specs=(PartitionSpec(), PartitionSpec(DCN_AXIS), PartitionSpec()),
+        in_specs=(PartitionSpec(), PartitionSpec(axes), PartitionSpec()),
         out_specs=PartitionSpec(),
-        axis_names={DCN_AXIS},
         check_vma=False,
     )
 
