@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from script_testing import assert_one_line_errors
 from test_own_data import _config, _write_fixture
 
 from moleblend_jax.data import featurize
@@ -205,9 +206,4 @@ def test_script_mistakes_are_one_line_exit_2(finished, tmp_path):
         ),
     }  # fmt: skip
     procs = {text: _run(*args) for text, args in cases.items()}
-    for text, proc in procs.items():
-        _, stderr = proc.communicate(timeout=300)
-        lines = stderr.strip().splitlines()
-        assert proc.returncode == 2, (text, stderr[-2000:])
-        assert lines[-1].startswith("error: ") and text in lines[-1], (text, lines[-1])
-        assert "Traceback" not in stderr
+    assert_one_line_errors(procs)

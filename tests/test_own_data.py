@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from script_testing import assert_one_line_errors
 from test_finetune_trainer import _load_finetune_config
 from train_testing import REPO
 
@@ -224,12 +225,7 @@ def test_user_mistakes_are_one_line_exit_2(tmp_path):
         text: _run("finetune.py", *common, f"--workdir={tmp_path / f'w{i}'}", *flags)
         for i, (text, flags) in enumerate(cases.items())
     }
-    for text, proc in procs.items():
-        _, stderr = proc.communicate(timeout=300)
-        lines = stderr.strip().splitlines()
-        assert proc.returncode == 2, (text, stderr[-2000:])
-        assert lines[-1].startswith("error: ") and text in lines[-1], (text, lines[-1])
-        assert "Traceback" not in stderr
+    assert_one_line_errors(procs)
 
 
 def test_sdf_labels_from_properties_and_3d_from_the_file(tmp_path):
