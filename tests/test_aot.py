@@ -9,7 +9,7 @@ from script_testing import run_experiment
 from train_testing import small_config
 
 from moleblend_jax.errors import UserError
-from moleblend_jax.train import aot
+from moleblend_jax.train import aot, hlo_stats
 
 
 @pytest.mark.parametrize(
@@ -34,9 +34,9 @@ def test_unknown_topologies_are_one_line_errors(name):
 
 
 def test_replica_groups_in_both_printed_forms():
-    assert aot.replica_groups("x, replica_groups={{0,1},{2,3}}, y", 4) == [[0, 1], [2, 3]]
-    assert aot.replica_groups("replica_groups=[2,2]<=[4]", 4) == [[0, 1], [2, 3]]
-    assert aot.replica_groups("replica_groups=[2,2]<=[2,2]T(1,0)", 4) == [[0, 2], [1, 3]]
+    assert hlo_stats.replica_groups("x, replica_groups={{0,1},{2,3}}, y", 4) == [[0, 1], [2, 3]]
+    assert hlo_stats.replica_groups("replica_groups=[2,2]<=[4]", 4) == [[0, 1], [2, 3]]
+    assert hlo_stats.replica_groups("replica_groups=[2,2]<=[2,2]T(1,0)", 4) == [[0, 2], [1, 3]]
 
 
 HLO = """\
@@ -53,13 +53,13 @@ _xla_host_transfer_rendezvous="all-reduce.7_0",_xla_megascale_transfer_type="ALL
 
 
 def test_collectives_count_kinds_bytes_and_transfers_between_slices():
-    found = aot.collectives(HLO, slices=[0, 0, 1, 1])
+    found = hlo_stats.collectives(HLO, slices=[0, 0, 1, 1])
     assert found["all-reduce"] == {"count": 1, "bytes": 8 * 4 + 16 * 2}  # Within each slice.
     assert found["all-gather"] == {"count": 1, "bytes": 16 * 2 * 4}
     # One HLO all-reduce whose groups span slices, one transfer to the multi-slice runtime
     # (counted once for its send and recv).
     assert found["dcn-all-reduce"] == {"count": 2, "bytes": 2 * 4 + 8 * 128 * 4}
-    assert aot.largest_buffers(HLO, 1) == [
+    assert hlo_stats.largest_buffers(HLO, 1) == [
         {"bytes": 64 * 64 * 4, "shape": "f32[64,64]", "op": "a/b/c/mul"}
     ]
 
