@@ -23,6 +23,10 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or directory the user named does not exist."""
 
 
+class NoMoleculesError(UserError):
+    """An input of which not one molecule could be featurised (every record skipped)."""
+
+
 class UnknownDatasetError(UserError, KeyError):
     """A data set name that is not registered (also a KeyError, as `get_spec` always raised)."""
 

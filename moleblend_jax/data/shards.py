@@ -30,7 +30,7 @@ from moleblend_jax.data.public_sets import BUNDLED_SOURCES
 from moleblend_jax.data.reader import read_metadata
 from moleblend_jax.data.shard_file import ShardFile, guard, shard_name
 from moleblend_jax.data.sources import Source, open_source
-from moleblend_jax.errors import UserError
+from moleblend_jax.errors import NoMoleculesError, UserError
 from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
     METADATA_FILE,
@@ -260,7 +260,7 @@ def _require_mostly_parsed(name: str, num_written: int, skipped: collections.Cou
     """No molecule written: ValueError; nearly every entry unparseable (the wrong format, a
     binary file): UserError naming the reasons."""
     if num_written == 0:
-        raise UserError(f"{name}: no molecule could be read (skipped: {dict(skipped)})")
+        raise NoMoleculesError(f"{name}: no molecule could be read (skipped: {dict(skipped)})")
     failed = sum(c for reason, c in skipped.items() if _is_parse_failure(reason))
     entries = num_written + sum(skipped.values())
     if entries >= MIN_ENTRIES_CHECKED and failed >= MAX_PARSE_FAILURES * entries:

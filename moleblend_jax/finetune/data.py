@@ -20,7 +20,7 @@ import numpy as np
 from moleblend_jax.data import iter_records
 from moleblend_jax.data.shards import build_shards
 from moleblend_jax.data.sources import Source, table_source
-from moleblend_jax.errors import MissingFileError, UserError
+from moleblend_jax.errors import MissingFileError, NoMoleculesError, UserError
 from moleblend_jax.finetune import datasets, splits, user_data
 from moleblend_jax.train.paths import as_path
 
@@ -121,10 +121,8 @@ def load(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TaskD
             limit=(config.max_molecules or None) if qm9 else None,
             progress=config.dataset in user_data.FORMATS,
         )
-    except ValueError as err:
-        if "no molecule could be read" not in str(err):
-            raise
-        raise UserError(f"no valid molecules in {spec.name} data: {err}") from None
+    except NoMoleculesError as err:
+        raise NoMoleculesError(f"no valid molecules in {spec.name} data: {err}") from None
     records = list(iter_records(data_dir))
     return TaskData(
         spec=spec,
