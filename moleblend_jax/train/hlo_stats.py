@@ -14,6 +14,16 @@ _BYTES = {"pred": 1, "bf16": 2, "c64": 8, "c128": 16}
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 
 
+def op_names(hlo: str) -> dict[str, str]:
+    """Instruction name -> the JAX operation that made it (its op_name metadata)."""
+    names = {}
+    for line in hlo.splitlines():
+        match, op_name = _INSTRUCTION.match(line), _OP_NAME.search(line)
+        if match and op_name:
+            names[match.group("name")] = op_name.group(1)
+    return names
+
+
 def type_bytes(hlo_type: str) -> int:
     """Bytes of an HLO result type (an array or a tuple of arrays)."""
     total = 0

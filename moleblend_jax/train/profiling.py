@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import jax
 
+from moleblend_jax.train import hlo_stats
+
 
 def ms_per_module(
     compiled: jax.stages.Compiled,
@@ -23,11 +25,7 @@ def ms_per_module(
     Kernels are mapped to modules through the op_name metadata of the compiled HLO; the sum
     can exceed the step time where the runtime runs independent kernels concurrently.
     """
-    op_names = {}
-    for match in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*$", compiled.as_text(), re.M):
-        name = re.search(r'op_name="([^"]*)"', match.group(0))
-        if name:
-            op_names[match.group(1)] = name.group(1)
+    op_names = hlo_stats.op_names(compiled.as_text())
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         for _ in range(num_steps):
             run_step()
