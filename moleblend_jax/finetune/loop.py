@@ -161,9 +161,8 @@ class SeedTrainer:
             molecules = int(batch["mol_mask"].sum())
             with clock.waiting_for_input():
                 batch = sharding.global_batch(standardizer.encode(batch), self.mesh)
-            num_programs = step_fn.num_programs
             state, out = step_fn(state, batch)
-            clock.dispatched(out, **self._step_cost(step_fn, batch, molecules, num_programs))
+            clock.dispatched(out, **self._step_cost(step_fn, batch, molecules))
             step += 1
             steps.append(step)
             step_metrics.append(out)
@@ -173,18 +172,13 @@ class SeedTrainer:
         throughput = clock.interval(self.peak_flops)
         return state, float(np.mean([m["loss"] for m in fetched])), step, throughput
 
-    def _step_cost(self, step_fn, batch, molecules: int, num_programs: int) -> dict:
+    def _step_cost(self, step_fn, batch, molecules: int) -> dict:
         """StepClock.step_done's arguments for a fine-tuning step on `batch`."""
         batch_size, num_atoms = batch["atom_mask"].shape
-        use_3d = self.task.spec.needs_3d
-        return {
-            "molecules": molecules,
-            "model_flops": flops.finetune_step_flops(
-                self.config.model, batch_size, num_atoms, use_3d
-            ),
-            "hardware_flops": step_fn.flops(batch) * jax.device_count(),
-            "compiled": step_fn.num_programs > num_programs,
-        }
+        model_flops = flops.finetune_step_flops(
+            self.config.model, batch_size, num_atoms, self.task.spec.needs_3d
+        )
+        return telemetry.step_cost(step_fn, batch, molecules=molecules, model_flops=model_flops)
 
     def _set_up(self, train_records: list[dict], seed: int, standardizer: Standardizer):
         """-> (state, compiled step, dropped pretrained modules) for one seed."""

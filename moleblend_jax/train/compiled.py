@@ -25,10 +25,12 @@ class CompiledPerShape:
         self._check_memory = check_memory
         self._programs: dict[tuple, jax.stages.Compiled] = {}
         self._flops: dict[tuple, float] = {}
+        self.compiled_last_call = False  # Whether the last call compiled its program.
 
     def __call__(self, *args):
         key = _signature(args[self._shape_arg])
         program = self._programs.get(key)
+        self.compiled_last_call = program is None
         if program is None:
             program = self._jitted.lower(*args).compile()
             shape, memory = _shape(args[self._shape_arg]), program.memory_analysis()

@@ -73,7 +73,7 @@ class _Run(NamedTuple):
     held_out: Callable | None
     checkpointer: Checkpointer
     writer: MetricWriter
-    step_cost: Callable[[dict, bool], dict]  # (global batch, compiled) -> StepClock.step_done's.
+    step_cost: Callable[[dict], dict]  # Global batch just run -> StepClock.step_done's arguments.
     peak_flops: float | None  # Of all devices together (FLOP/s), for MFU.
 
 
@@ -133,13 +133,11 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
             while step < stop_step:
                 with clock.waiting_for_input():
                     batch = sharding.global_batch(next(run.batches), run.mesh)
-                num_programs = run.train_step.num_programs
                 with profile.annotate(step + 1):
                     state, metrics = run.train_step(state, batch)
                 step += 1
                 profile.after(step, metrics)
-                compiled = run.train_step.num_programs > num_programs
-                clock.dispatched(metrics, **run.step_cost(batch, compiled))
+                clock.dispatched(metrics, **run.step_cost(batch))
                 pending.append((step, metrics))
                 progress.update(config.batch_size)
                 is_log_step = step % config.log_every == 0 or step == stop_step
@@ -235,14 +233,13 @@ def _set_up(config, workdir, data: inputs.PretrainingData, checkpointer: Checkpo
     )
     held_out = _held_out_loss(config, programs, data.eval_dir, mesh, buckets, local_batch_size)
 
-    def step_cost(batch: dict, compiled: bool) -> dict:
-        num_atoms = batch["atom_mask"].shape[1]
-        return {
-            "molecules": config.batch_size,
-            "model_flops": flops.train_step_flops(config.model, config.batch_size, num_atoms),
-            "hardware_flops": train_step.flops(batch) * jax.device_count(),
-            "compiled": compiled,
-        }
+    def step_cost(batch: dict) -> dict:
+        model_flops = flops.train_step_flops(
+            config.model, config.batch_size, batch["atom_mask"].shape[1]
+        )
+        return telemetry.step_cost(
+            train_step, batch, molecules=config.batch_size, model_flops=model_flops
+        )
 
     return _Run(
         mesh,

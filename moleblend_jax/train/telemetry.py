@@ -22,6 +22,17 @@ def without_timing(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in TIMING_KEYS}
 
 
+def step_cost(program, batch, *, molecules: int, model_flops: float) -> dict:
+    """`StepClock.step_done`'s arguments for a step `program` (a CompiledPerShape) just ran on
+    `batch` (global arrays): its XLA FLOPs over all devices and whether that call compiled."""
+    return {
+        "molecules": molecules,
+        "model_flops": model_flops,
+        "hardware_flops": program.flops(batch) * jax.device_count(),
+        "compiled": program.compiled_last_call,
+    }
+
+
 class StepClock:
     """Per-step wall time and input wait, summarised once per log interval.
 
