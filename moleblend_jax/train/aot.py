@@ -122,7 +122,7 @@ class ProgramReport:
     fits: bool | None  # Against the chip's HBM; None when the chip is unknown.
     flops: float
     bytes_accessed: float
-    roofline: dict[str, float | str]  # compute_s, memory_s, bound_s, binds.
+    roofline: dict[str, float | str]  # compute_s, memory_s, bound_s, binds, mfu_ceiling.
     collectives: dict[str, dict[str, int]]  # kind -> {count, bytes}; dcn-* cross slices.
     largest_buffers: list[dict]  # [{bytes, shape, op}] of the largest instruction results.
     molecules_per_second: float | None = None  # Train steps: the bound's throughput.
@@ -196,16 +196,18 @@ def compile_run(
         except jax.errors.JaxRuntimeError as error:
             if "RESOURCE_EXHAUSTED" not in str(error):
                 raise
-            reports.append(_refused(name, shape, str(error), config, num_devices, chip))
-            continue
-        seconds = time.perf_counter() - start
-        report = analyse(name, shape, compiled, mesh, chip, seconds)
+            analysis, report = _refused(name, shape, str(error))
+        else:
+            seconds = round(time.perf_counter() - start, 1)
+            analysis = compiled.memory_analysis()
+            report = analyse(name, shape, compiled, analysis, mesh, chip)
+            report.compile_seconds = seconds
         if name == "train_step" and report.roofline:
             report.molecules_per_second = config.batch_size / report.roofline["bound_s"]
         if report.fits is False:
             report.settings_that_fit = memory.settings_that_fit(
-                compiled.memory_analysis(),
-                chip.hbm_bytes,
+                analysis,
+                chip.hbm_bytes if chip else report.memory["total"],
                 batch_size=config.batch_size,
                 num_devices=num_devices,
                 grad_accum_steps=config.grad_accum_steps,
@@ -215,9 +217,9 @@ def compile_run(
     return facts, reports
 
 
-def _refused(name, shape, message, config, num_devices, chip) -> ProgramReport:
-    """The report of a program the TPU compiler refused for want of HBM: the temporaries its
-    message names (e.g. "HLO temporaries (53.08G) exceeds available HBM"), settings that fit."""
+def _refused(name: str, shape: str, message: str) -> tuple[object, ProgramReport]:
+    """(memory analysis, report) of a program the TPU compiler refused for want of HBM: the
+    temporaries its message names (e.g. "HLO temporaries (53.08G) exceeds available HBM")."""
     match = re.search(r"temporaries \(([\d.]+)([KMGT])\)", message)
     scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
     temporaries = int(float(match.group(1)) * scale[match.group(2)]) if match else 0
@@ -227,52 +229,43 @@ def _refused(name, shape, message, config, num_devices, chip) -> ProgramReport:
         alias_size_in_bytes=0,
         temp_size_in_bytes=temporaries,
     )
-    return ProgramReport(
+    report = ProgramReport(
         name=name,
         batch_shape=shape,
         compile_seconds=0.0,
-        memory={
-            "arguments": 0,
-            "outputs": 0,
-            "aliased": 0,
-            "temporaries": temporaries,
-            "total": temporaries,
-        },  # fmt: skip
+        memory=_memory_fields(analysis),
         fits=False,
         flops=0.0,
         bytes_accessed=0.0,
         roofline={},
         collectives={},
         largest_buffers=[],
-        settings_that_fit=memory.settings_that_fit(
-            analysis,
-            chip.hbm_bytes if chip else temporaries,
-            batch_size=config.batch_size,
-            num_devices=num_devices,
-            grad_accum_steps=config.grad_accum_steps,
-            remat=config.model.remat,
-        ),
         refused=message.splitlines()[0][:300],
     )
+    return analysis, report
 
 
-def analyse(name, shape, compiled, mesh, chip, compile_seconds) -> ProgramReport:
-    """A ProgramReport from a compiled program's memory and cost analyses and its HLO."""
-    analysis = compiled.memory_analysis()
-    mem = {
+def _memory_fields(analysis) -> dict[str, int]:
+    """A memory analysis as the report's fields, per chip (bytes)."""
+    return {
         "arguments": analysis.argument_size_in_bytes,
         "outputs": analysis.output_size_in_bytes,
         "aliased": analysis.alias_size_in_bytes,
         "temporaries": analysis.temp_size_in_bytes,
         "total": memory.step_bytes(analysis),
     }
+
+
+def analyse(name, shape, compiled, analysis, mesh, chip) -> ProgramReport:
+    """A ProgramReport from a compiled program, its memory `analysis`, costs and HLO."""
+    mem = _memory_fields(analysis)
     cost = xla_cost(compiled)
     flops, bytes_accessed = cost["flops"], cost["bytes accessed"]
     hlo = compiled.as_text()
     return ProgramReport(
         name=name,
         batch_shape=shape,
-        compile_seconds=round(compile_seconds, 1),
+        compile_seconds=0.0,
         memory=mem,
         fits=None if chip is None else mem["total"] <= chip.hbm_bytes,
         flops=flops,
