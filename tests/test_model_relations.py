@@ -8,7 +8,7 @@ import model_testing as mt
 import numpy as np
 import pytest
 
-from moleblend_jax.model import blend, embeddings, relations
+from moleblend_jax.model import blend, embeddings, platform, relations
 from moleblend_jax.model.layers import padded_embedding_init
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -28,14 +28,21 @@ def test_spd_bias_matches_numpy(batch):
     np.testing.assert_allclose(got, want, **TOL)
 
 
-def test_edge_bias_matches_numpy(batch):
+@pytest.mark.parametrize("target", ["cpu", "tpu"])
+def test_edge_bias_matches_numpy(batch, target):
+    """Both forms: the CPU's one gather over all hops and the heads-first gather per hop that
+    TPU programs are traced with (here run on CPU)."""
     module = relations.EdgeBias(config=CONFIG)
     args = (batch["path_edges"], batch["spd"])
     params = mt.random_params(module, *args)
-    got = module.apply({"params": params}, *args)
+    with platform.compiling_for(target):
+        got = module.apply({"params": params}, *args)
+        grads = jax.grad(lambda p: jnp.sum(module.apply({"params": p}, *args) ** 2))(params)
     hops = CONFIG.max_path_hops
     want = mref.np_edge_bias(params["embedding"], params["hop_weights"], *args, max_hops=hops)
     np.testing.assert_allclose(got, want, **TOL)
+    reference = jax.grad(lambda p: jnp.sum(module.apply({"params": p}, *args) ** 2))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), grads, reference)
 
 
 def test_gaussian_bias_and_centrality_match_numpy(batch):

@@ -35,11 +35,17 @@ def define_flags() -> None:
     flags.DEFINE_list(
         "buckets", None, "Atom counts to compile train steps for (default: the run's)."
     )
+    flags.DEFINE_multi_enum(
+        "programs",
+        ["init", "train_step", "eval_step"],
+        ["init", "train_step", "eval_step"],
+        "Programs to compile (default: all three).",
+    )
     flags.DEFINE_string("out", None, "Also write the report as JSON here.")
     flags.mark_flags_as_required(["config", "topology"])
 
 
-def _compile_only_devices(topology: str) -> None:
+def compile_only_devices(topology: str) -> None:
     """Before jax starts its backends: CPU only (never probe for, or lock, an accelerator of
     this machine), with N devices for a cpu-N topology (XLA reads XLA_FLAGS once)."""
     import jax
@@ -60,13 +66,13 @@ NOT_A_TIMING = (
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    _compile_only_devices(FLAGS.topology)
+    compile_only_devices(FLAGS.topology)
     from moleblend_jax.train import aot
 
     config = FLAGS.config
     devices = aot.topology_devices(FLAGS.topology, FLAGS.num_slices)
     buckets = [int(b) for b in FLAGS.buckets] if FLAGS.buckets else None
-    facts, reports = aot.compile_run(config, devices, buckets, progress=print)
+    facts, reports = aot.compile_run(config, devices, buckets, progress=print, which=FLAGS.programs)
     report = {
         "topology": FLAGS.topology,
         "num_slices": FLAGS.num_slices,
@@ -132,6 +138,12 @@ def aot_table(report: dict) -> str:
         lines.append(
             "    largest buffers: "
             + "; ".join(f"{b['bytes'] / 2**20:.0f} MiB {b['shape']} ({b['op']})" for b in biggest)
+        )
+        lines.append(
+            "    most traffic: "
+            + "; ".join(
+                f"{t['bytes'] / 1e9:.2f} GB {t['phase']} {t['source']}" for t in p["traffic"][:4]
+            )
         )
         if p["fits"] is False:
             lines.append(

@@ -6,9 +6,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from moleblend_jax.model import precision
+from moleblend_jax.model import platform, precision
 from moleblend_jax.model.config import ModelConfig
-from moleblend_jax.model.layers import Dropout, dense, masked_softmax
+from moleblend_jax.model.layers import Dropout, attention_probs16, dense, masked_softmax
 
 
 def split_heads(x: jax.Array, num_heads: int) -> jax.Array:
@@ -32,8 +32,8 @@ def fused_attention_blocker(cfg: ModelConfig, head_dim: int, train: bool) -> str
     cuDNN's fused attention takes the per-head bias and key lengths, 16-bit operands and
     head dims that are multiples of 8, but no attention-probability dropout.
     """
-    if jax.default_backend() != "gpu":
-        return f"backend {jax.default_backend()}"
+    if platform.target() != "gpu":
+        return f"backend {platform.target()}"
     if cfg.jnp_dtype not in (jnp.bfloat16, jnp.float16):
         return f"dtype {cfg.dtype}"
     if head_dim % 8 or head_dim > 128:
@@ -90,7 +90,7 @@ class BiasedSelfAttention(nn.Module):
                 context = fused_attention(q, k, v, bias, key_mask, dtype)
             except (ValueError, NotImplementedError, RuntimeError) as error:  # At trace time.
                 blocker = f"cuDNN refused: {error}"
-        if jax.default_backend() == "gpu":  # Elsewhere there is no choice to report.
+        if platform.target() == "gpu":  # Elsewhere there is no choice to report.
             _log_once(
                 f"Attention: XLA einsums (no fused kernel: {blocker})."
                 if blocker
@@ -99,7 +99,15 @@ class BiasedSelfAttention(nn.Module):
         if context is None:
             q = q * head_dim**-0.5
             logits = precision.einsum("bqhd,bkhd->bhqk", q, k, dtype)
-            probs = masked_softmax(logits + bias, key_mask)
-            probs = Dropout(cfg.attention_dropout)(probs, deterministic=not train)
+            dropout = Dropout(cfg.attention_dropout)
+            if precision.is_mixed(dtype):
+                if train and cfg.attention_dropout > 0:
+                    keep, keep_prob = dropout.keep(logits.shape), dropout.keep_prob
+                else:
+                    keep, keep_prob = jnp.ones((), bool), 1.0
+                probs = attention_probs16(logits.astype(dtype), bias, key_mask, keep, keep_prob)
+            else:
+                probs = masked_softmax(logits + bias, key_mask)
+                probs = dropout(probs, deterministic=not train)
             context = precision.einsum("bhqk,bkhd->bqhd", probs, v, dtype)
         return proj("out", ("kv", "embed"))(context.reshape(*x.shape[:-1], hidden))

@@ -1,5 +1,6 @@
 """Shared building blocks: initialisers with logical axes, fp32 LayerNorm, gathers, safe norms."""
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -151,6 +152,41 @@ def masked_softmax(logits: jax.Array, key_mask: jax.Array) -> jax.Array:
     return jax.nn.softmax(logits, axis=-1)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def attention_probs16(
+    logits: jax.Array, bias: jax.Array, key_mask: jax.Array, keep: jax.Array, keep_prob: float
+) -> jax.Array:
+    """`masked_softmax(logits + bias)` then dropout (`keep`, kept ones over `keep_prob`), for
+    16-bit attention: [B, H, Q, K] 16-bit logits, fp32 bias, [B, K] bool keys, bool `keep`
+    (broadcastable) -> [B, H, Q, K] probabilities in the logits' dtype.
+
+    The math is fp32 inside, the input and the result are 16-bit, and the dropout is applied
+    in the same pass. The backward pass keeps the fp32 probabilities, as autodiff of the fp32
+    softmax does (16-bit ones would cost ~2% of the logits' gradient where its terms cancel).
+    These [B, H, T, T] arrays are the bulk of an attention layer's memory traffic.
+    """
+    return _attention_probs16_fwd(logits, bias, key_mask, keep, keep_prob)[0]
+
+
+def _attention_probs16_fwd(logits, bias, key_mask, keep, keep_prob):
+    probs = masked_softmax(logits.astype(jnp.float32) + bias, key_mask)
+    dropped = jnp.where(keep, probs / keep_prob, 0.0).astype(logits.dtype)
+    tags = (jnp.zeros((0,), logits.dtype), jnp.zeros((0,), bias.dtype))
+    return dropped, (probs, key_mask, keep, tags)
+
+
+def _attention_probs16_bwd(keep_prob, residuals, g):
+    probs, key_mask, keep, (logits_tag, bias_tag) = residuals
+    d_probs = jnp.where(keep, g.astype(jnp.float32) / keep_prob, 0.0)
+    d_logits = probs * (d_probs - jnp.sum(d_probs * probs, axis=-1, keepdims=True))
+    # Masked keys took a constant, not the logit: no gradient (as masked_softmax's `where`).
+    d_logits = jnp.where(key_mask[:, None, None, :], d_logits, 0.0)
+    return d_logits.astype(logits_tag.dtype), d_logits.astype(bias_tag.dtype), None, None
+
+
+attention_probs16.defvjp(_attention_probs16_fwd, _attention_probs16_bwd)
+
+
 class Dropout(nn.Module):
     """Dropout on the "dropout" rng stream whose keep mask is cheap and computed once.
 
@@ -168,9 +204,17 @@ class Dropout(nn.Module):
         """[...] -> [...], elements zeroed with prob ~`rate`, the rest scaled by 1/keep_prob."""
         if deterministic or self.rate == 0.0:
             return x
-        keep = jax.lax.optimization_barrier(keep_mask(self.make_rng("dropout"), self.rate, x.shape))
-        keep_prob = 1.0 - _drop_threshold(self.rate) / _UNIFORM_LEVELS
-        return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+        keep = self.keep(x.shape)
+        return jnp.where(keep, x / jnp.asarray(self.keep_prob, x.dtype), jnp.zeros_like(x))
+
+    def keep(self, shape: tuple[int, ...]) -> jax.Array:
+        """A fresh bool keep mask of `shape` (True with probability 1 - ~rate)."""
+        return jax.lax.optimization_barrier(keep_mask(self.make_rng("dropout"), self.rate, shape))
+
+    @property
+    def keep_prob(self) -> float:
+        """The quantised keep probability, which kept elements are divided by."""
+        return 1.0 - _drop_threshold(self.rate) / _UNIFORM_LEVELS
 
 
 _UNIFORM_LEVELS = 2**16  # Dropout draws 16-bit uniforms.
@@ -184,13 +228,15 @@ def _drop_threshold(rate: float) -> int:
 def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
     """-> bool `shape`, each True with probability 1 - round(rate * 2^16) / 2^16.
 
-    Element e takes the low half of 32-bit draw e, element e + ceil(size / 2) the high half.
+    Along the last axis (length n), element e takes the low half of 32-bit draw e and element
+    e + ceil(n / 2) the high half. The draws have `shape`'s leading axes, so a mask sharded
+    along the batch is drawn where it is used (a flat draw would be exchanged between devices).
     """
-    size = math.prod(shape)
-    bits = jax.random.bits(key, ((size + 1) // 2,), jnp.uint32)
+    *lead, last = shape
+    bits = jax.random.bits(key, (*lead, (last + 1) // 2), jnp.uint32)
     threshold = _drop_threshold(rate)
-    keep = jnp.concatenate([(bits & 0xFFFF) >= threshold, (bits >> 16) >= threshold])
-    return keep[:size].reshape(shape)
+    keep = jnp.concatenate([(bits & 0xFFFF) >= threshold, (bits >> 16) >= threshold], axis=-1)
+    return keep[..., :last]
 
 
 def gelu(x: jax.Array) -> jax.Array:

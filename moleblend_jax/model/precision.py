@@ -21,10 +21,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from moleblend_jax.model import platform
+
 FLOAT32 = jnp.dtype(jnp.float32)
 
 
-def _is_mixed(dtype) -> bool:
+def is_mixed(dtype) -> bool:
+    """Whether `dtype` is a 16-bit compute dtype (not float32)."""
     return jnp.dtype(dtype) != FLOAT32
 
 
@@ -83,14 +86,14 @@ _mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 def matmul(x: jax.Array, w: jax.Array, dtype) -> jax.Array:
     """[..., K] @ [K, N] -> [..., N]: float32 for a 16-bit `dtype`, else the plain product."""
-    if not _is_mixed(dtype):
+    if not is_mixed(dtype):
         return x @ w
     return _mixed_matmul(x, w, jnp.dtype(dtype))
 
 
 def dot_general(dtype):
     """A `lax.dot_general` for `nn.Dense(dot_general=...)` under the policy above."""
-    if not _is_mixed(dtype):
+    if not is_mixed(dtype):
         return lax.dot_general
 
     def policy_dot_general(lhs, rhs, dimension_numbers, precision=None, **_):
@@ -130,7 +133,7 @@ def _mixed_einsum32(spec: str, a16: jax.Array, b16: jax.Array) -> jax.Array:
     batch = [i for i in lhs if i in rhs and i in out]
     contracted = [i for i in lhs if i in rhs and i not in out]
     order = "".join(batch + [i for i in lhs if i not in rhs] + contracted)
-    if order != lhs and jax.default_backend() == "cpu":
+    if order != lhs and platform.target() == "cpu":
         a16 = _transpose_in_memory(a16, tuple(lhs.index(i) for i in order))
         spec = f"{order},{rhs}->{out}"
     return _einsum32(spec, a16, b16)
@@ -161,7 +164,7 @@ _mixed_einsum.defvjp(_mixed_einsum_fwd, _mixed_einsum_bwd)
 
 def einsum(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
     """Two-operand einsum, float32 result; 16-bit operands (and cotangents) for a 16-bit dtype."""
-    if not _is_mixed(dtype):
+    if not is_mixed(dtype):
         return _einsum32(spec, a, b)
     _einsum_terms(spec)
     return _mixed_einsum(spec, a, b, jnp.dtype(dtype))

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from moleblend_jax.model import platform
 from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.layers import (
     MultiFeatureEmbed,
@@ -94,12 +95,21 @@ class EdgeBias(nn.Module):
             per_feature[:, 0, :, None, None]
             + per_feature[:, 1, None, :, None]
             + per_feature[:, 2, None, None, :]
-        ).reshape(num_hops * vocab**3, heads)  # Row (k, a, b, c); all-pad bonds map to 0.
+        ).reshape(num_hops, vocab**3, heads)  # Row (a, b, c) of hop k; all-pad bonds map to 0.
         bond_ids = (path_edges[..., 0] * vocab + path_edges[..., 1]) * vocab + path_edges[..., 2]
-        rows = bond_ids + jnp.arange(num_hops, dtype=jnp.int32) * vocab**3  # [B, N, N, K]
-        summed = bond_table.at[rows].get(mode="promise_in_bounds").sum(-2)  # [B, N, N, H]
         count = path_hop_count(spd, max_hops).astype(jnp.float32)
-        return _heads_first(summed / count[..., None])
+        if platform.target() == "cpu":
+            rows = bond_ids + jnp.arange(num_hops, dtype=jnp.int32) * vocab**3  # [B, N, N, K]
+            table = bond_table.reshape(num_hops * vocab**3, heads)
+            summed = table.at[rows].get(mode="promise_in_bounds").sum(-2)  # [B, N, N, H]
+            return _heads_first(summed / count[..., None])
+        # On TPU a [B, N, N, K, H] gather result occupies 6.4x its size (its two minor axes,
+        # 5 and 32, pad to 8 and 128): gather each hop heads-first, [H, B, N, N], instead.
+        summed = sum(
+            bond_table[k].T.at[:, bond_ids[..., k]].get(mode="promise_in_bounds")
+            for k in range(num_hops)
+        )
+        return jnp.moveaxis(summed, 0, 1) / count[:, None]
 
 
 class GaussianBasis(nn.Module):

@@ -20,7 +20,8 @@ import jax
 import ml_collections
 
 from moleblend_jax.errors import UserError
-from moleblend_jax.train import hardware, hlo_stats, memory, programs, sharding
+from moleblend_jax.model import platform as model_platform
+from moleblend_jax.train import hardware, hlo_stats, hlo_traffic, memory, programs, sharding
 from moleblend_jax.train.compiled import xla_cost
 
 # MaxText's accelerator names (MaxText/accelerator_to_spec_map.py): v5e-N and v6e-N count chips,
@@ -125,9 +126,15 @@ class ProgramReport:
     roofline: dict[str, float | str]  # compute_s, memory_s, bound_s, binds, mfu_ceiling.
     collectives: dict[str, dict[str, int]]  # kind -> {count, bytes}; dcn-* cross slices.
     largest_buffers: list[dict]  # [{bytes, shape, op}] of the largest instruction results.
+    # Where the bytes go (train/hlo_traffic.py): [{phase, source, bytes, count}], largest first.
+    traffic: list[dict] = dataclasses.field(default_factory=list)
     molecules_per_second: float | None = None  # Train steps: the bound's throughput.
     settings_that_fit: list[str] = dataclasses.field(default_factory=list)
     refused: str = ""  # The compiler's message when it refused the program (out of HBM).
+
+
+PROGRAMS = ("init", "train_step", "eval_step")
+TRAFFIC_ROWS = 12  # The largest traffic sources kept per program.
 
 
 def compile_run(
@@ -135,11 +142,14 @@ def compile_run(
     devices: Sequence[jax.Device],
     buckets: Sequence[int] | None = None,
     progress=print,
+    which: Sequence[str] = PROGRAMS,
+    hlo_texts: list[str] | None = None,
 ) -> tuple[dict, list[ProgramReport]]:
     """Compiles the run's programs for `devices`; returns (facts about the run, reports).
 
     `buckets` limits the train steps compiled (default: those the loop would compile, i.e.
-    only the largest bucket when the devices span several hosts).
+    only the largest bucket when the devices span several hosts); `which` the programs.
+    Each compiled program's optimized HLO text is appended to `hlo_texts` when given.
     """
     mesh = sharding.make_mesh(config.mesh, devices)
     num_devices = len(devices)
@@ -188,11 +198,12 @@ def compile_run(
         )
     )
     reports = []
-    for name, shape, lower in jobs:
+    for name, shape, lower in [job for job in jobs if job[0] in which]:
         progress(f"Compiling {name} {shape} for {num_devices} x {devices[0].device_kind} ...")
         start = time.perf_counter()
         try:
-            compiled = lower().compile()
+            with model_platform.compiling_for(devices[0].platform):
+                compiled = lower().compile()
         except jax.errors.JaxRuntimeError as error:
             if "RESOURCE_EXHAUSTED" not in str(error):
                 raise
@@ -201,6 +212,8 @@ def compile_run(
             seconds = round(time.perf_counter() - start, 1)
             analysis = compiled.memory_analysis()
             report = analyse(name, shape, compiled, analysis, mesh, chip)
+            if hlo_texts is not None:
+                hlo_texts.append(compiled.as_text())
             report.compile_seconds = seconds
         if name == "train_step" and report.roofline:
             report.molecules_per_second = config.batch_size / report.roofline["bound_s"]
@@ -273,6 +286,7 @@ def analyse(name, shape, compiled, analysis, mesh, chip) -> ProgramReport:
         roofline=roofline(flops, bytes_accessed, chip),
         collectives=hlo_stats.collectives(hlo, slice_of_device(mesh)),
         largest_buffers=hlo_stats.largest_buffers(hlo),
+        traffic=hlo_traffic.by_source(hlo_traffic.accesses(hlo))[:TRAFFIC_ROWS],
     )
 
 

@@ -136,16 +136,18 @@ def train_step(
         loss_and_grads = across_slices(loss_and_grads, mesh)
     (loss, metrics), grads = loss_and_grads(state.params, batch, step_rngs(state.rng, state.step))
     grad_norm = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-
     is_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(is_finite, n, o), new, old)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=keep(params, state.params),
-        opt_state=keep(opt_state, state.opt_state),
+
+    def update(params, opt_state):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    # A branch rather than a select of new and old state: the update then reads and writes
+    # each state buffer once, in place (a select re-read and re-wrote all of them).
+    params, opt_state = jax.lax.cond(
+        is_finite, update, lambda *old: old, state.params, state.opt_state
     )
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     metrics = dict(metrics)
     metrics["grad_norm"] = grad_norm
     metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
