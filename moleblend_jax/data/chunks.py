@@ -1,6 +1,6 @@
 """Source items -> serialized records, chunk by chunk in worker processes, in source order:
 the one featurisation of the shard writer (`shards`), the Beam writer (`beam_shards`) and
-inference (`featurize`).
+inference (`input_rows`).
 """
 
 from __future__ import annotations

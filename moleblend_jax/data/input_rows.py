@@ -4,7 +4,7 @@ An input file (.csv, .smi, .sdf, read by `data.sources`) or a list of SMILES bec
 `Featurized` row per input row, in input order: the record, or None and the reason it could
 not be featurised. SMILES are canonicalised first (RDKit's canonical SMILES, whose atom order
 depends only on the molecule), so every spelling of a molecule gives the same record. The work
-is the shard writer's (`chunks.featurize_items`, `workers` processes), without files.
+is the shard writer's (`featurize.featurize_items`, `workers` processes), without files.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _results(items: list[SourceItem], conformers, max_atoms, workers, progress) 
         bar.close()
 
 
-def featurize(
+def featurize_rows(
     items: Iterable[SourceItem],
     conformers: str = "none",
     max_atoms: int = MAX_SUPPORTED_ATOMS,
