@@ -87,7 +87,7 @@ def real_batch(batch_size: int, num_atoms: int) -> dict[str, np.ndarray]:
     chosen = []
     for i, smi in enumerate(smiles):
         try:
-            record = smiles_to_record(smi, i, coords="rdkit")
+            record = smiles_to_record(smi, i, conformers="rdkit")
         except SkipMolecule:
             continue
         if 8 <= len(record["atom_features"]) <= num_atoms:

@@ -30,11 +30,11 @@ from flax import traverse_util
 
 from moleblend_jax.data import input_rows
 from moleblend_jax.data.batching import map_batches, model_inputs, pad_batch
-from moleblend_jax.data.shards import CONFORMER_MODES
 from moleblend_jax.errors import UserError
 from moleblend_jax.finetune import predictor
 from moleblend_jax.model import MoleBlendEncoder
 from moleblend_jax.model.config import ModelConfig
+from moleblend_jax.schema import CONFORMER_MODES
 from moleblend_jax.train.paths import as_path
 from moleblend_jax.train.step import jit_apply
 

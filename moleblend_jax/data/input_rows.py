@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 
-from moleblend_jax.data import chunks, serialize
+from moleblend_jax.data import featurize, serialize
 from moleblend_jax.data.sources import SourceItem, open_source
 from moleblend_jax.errors import UserError
 from moleblend_jax.schema import MAX_SUPPORTED_ATOMS
@@ -100,7 +100,7 @@ def _results(items: list[SourceItem], conformers, max_atoms, workers, progress) 
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), unit="mol", desc="featurise")
-    for results in chunks.featurize_items(items, conformers, max_atoms, workers=workers):
+    for results in featurize.featurize_items(items, conformers, max_atoms, workers=workers):
         yield from results
         if bar is not None:
             bar.update(len(results))

@@ -29,19 +29,17 @@ def item_to_record(item: SourceItem, conformers: str, max_atoms: int, seed: int 
         mol = Chem.MolFromMolBlock(item.mol_block, removeHs=True)
         if mol is None:
             raise SkipMolecule("sdf_parse_error")
-        coords = None if conformers == "file" else conformers  # None: the block's conformer.
     else:
-        mol = parse_smiles(item.smiles)
-        coords = "none" if conformers == "file" else conformers
+        mol = parse_smiles(item.smiles)  # No conformer: "file" gives none, unless xyz (QM9).
         if item.xyz and conformers == "file":
             if mol.GetNumAtoms() > max_atoms:
                 raise SkipMolecule("too_many_atoms")
             try:
-                coords = qm9.heavy_atom_coords(mol, item.elements, item.xyz)
+                conformers = qm9.heavy_atom_coords(mol, item.elements, item.xyz)
             except ValueError as err:
                 raise SkipMolecule("qm9_bad_xyz", str(err)) from None
     return build_record(
-        mol, item.id, coords, item.labels, max_atoms, seed, via_only=True, name=item.name
+        mol, item.id, conformers, item.labels, max_atoms, seed, via_only=True, name=item.name
     )
 
 
