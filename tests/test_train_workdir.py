@@ -31,6 +31,18 @@ def test_resume_refuses_a_changed_model_data_or_batch_size(tmp_path, caplog):
     assert json.loads((tmp_path / "config.json").read_text()) == saved  # The first start's.
 
 
+def test_resume_of_a_run_saved_with_the_retired_feature_counts(tmp_path):
+    workdir = as_path(tmp_path)
+    workdir_lib.check_config(workdir, small_config("/data/a"), resuming=False)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    old = {**saved, "model.num_atom_features": 9, "model.num_bond_features": 3}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    workdir_lib.check_config(workdir, small_config("/data/a"), resuming=True)  # No difference.
+    (tmp_path / "config.json").write_text(json.dumps({**old, "model.num_bond_features": 4}))
+    with pytest.raises(UserError, match=r"model.num_bond_features: 4 -> None"):
+        workdir_lib.check_config(workdir, small_config("/data/a"), resuming=True)
+
+
 def test_a_second_run_on_a_locked_workdir_exits_naming_the_holder(tmp_path, qm9_shards):
     import os
     import socket

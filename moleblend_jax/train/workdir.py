@@ -12,6 +12,7 @@ from etils import epath
 
 from moleblend_jax import atomic
 from moleblend_jax.errors import UserError
+from moleblend_jax.schema import RETIRED_MODEL_KEYS
 
 CONFIG_FILE = "config.json"
 # A resumed run must read the same batches into the same model: these keys may not change.
@@ -37,7 +38,10 @@ def flat_config(config: ml_collections.ConfigDict) -> dict:
 
 
 def config_diff(saved: dict, current: dict) -> dict[str, tuple]:
-    """Dotted key -> (saved value, current value) where two flat configs differ (None: absent)."""
+    """Dotted key -> (saved value, current value) where two flat configs differ (None: absent).
+    A retired model key saved at its one value (`schema.RETIRED_MODEL_KEYS`) is no difference."""
+    retired = {f"model.{key}": fact for key, fact in RETIRED_MODEL_KEYS.items()}
+    saved = {k: v for k, v in saved.items() if k not in retired or v != retired[k]}
     keys = sorted(set(saved) | set(current))
     return {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
 
