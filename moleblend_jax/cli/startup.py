@@ -35,6 +35,32 @@ def quiet_library_logs() -> None:
     checkpoint.quiet_orbax_info_logs()
 
 
+def define_config_and_workdir(config_help: str, workdir_help: str) -> None:
+    """--config (a config file, FILE.py[:variant], overridable as --config.x=y) and --workdir,
+    both required: the flags of the commands that train."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, config_help)
+    flags.DEFINE_string("workdir", None, workdir_help)
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
+def begin(argv: list[str], guard_transfers: bool = False) -> None:
+    """What a command's main does first: refuse positional arguments, quiet the library logs
+    and, for the commands that train, make every host <-> device transfer explicit."""
+    from absl import app
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    quiet_library_logs()
+    if guard_transfers:
+        import jax
+
+        # Every host <-> device transfer must be explicit (device_put, global_batch, device_get).
+        jax.config.update("jax_transfer_guard", "disallow")
+
+
 def usage(command: ModuleType, prog: str) -> str:
     """The command's docstring, then its flags (absl's listing of the flags it defines)."""
     from absl import flags
