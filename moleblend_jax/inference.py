@@ -29,13 +29,14 @@ import numpy as np
 from flax import traverse_util
 
 from moleblend_jax.data import input_rows
-from moleblend_jax.data.batching import map_batches, model_inputs, pad_batch
+from moleblend_jax.data.batching import map_batches, model_inputs
 from moleblend_jax.errors import UserError
 from moleblend_jax.finetune import predictor
 from moleblend_jax.model import MoleBlendEncoder
 from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.schema import CONFORMER_MODES
 from moleblend_jax.train.paths import as_path
+from moleblend_jax.train.programs import dummy_batch
 from moleblend_jax.train.step import jit_apply
 
 DEFAULT_BUCKETS = (32, 64, 128, 256)
@@ -98,7 +99,7 @@ def _encoder_params(model: EncoderOnly, saved: dict, where: str) -> dict:
 
     if "encoder" not in saved:
         raise UserError(f"{where} has no 'encoder' parameters; is it a MoleBLEND checkpoint?")
-    dummy = model_inputs(pad_batch([], num_atoms=8, batch_size=1))  # All padding.
+    dummy = dummy_batch(1, 8)
     abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy))["params"]
     wanted = nn.unbox(abstract)["encoder"]
     require_same_params(
@@ -204,7 +205,7 @@ class Embedder:
             use_2d=conformers == "none",
             use_3d=conformers != "none",
         )
-        dummy = model_inputs(pad_batch([], num_atoms=8, batch_size=1))  # All padding.
+        dummy = dummy_batch(1, 8)
         params = nn.unbox(model.init(jax.random.PRNGKey(seed), dummy)["params"])
         return cls(model, jax.device_get(params), conformers, batch_size=batch_size)
 

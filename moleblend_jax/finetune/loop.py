@@ -26,6 +26,7 @@ from moleblend_jax.train.compiled import CompiledPerShape
 from moleblend_jax.train.finite import raise_if_not_finite
 from moleblend_jax.train.memory import check_fits
 from moleblend_jax.train.metrics_writer import MetricWriter
+from moleblend_jax.train.programs import dummy_batch
 from moleblend_jax.train.step import jit_apply, jit_train_step
 
 
@@ -189,11 +190,10 @@ class SeedTrainer:
             config.optimizer, total_steps, steps_per_epoch * config.warmup_epochs
         )
         tx = optim.make_optimizer(config.optimizer, schedule)
-        example = bucket_batches(train_records[:1], jax.device_count(), self.buckets)[0]
         layout = state_lib.state_layout(
             self.model,
             tx,
-            sharding.global_batch(example, mesh),
+            dummy_batch(jax.device_count(), self.buckets[0]),
             jax.random.PRNGKey(seed),
             mesh,
             config.mesh.rules,

@@ -34,7 +34,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if list(buckets) != sorted(buckets) or buckets[-1] < config.data.max_atoms:
         # Every record must fit a bucket: molecules above max_atoms are skipped (and counted)
         # when the shards are built, none later.
-        raise ValueError(
+        raise UserError(
             f"config.data.buckets={buckets} must be increasing and end at or above "
             f"config.data.max_atoms={config.data.max_atoms}."
         )
@@ -52,7 +52,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     optim.check_config(config.optimizer)
     if config.regression_loss not in REGRESSION_LOSSES:
-        raise ValueError(
+        raise UserError(
             f"config.regression_loss={config.regression_loss!r}; use one of {REGRESSION_LOSSES}."
         )
     if config.init_checkpoint and not as_path(config.init_checkpoint).exists():
