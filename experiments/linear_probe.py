@@ -31,7 +31,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from moleblend_jax.cli import dataset_flags
+from moleblend_jax.cli import dataset_flags, startup
 from moleblend_jax.errors import UserError, exit_on_user_error
 from moleblend_jax.finetune import baselines, metrics
 from moleblend_jax.finetune.results import summarize
@@ -187,14 +187,7 @@ def run(
 
 @exit_on_user_error
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    import logging
-
-    from moleblend_jax.train import checkpoint
-
-    checkpoint.quiet_orbax_info_logs()
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    startup.begin(argv)
     config = flags.FLAGS.config
     with tempfile.TemporaryDirectory() as scratch:
         result = run(
