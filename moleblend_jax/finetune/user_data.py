@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from moleblend_jax.data import sources
+from moleblend_jax.data import sources, table_cells
 from moleblend_jax.errors import UserError
 from moleblend_jax.finetune.catalog import TASK_TYPES, DatasetSpec
 
@@ -67,7 +67,7 @@ def _read_frame(path: str, kind: str) -> pd.DataFrame:
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"config.dataset_path: {err}") from None
     if kind == "csv":
-        sources.require_unique_columns(path)
+        table_cells.require_unique_columns(path)
         try:
             return pd.read_csv(path, dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
@@ -94,12 +94,12 @@ def _default_label_columns(frame: pd.DataFrame, path: str, skip: set[str]) -> li
     other candidates are logged."""
     columns = []
     for column in _file_columns(frame):
-        if column in skip or column.strip().lower() in sources._ID_COLUMNS:
+        if column in skip or column.strip().lower() in table_cells.ID_COLUMNS:
             continue
         cells = frame[column].tolist()
-        values, bad = sources.parse_numbers(cells)
+        values, bad = table_cells.parse_numbers(cells)
         if bad or np.isnan(values).all():
-            why = sources.bad_cells(cells, bad) if bad else "no values"
+            why = table_cells.bad_cells(cells, bad) if bad else "no values"
             logging.warning("%s: column %r is not a label column: %s.", path, column, why)
         else:
             columns.append(column)
@@ -111,10 +111,10 @@ def _labels(frame: pd.DataFrame, path: str, columns: list[str]) -> np.ndarray:
     out = np.empty((len(frame), len(columns)), np.float32)
     for t, column in enumerate(columns):
         cells = frame[column].tolist()
-        values, bad = sources.parse_numbers(cells)
+        values, bad = table_cells.parse_numbers(cells)
         if bad:
             raise UserError(
-                f"{path}: label column {column!r} has {sources.bad_cells(cells, bad)}; labels "
+                f"{path}: label column {column!r} has {table_cells.bad_cells(cells, bad)}; labels "
                 "must be numbers, blank for missing"
             )
         huge = np.flatnonzero(np.abs(np.nan_to_num(values, nan=0.0)) > MAX_ABS_LABEL)
@@ -245,7 +245,7 @@ def read_table(config: ml_collections.ConfigDict) -> UserTable:
             _require(frame, path, what, [name])
     if kind == "csv":
         try:
-            smiles_column = sources.find_smiles_column(
+            smiles_column = table_cells.find_smiles_column(
                 _file_columns(frame), config.smiles_column, path
             )
         except ValueError as err:
