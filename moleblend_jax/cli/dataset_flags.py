@@ -18,8 +18,11 @@ def define(own_files: bool = False) -> None:
     config = finetune_configs.get_config()
     own = ", or csv / sdf (your own file at --dataset_path)" if own_files else ""
     flags.DEFINE_string("dataset", None, f"config.dataset: a registered name{own}.", required=True)
+    yours = ", or your CSV / SDF" if own_files else ""
     flags.DEFINE_string(
-        "dataset_path", None, "config.dataset_path: the MoleculeNet CSV (default: the bundled copy)"
+        "dataset_path",
+        None,
+        f"config.dataset_path: the MoleculeNet CSV (default: the bundled copy){yours}.",
     )
     flags.DEFINE_alias("path", "dataset_path")
     flags.DEFINE_integer(
