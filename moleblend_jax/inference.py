@@ -4,14 +4,14 @@
   embedder = Embedder.from_checkpoint("PRETRAIN_WORKDIR/checkpoints")   # or a fine-tuning workdir
   embedder = Embedder.from_random_init(config.model, seed=0)           # untrained, for baselines
   graph = embedder.embed(["CCO", "c1ccccc1O"])                         # [M, D] float32
-  result = embedder.embed_rows(featurize.featurize(items), atoms=True)  # graph, atoms, valid
+  result = embedder.embed_rows(input_rows.featurize_rows(items), atoms=True)  # graph, atoms, valid
 
 The embedding is the encoder's last-layer graph token [D] (atom-level: its atom states [N, D]).
 A pretrained encoder runs 2D-only (`conformers="none"`, the default) or 3D-only on conformers
 ("rdkit": ETKDG + MMFF; "file": an SDF's coordinates), as fine-tuning does; a fine-tuned
 workdir's encoder runs with the modality it was trained with. Molecules are batched by size
 bucket into fixed [batch_size, bucket] batches, so each bucket compiles once; SMILES are
-canonicalised (`data.featurize`), so a molecule's embedding does not depend on its spelling or
+canonicalised (`data.input_rows`), so a molecule's embedding does not depend on its spelling or
 on the other molecules of its batch.
 """
 
@@ -28,14 +28,15 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from moleblend_jax.data import featurize
-from moleblend_jax.data.batching import map_batches, model_inputs, pad_batch
-from moleblend_jax.data.shards import CONFORMER_MODES
+from moleblend_jax.data import input_rows
+from moleblend_jax.data.batching import map_batches, model_inputs
 from moleblend_jax.errors import UserError
 from moleblend_jax.finetune import predictor
 from moleblend_jax.model import MoleBlendEncoder
 from moleblend_jax.model.config import ModelConfig
+from moleblend_jax.schema import CONFORMER_MODES
 from moleblend_jax.train.paths import as_path
+from moleblend_jax.train.programs import dummy_batch
 from moleblend_jax.train.step import jit_apply
 
 DEFAULT_BUCKETS = (32, 64, 128, 256)
@@ -93,25 +94,25 @@ def _read_model_config(folders, given) -> ModelConfig:
 
 def _encoder_params(model: EncoderOnly, saved: dict, where: str) -> dict:
     """The checkpoint's encoder params that `model` uses, checked: UserError when one is
-    missing or has another shape (a checkpoint of another model size)."""
+    missing (another modality) or has another shape (a checkpoint of another model size)."""
+    from moleblend_jax.train.checkpoint import require_same_params
+
     if "encoder" not in saved:
         raise UserError(f"{where} has no 'encoder' parameters; is it a MoleBLEND checkpoint?")
-    dummy = model_inputs(pad_batch([], num_atoms=8, batch_size=1))  # All padding.
+    dummy = dummy_batch(1, 8)
     abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy))["params"]
-    wanted = traverse_util.flatten_dict(nn.unbox(abstract)["encoder"])
+    wanted = nn.unbox(abstract)["encoder"]
+    require_same_params(
+        saved["encoder"],
+        wanted,
+        f"{where}: the encoder",
+        "pass the config it was trained with (another model size or modality)",
+        allow_extra=True,  # Modules of the modality this encoder does not run.
+    )
     have = traverse_util.flatten_dict(saved["encoder"])
-    out = {}
-    for key, spec in wanted.items():
-        name = "/".join(key)
-        if key not in have:
-            raise UserError(f"{where}: no encoder/{name}; the checkpoint lacks this modality")
-        if np.shape(have[key]) != tuple(spec.shape):
-            raise UserError(
-                f"{where}: encoder/{name} has shape {np.shape(have[key])}, the model "
-                f"{tuple(spec.shape)}: a checkpoint of another model size (pass the config it "
-                "was trained with)"
-            )
-        out[key] = np.asarray(have[key], spec.dtype)
+    out = {
+        k: np.asarray(have[k], spec.dtype) for k, spec in traverse_util.flatten_dict(wanted).items()
+    }
     return {"encoder": traverse_util.unflatten_dict(out)}
 
 
@@ -204,19 +205,19 @@ class Embedder:
             use_2d=conformers == "none",
             use_3d=conformers != "none",
         )
-        dummy = model_inputs(pad_batch([], num_atoms=8, batch_size=1))  # All padding.
+        dummy = dummy_batch(1, 8)
         params = nn.unbox(model.init(jax.random.PRNGKey(seed), dummy)["params"])
         return cls(model, jax.device_get(params), conformers, batch_size=batch_size)
 
     def featurize(self, items, workers: int = 1, progress: bool = False):
-        """Source items -> `featurize.Featurized` with this encoder's settings; molecules
+        """Source items -> `input_rows.Featurized` with this encoder's settings; molecules
         without coordinates are invalid for a 3D encoder."""
-        return featurize.featurize(
+        return input_rows.featurize_rows(
             items, self.conformers, self.max_atoms, workers, progress, self.model.use_3d
         )
 
     def embed_rows(
-        self, rows: featurize.Featurized, atoms: bool = False, progress: bool = False
+        self, rows: input_rows.Featurized, atoms: bool = False, progress: bool = False
     ) -> Embeddings:
         """Featurised rows -> Embeddings (one per row, in order)."""
         records = [r for r in rows.records if r is not None]
@@ -240,5 +241,5 @@ class Embedder:
     def embed(self, smiles: Sequence[str], atoms: bool = False):
         """SMILES [M] -> graph embeddings [M, D] float32 (NaN rows for invalid SMILES); with
         `atoms`, the `Embeddings` instead."""
-        result = self.embed_rows(self.featurize(featurize.smiles_items(smiles)), atoms)
+        result = self.embed_rows(self.featurize(input_rows.smiles_items(smiles)), atoms)
         return result if atoms else result.graph

@@ -14,6 +14,13 @@ NUM_BOND_FEATURES = 3
 # Sizes of the OGB vocabularies (`misc` slot included), in feature order.
 ATOM_FEATURE_DIMS = (119, 5, 12, 12, 10, 6, 6, 2, 2)
 BOND_FEATURE_DIMS = (5, 6, 2)
+# config.model keys that once held the two counts above: a saved config (model_config.json, a
+# fine-tuning manifest, config.json) holding one at this value still loads; another value,
+# or the key given as a flag, is refused.
+RETIRED_MODEL_KEYS = {
+    "num_atom_features": NUM_ATOM_FEATURES,
+    "num_bond_features": NUM_BOND_FEATURES,
+}
 
 # SPEC 1: shortest-path hop count for disconnected pairs (the original's reserved value).
 UNREACHABLE_SPD = 510
@@ -25,6 +32,10 @@ PAD_ID = 0
 # Shards store atom indices and hop counts as uint8 (docs/data.md), so at most 256 atoms per
 # molecule; an off-diagonal stored hop count of 0 means unreachable.
 MAX_SUPPORTED_ATOMS = 256
+
+# Where a record's coordinates come from (the shard writer's --conformers): RDKit's conformer,
+# none, or the input's own (an SDF's conformer, QM9's xyz).
+CONFORMER_MODES = ("rdkit", "none", "file")
 
 # Keys of one record (docs/batch_format.md), in serialisation order.
 RECORD_KEYS = (

@@ -12,13 +12,13 @@ ALLOWED = {
     "configs": set(),
     "chem": {"schema"},
     "data": {"schema", "chem", "errors", "atomic"},
-    "model": set(),
+    "model": {"schema"},
     "train": {"schema", "chem", "data", "model", "host_allocator", "errors", "atomic"},
     "finetune": {"schema", "chem", "data", "model", "train", "configs", "errors", "atomic"},
     "interop": {"model", "configs"},
     "errors": set(),
     "atomic": {"errors"},
-    "inference": {"data", "errors", "finetune", "model", "train", "atomic"},
+    "inference": {"schema", "data", "errors", "finetune", "model", "train", "atomic"},
     "api": {"configs", "data", "errors", "finetune", "inference", "train"},
     # The commands, at the top: nothing in the package imports them.
     "cli": {

@@ -21,6 +21,7 @@ from pathlib import Path
 from absl import app, flags
 
 from moleblend_jax import atomic
+from moleblend_jax.cli import startup
 from moleblend_jax.configs import base
 from moleblend_jax.errors import MissingFileError, UserError, exit_on_user_error
 from moleblend_jax.interop import fairseq, fairseq_file
@@ -148,14 +149,10 @@ def require_torch() -> None:
 
 @exit_on_user_error
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    startup.begin(argv)
     if not FLAGS.checkpoint or not FLAGS.workdir:
         raise app.UsageError("--checkpoint and --workdir are required.")
     require_torch()
-    from moleblend_jax.train import checkpoint
-
-    checkpoint.quiet_orbax_info_logs()
     imported = run(FLAGS.checkpoint, FLAGS.workdir)
     print("\n".join(summary(imported)))
     print(f"wrote {Path(FLAGS.workdir) / 'checkpoints'}")

@@ -4,11 +4,12 @@ data sets); `open_source` picks the reader for a path or a public data set's nam
 
 A reader yields one `SourceItem` per source molecule, keyed by the molecule's index in the
 source (SPEC 9: never by position after filtering, so a parse failure cannot shift labels).
-Workers turn items into records (`moleblend_jax.data.chunks.item_to_record`).
+Workers turn items into records (`moleblend_jax.data.featurize.item_to_record`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -29,10 +30,14 @@ from moleblend_jax.data.source_base import (
     open_text,
     sdf_title,
 )
+from moleblend_jax.data.table_cells import (
+    ID_COLUMNS,
+    bad_cells,
+    find_smiles_column,
+    parse_numbers,
+    require_unique_columns,
+)
 from moleblend_jax.errors import MissingFileError, UserError
-
-# CSV columns never taken as labels when label columns are auto-detected.
-_ID_COLUMNS = {"id", "idx", "index", "num", "mol_id", "molecule_id", "name", "unnamed: 0"}
 
 
 # ---------------------------------------------------------------- .smi
@@ -56,56 +61,7 @@ def smi_source(path: str) -> Source:
 
 
 # ---------------------------------------------------------------- .csv
-_MISSING_MARKERS = ("nan", "na", "none")  # Cells that mean "no label", as a blank does.
 BAD_LABEL = "bad_label"  # Skip reason of rows whose label cell is not a number.
-
-
-def parse_numbers(cells: Sequence[str]) -> tuple[np.ndarray, list[int]]:
-    """Text cells [M] -> (float64 values [M], NaN for blanks and nan / na / none; the positions
-    of the cells that are not numbers)."""
-    import pandas as pd
-
-    text = pd.Series(cells, dtype=object).fillna("").astype(str).str.strip()
-    values = pd.to_numeric(text.where(text != "", None), errors="coerce").to_numpy(np.float64)
-    unparsed = np.isnan(values) & (text != "").to_numpy()
-    bad = np.flatnonzero(unparsed & ~text.str.lower().isin(_MISSING_MARKERS).to_numpy())
-    return values, bad.tolist()
-
-
-def bad_cells(cells: Sequence[str], bad: list[int]) -> str:
-    """'3 non-numeric cells (row 4: 'abc', ...)': the first bad data rows, 1-based."""
-    shown = ", ".join(f"row {r + 1}: {cells[r]!r}" for r in bad[:3])
-    return f"{len(bad)} non-numeric cells ({shown})"
-
-
-def require_unique_columns(path: str) -> None:
-    """UserError when a CSV header names a column twice (pandas would silently read the second
-    as 'name.1')."""
-    import csv
-
-    with open_text(path) as handle:
-        header = next(csv.reader(handle), [])
-    twice = sorted({c for c in header if header.count(c) > 1})
-    if twice:
-        raise UserError(f"{path}: columns named more than once: {twice}; rename them")
-
-
-def find_smiles_column(header: Sequence[str], smiles_column: str | None, path: str) -> str:
-    """`smiles_column` checked against the file's `header`, or (None / "") the column named
-    `smiles` in any case; ValueError naming the file's columns otherwise."""
-    if not smiles_column:
-        matches = [c for c in header if c.strip().lower() == "smiles"]
-        if not matches:
-            raise ValueError(
-                f"{path}: no 'smiles' column among the file's columns {list(header)}; "
-                "name the SMILES column"
-            )
-        return matches[0]
-    if smiles_column not in header:
-        raise ValueError(
-            f"{path}: SMILES column {smiles_column!r} not among the file's columns {list(header)}"
-        )
-    return smiles_column
 
 
 def _csv_labels(
@@ -121,7 +77,7 @@ def _csv_labels(
 
     named = columns is not None
     if not named:
-        columns = [c for c in header if c not in skip and c.strip().lower() not in _ID_COLUMNS]
+        columns = [c for c in header if c not in skip and c.strip().lower() not in ID_COLUMNS]
     missing = [c for c in columns if c not in header]
     if missing:
         raise ValueError(f"{path}: label columns {missing} not in {header}")
@@ -311,3 +267,24 @@ def open_source(
     raise ValueError(
         f"{input_path}: unknown input format (expected .smi, .csv, .sdf, qm9 or moses)"
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class FileInput:
+    """A file path (or a bundled name: qm9, moses) and how to read it: `open_source`'s
+    arguments, which the shards' metadata.json records."""
+
+    path: str
+    smiles_column: str | None = None
+    label_columns: list[str] | None = None
+    labels_csv: str | None = None
+    skip_bad_labels: bool = False  # CSV rows with a non-numeric named label: skipped, counted.
+
+    def open(self) -> Source:
+        return open_source(
+            self.path,
+            self.smiles_column,
+            self.label_columns,
+            self.labels_csv,
+            skip_bad_labels=self.skip_bad_labels,
+        )

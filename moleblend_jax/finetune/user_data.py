@@ -22,13 +22,13 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from moleblend_jax.data import sources
+from moleblend_jax.data import sources, table_cells
 from moleblend_jax.errors import UserError
-from moleblend_jax.finetune.datasets import TASK_TYPES, DatasetSpec
+from moleblend_jax.finetune.catalog import TASK_TYPES, DatasetSpec
 
 FORMATS = ("csv", "sdf")
-# Split-column cells (lower-cased, stripped) -> the split part they name.
-PART_NAMES = {
+# Split-column cells (lower-cased, stripped) -> the split they name.
+SPLIT_CELLS = {
     "train": "train",
     "valid": "valid",
     "val": "valid",
@@ -52,7 +52,7 @@ class UserTable:
     labels: np.ndarray  # [M, T] float32, NaN = missing.
     task_names: tuple[str, ...]
     names: list[str]  # [M] the id column's cells (SDF: titles); "" = none.
-    parts: list[str] | None  # [M] "train" | "valid" | "test" from split_column, or None.
+    row_splits: list[str] | None  # [M] "train" | "valid" | "test" from split_column, or None.
     skip_reasons: list[str] | None = None  # [M] why a row is skipped ("" = kept), or None.
 
 
@@ -67,7 +67,7 @@ def _read_frame(path: str, kind: str) -> pd.DataFrame:
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"config.dataset_path: {err}") from None
     if kind == "csv":
-        sources.require_unique_columns(path)
+        table_cells.require_unique_columns(path)
         try:
             return pd.read_csv(path, dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
@@ -94,12 +94,12 @@ def _default_label_columns(frame: pd.DataFrame, path: str, skip: set[str]) -> li
     other candidates are logged."""
     columns = []
     for column in _file_columns(frame):
-        if column in skip or column.strip().lower() in sources._ID_COLUMNS:
+        if column in skip or column.strip().lower() in table_cells.ID_COLUMNS:
             continue
         cells = frame[column].tolist()
-        values, bad = sources.parse_numbers(cells)
+        values, bad = table_cells.parse_numbers(cells)
         if bad or np.isnan(values).all():
-            why = sources.bad_cells(cells, bad) if bad else "no values"
+            why = table_cells.bad_cells(cells, bad) if bad else "no values"
             logging.warning("%s: column %r is not a label column: %s.", path, column, why)
         else:
             columns.append(column)
@@ -111,10 +111,10 @@ def _labels(frame: pd.DataFrame, path: str, columns: list[str]) -> np.ndarray:
     out = np.empty((len(frame), len(columns)), np.float32)
     for t, column in enumerate(columns):
         cells = frame[column].tolist()
-        values, bad = sources.parse_numbers(cells)
+        values, bad = table_cells.parse_numbers(cells)
         if bad:
             raise UserError(
-                f"{path}: label column {column!r} has {sources.bad_cells(cells, bad)}; labels "
+                f"{path}: label column {column!r} has {table_cells.bad_cells(cells, bad)}; labels "
                 "must be numbers, blank for missing"
             )
         huge = np.flatnonzero(np.abs(np.nan_to_num(values, nan=0.0)) > MAX_ABS_LABEL)
@@ -170,18 +170,18 @@ def infer_task_type(labels: np.ndarray, given: str, path: str) -> str:
     return task_type
 
 
-def _parts(frame: pd.DataFrame, path: str, column: str) -> list[str]:
+def _row_splits(frame: pd.DataFrame, path: str, column: str) -> list[str]:
     cells = frame[column].astype(str).str.strip().str.lower()
-    bad = sorted(set(cells) - set(PART_NAMES))
+    bad = sorted(set(cells) - set(SPLIT_CELLS))
     if bad:
         raise UserError(
             f"{path}: split column {column!r} holds {bad[:5]}; every cell must be train, valid "
             "or test"
         )
-    parts = [PART_NAMES[c] for c in cells]
-    if "train" not in parts or "test" not in parts:
+    row_splits = [SPLIT_CELLS[c] for c in cells]
+    if "train" not in row_splits or "test" not in row_splits:
         raise UserError(f"{path}: split column {column!r} needs train and test rows")
-    return parts
+    return row_splits
 
 
 MODALITIES = ("", "2d", "3d")
@@ -245,7 +245,7 @@ def read_table(config: ml_collections.ConfigDict) -> UserTable:
             _require(frame, path, what, [name])
     if kind == "csv":
         try:
-            smiles_column = sources.find_smiles_column(
+            smiles_column = table_cells.find_smiles_column(
                 _file_columns(frame), config.smiles_column, path
             )
         except ValueError as err:
@@ -272,7 +272,7 @@ def read_table(config: ml_collections.ConfigDict) -> UserTable:
             )
         logging.info("%s: label columns %s (all numeric columns).", path, label_columns)
     labels = _labels(frame, path, label_columns)
-    parts = _parts(frame, path, split_column) if split_column else None
+    row_splits = _row_splits(frame, path, split_column) if split_column else None
     task_type = infer_task_type(labels, config.task_type, path)
     check_tasks(labels, label_columns, task_type, path)
     needs_3d, skip_reasons = decide_modality(kind, blocks, config.get("modality", ""), path)
@@ -297,6 +297,6 @@ def read_table(config: ml_collections.ConfigDict) -> UserTable:
         labels=labels,
         task_names=tuple(label_columns),
         names=[str(n) for n in names],
-        parts=parts,
+        row_splits=row_splits,
         skip_reasons=skip_reasons,
     )

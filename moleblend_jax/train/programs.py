@@ -18,29 +18,31 @@ from moleblend_jax.train.evaluate import jit_eval_step
 from moleblend_jax.train.step import jit_train_step, pretraining_loss_fn
 
 
-def dummy_batch(batch_size: int, num_atoms: int) -> dict[str, jnp.ndarray]:
-    """All-padding batch with the shapes and dtypes of docs/batch_format.md (for init)."""
+def _fed_arrays(num_atoms: int) -> dict:
+    """One all-padding molecule of what the step loop feeds (`pad_batch`'s arrays less the
+    host-only ones): the shapes and dtypes of docs/batch_format.md, from their one source."""
+    one = pad_batch([], num_atoms, 1)
+    return {key: value for key, value in one.items() if key not in sharding.HOST_ONLY_KEYS}
+
+
+def dummy_batch(batch_size: int, num_atoms: int) -> dict[str, jax.Array]:
+    """An all-padding batch of `_fed_arrays`, made on the devices (no host transfer): the
+    example every model is initialised on (its values never reach the params)."""
     return {
-        "atom_features": jnp.zeros((batch_size, num_atoms, 9), jnp.int32),
-        "atom_mask": jnp.zeros((batch_size, num_atoms), bool),
-        "spd": jnp.zeros((batch_size, num_atoms, num_atoms), jnp.int32),
-        "path_edges": jnp.zeros((batch_size, num_atoms, num_atoms, 5, 3), jnp.int32),
-        "coords": jnp.zeros((batch_size, num_atoms, 3), jnp.float32),
-        "mol_mask": jnp.zeros((batch_size,), bool),
+        key: jnp.zeros((batch_size, *value.shape[1:]), value.dtype)
+        for key, value in _fed_arrays(num_atoms).items()
     }
 
 
 def batch_spec(batch_size: int, num_atoms: int, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
-    """The global batch the step loop feeds (`pad_batch`'s arrays less the host-only ones), as
-    shapes split along the batch dimension over `mesh`: what compiles a step ahead of time."""
-    one = pad_batch([], num_atoms, 1)
+    """The global batch the step loop feeds, as shapes split along the batch dimension over
+    `mesh`: what compiles a step ahead of time."""
     batch_sharding = sharding.batch_sharding(mesh)
     return {
         key: jax.ShapeDtypeStruct(
             (batch_size, *value.shape[1:]), value.dtype, sharding=batch_sharding
         )
-        for key, value in one.items()
-        if key not in sharding.HOST_ONLY_KEYS
+        for key, value in _fed_arrays(num_atoms).items()
     }
 
 
