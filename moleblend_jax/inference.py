@@ -1,6 +1,7 @@
 """Embeddings of new molecules from a pretrained checkpoint or a fine-tuned workdir.
 
   from moleblend_jax.inference import Embedder
+  embedder = Embedder.from_pretrained("small-moses")                    # the shipped encoder
   embedder = Embedder.from_checkpoint("PRETRAIN_WORKDIR/checkpoints")   # or a fine-tuning workdir
   embedder = Embedder.from_random_init(config.model, seed=0)           # untrained, for baselines
   graph = embedder.embed(["CCO", "c1ccccc1O"])                         # [M, D] float32
@@ -28,6 +29,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
+from moleblend_jax import pretrained
 from moleblend_jax.data import featurize
 from moleblend_jax.data.batching import map_batches, model_inputs, pad_batch
 from moleblend_jax.data.shards import CONFORMER_MODES
@@ -190,6 +192,40 @@ class Embedder:
         model = EncoderOnly(config, use_2d=mode == "none", use_3d=mode != "none")
         params = _encoder_params(model, _restore(directory, str(path), step), str(path))
         return cls(model, params, mode, batch_size=batch_size)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        spec: str | os.PathLike,
+        conformers: str | None = None,
+        model_config=None,
+        batch_size: int = 32,
+        step: int | None = None,
+    ) -> Embedder:
+        """The encoder an init spec names (`pretrained.load`): a registered name ("small-moses"
+        or "pretrained:small-moses"), the original's .pt file, a weights .npz, an orbax
+        checkpoints directory or pretraining workdir; a fine-tuning workdir goes to
+        `from_checkpoint`. Model sizes from the weights (`model_config` where they hold none).
+        conformers: "none" (2D, the default) or "rdkit" / "file" (3D)."""
+        spec = os.fspath(spec)
+        if predictor.is_finetune_workdir(spec):
+            return cls.from_checkpoint(spec, conformers, model_config, batch_size, step)
+        mode = conformers or "none"
+        if mode not in CONFORMER_MODES:
+            raise UserError(f"conformers={mode!r}; use one of {CONFORMER_MODES}")
+        init = pretrained.load(spec, step)
+        if model_config is None and init.model_config is None:
+            raise UserError(
+                f"{spec}: no {MODEL_CONFIG_FILE} beside the checkpoint; pass model_config= (the "
+                "config.model it was pretrained with)"
+            )
+        config = ModelConfig.coerce(
+            model_config
+            if model_config is not None
+            else ml_collections.ConfigDict(init.model_config)
+        )
+        model = EncoderOnly(config, use_2d=mode == "none", use_3d=mode != "none")
+        return cls(model, _encoder_params(model, init.params, spec), mode, batch_size=batch_size)
 
     @classmethod
     def from_random_init(
