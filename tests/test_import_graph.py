@@ -22,7 +22,7 @@ ALLOWED = {
     "pretrained": {"train", "interop", "errors", "atomic"},
     "errors": set(),
     "atomic": {"errors"},
-    "inference": {"data", "errors", "finetune", "model", "train", "atomic", "pretrained"},
+    "inference": {"schema", "data", "errors", "finetune", "model", "train", "atomic", "pretrained"},
     "api": {"configs", "data", "errors", "finetune", "inference", "train"},
     # The commands, at the top: nothing in the package imports them.
     "cli": {
