@@ -19,7 +19,6 @@ on the other molecules of its batch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 
@@ -41,7 +40,7 @@ from moleblend_jax.train.paths import as_path
 from moleblend_jax.train.step import jit_apply
 
 DEFAULT_BUCKETS = (32, 64, 128, 256)
-MODEL_CONFIG_FILE = "model_config.json"  # Beside a pretraining / imported checkpoint.
+MODEL_CONFIG_FILE = pretrained.loader.MODEL_CONFIG_FILE  # Beside a pretraining checkpoint.
 
 
 class EncoderOnly(nn.Module):
@@ -71,28 +70,6 @@ class Embeddings:
     errors: list[str]
 
 
-def _orbax_dir(path) -> tuple[object, object]:
-    """(orbax checkpoint directory, the folder that may hold model_config.json) for a
-    checkpoints directory or a pretraining workdir holding one."""
-    path = as_path(path)
-    if (path / "checkpoints").is_dir():
-        return path / "checkpoints", path
-    return path, path.parent
-
-
-def _read_model_config(folders, given) -> ModelConfig:
-    if given is not None:
-        return ModelConfig.coerce(given)
-    for folder in folders:
-        if (folder / MODEL_CONFIG_FILE).exists():
-            values = json.loads((folder / MODEL_CONFIG_FILE).read_text())
-            return ModelConfig.coerce(ml_collections.ConfigDict(values))
-    raise UserError(
-        f"no {MODEL_CONFIG_FILE} beside the checkpoint; pass the config it was pretrained "
-        "with (--config=configs/base.py:tiny or configs/base.py)"
-    )
-
-
 def _encoder_params(model: EncoderOnly, saved: dict, where: str) -> dict:
     """The checkpoint's encoder params that `model` uses, checked: UserError when one is
     missing or has another shape (a checkpoint of another model size)."""
@@ -115,17 +92,6 @@ def _encoder_params(model: EncoderOnly, saved: dict, where: str) -> dict:
             )
         out[key] = np.asarray(have[key], spec.dtype)
     return {"encoder": traverse_util.unflatten_dict(out)}
-
-
-def _restore(directory, where: str, step: int | None = None) -> dict:
-    from moleblend_jax.train.checkpoint import restore_params
-
-    try:
-        params = restore_params(directory, step)
-    except FileNotFoundError as err:
-        raise UserError(f"{where}: {err}") from None
-    predictor.require_finite(params, where)
-    return params
 
 
 class Embedder:
@@ -182,16 +148,7 @@ class Embedder:
                     f"conformers={mode!r} does not fit it"
                 )
             return cls(model, params, mode, manifest["max_atoms"], manifest["buckets"], batch_size)
-        directory, folder = _orbax_dir(path)
-        if not directory.exists():
-            raise UserError(f"checkpoint {path} does not exist")
-        mode = conformers or "none"
-        if mode not in CONFORMER_MODES:
-            raise UserError(f"conformers={mode!r}; use one of {CONFORMER_MODES}")
-        config = _read_model_config([directory, folder], model_config)
-        model = EncoderOnly(config, use_2d=mode == "none", use_3d=mode != "none")
-        params = _encoder_params(model, _restore(directory, str(path), step), str(path))
-        return cls(model, params, mode, batch_size=batch_size)
+        return cls.from_pretrained(path, conformers, model_config, batch_size, step)
 
     @classmethod
     def from_pretrained(
@@ -216,8 +173,8 @@ class Embedder:
         init = pretrained.load(spec, step)
         if model_config is None and init.model_config is None:
             raise UserError(
-                f"{spec}: no {MODEL_CONFIG_FILE} beside the checkpoint; pass model_config= (the "
-                "config.model it was pretrained with)"
+                f"{spec}: no {MODEL_CONFIG_FILE} beside the checkpoint; pass the config it was "
+                "pretrained with (--config=configs/base.py:tiny or configs/base.py)"
             )
         config = ModelConfig.coerce(
             model_config

@@ -107,7 +107,8 @@ def test_package_writes_the_file_and_sets_the_registry_sha(test_registry, pretra
     init = pretrained.load(f"pretrained:{NAME}")
     assert init.kind == "registry" and set(init.params) == {"encoder"}  # Heads not shipped.
     assert init.pretrain == {"pretrain_steps": 7, "pretrain_batch": 16}
-    assert init.model_config == dataclasses.asdict(model_lib.ModelConfig.coerce(config.model))
+    sizes = dataclasses.asdict(model_lib.ModelConfig.coerce(config.model))
+    assert init.model_config == json.loads(json.dumps(sizes))  # Tuples as JSON lists.
     want = weights.rounded({"encoder": params["encoder"]}, "bfloat16")
     for name, value in _flat(want).items():
         np.testing.assert_array_equal(_flat(init.params)[name], value, err_msg=name)
@@ -160,19 +161,19 @@ def test_a_model_config_that_does_not_fit_is_named(test_registry, pretraining):
 
 def test_finetuning_from_a_registered_name(test_registry, pretraining, tmp_path, caplog):
     """lr 0: the fine-tuned encoder is the packaged one, bit for bit (bf16-rounded)."""
-    from test_finetune_trainer import _quick_config
+    from test_finetune_protocol import _quick_config
 
-    from moleblend_jax.finetune import trainer
+    from moleblend_jax.finetune import protocol
 
     root, params, _ = pretraining
     package.package_checkpoint(root, NAME)
     config = _quick_config(init_checkpoint=f"pretrained:{NAME}")
     config.optimizer.peak_lr = 0.0
     with caplog.at_level(logging.INFO):
-        results = trainer.run(config, tmp_path / "ft")
+        results = protocol.run(config, tmp_path / "ft")
     assert results["init"] == "pretrained" and results["init_checkpoint"] == f"pretrained:{NAME}"
     assert results["pretrain"] == {"pretrain_steps": 7, "pretrain_batch": 16}
-    assert any(f"init from pretrained:{NAME}" in r.getMessage() for r in caplog.records)
+    assert any(f"Fine-tuning from pretrained:{NAME}" in r.getMessage() for r in caplog.records)
     tuned = checkpoint.restore_params(tmp_path / "ft" / "checkpoints" / "seed_0")
     want = _flat(weights.rounded({"encoder": params["encoder"]}, "bfloat16"))
     got = _flat({"encoder": tuned["encoder"]})
@@ -181,17 +182,17 @@ def test_finetuning_from_a_registered_name(test_registry, pretraining, tmp_path,
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        trainer.run(_quick_config(), tmp_path / "scratch")
-    assert any("random init" in r.getMessage() for r in caplog.records)
+        protocol.run(_quick_config(), tmp_path / "scratch")
+    assert any("Fine-tuning from random init" in r.getMessage() for r in caplog.records)
 
 
 def test_finetuning_refuses_an_unknown_name_before_any_data(test_registry, tmp_path):
-    from test_finetune_trainer import _quick_config
+    from test_finetune_protocol import _quick_config
 
-    from moleblend_jax.finetune import trainer
+    from moleblend_jax.finetune import protocol
 
     with pytest.raises(UserError, match="known names: test-enc"):
-        trainer.run(_quick_config(init_checkpoint="pretrained:nope"), tmp_path)
+        protocol.run(_quick_config(init_checkpoint="pretrained:nope"), tmp_path)
     assert not (tmp_path / "data").exists()
 
 

@@ -142,7 +142,7 @@ def _from_weights_file(spec, path, kind: str, entry: registry.Entry | None = Non
         params, meta = weights.read(path)
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"{spec}: not a readable weights file ({err})") from None
-    what = f"{spec} ({entry.summary})" if entry else spec
+    what = f"{PREFIX}{entry.name} ({entry.summary})" if entry else spec
     return InitWeights(
         spec=spec,
         params=params,
@@ -216,7 +216,9 @@ def require_matching_config(init: InitWeights, model_config, where: str = "confi
     differ = [
         f"{field} {values.get(field)} (weights {init.model_config[field]})"
         for field in ENCODER_FIELDS
-        if field in init.model_config and _differs(values.get(field), init.model_config[field])
+        if field in init.model_config
+        and values.get(field) is not None
+        and _differs(values.get(field), init.model_config[field])
     ]
     if differ:
         hint = ""
@@ -237,4 +239,4 @@ def _differs(a, b) -> bool:
 
 def describe(spec: str | None) -> str:
     """The init a fine-tuning run uses, for its log: 'random init' or the spec."""
-    return "random init (no config.init_checkpoint)" if not spec else f"init from {spec}"
+    return spec if spec else "random init (no config.init_checkpoint)"
