@@ -121,7 +121,7 @@ def test_loader_errors_are_one_line(test_registry, pretraining, tmp_path):
     root, _, _ = pretraining
     with pytest.raises(UserError, match=f"no such pretrained encoder; known names: {NAME}$"):
         pretrained.load("pretrained:nope")
-    with pytest.raises(UserError, match=f"neither a file nor a pretrained encoder; known names"):
+    with pytest.raises(UserError, match="neither a file nor a pretrained encoder; known names"):
         pretrained.load("nope")
     with pytest.raises(UserError, match="is not shipped in this install yet"):
         pretrained.load(f"pretrained:{NAME}")
