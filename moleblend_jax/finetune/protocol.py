@@ -14,7 +14,7 @@ import ml_collections
 
 from moleblend_jax import atomic, pretrained
 from moleblend_jax.errors import UserError
-from moleblend_jax.finetune import predictor, splits, task_data
+from moleblend_jax.finetune import extra_features, predictor, splits, task_data
 from moleblend_jax.finetune import workdir as workdir_lib
 from moleblend_jax.finetune.loop import FinetuneTask, SeedTrainer
 from moleblend_jax.finetune.losses import REGRESSION_LOSSES
@@ -54,6 +54,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.regression_loss={config.regression_loss!r}; use one of {REGRESSION_LOSSES}."
         )
+    extra_features.parse(config.extra_features)
     if config.init_checkpoint:
         try:
             pretrained.check(config.init_checkpoint)
@@ -112,8 +113,12 @@ def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
         task_data.check_split_records(data, seed_records[seed], split_kind, seed)
 
     init = load_init(config)
+    kinds = extra_features.parse(config.extra_features)
+    features = extra_features.raw_features(data.records, kinds) if kinds else None
     task = FinetuneTask(data.spec, data.task_names)
-    train_seed = SeedTrainer(config, task, pretrained=init.params if init else None)
+    train_seed = SeedTrainer(
+        config, task, pretrained=init.params if init else None, features=features
+    )
     run_id = workdir_lib.run_id_of(run_dir) if is_writer else ""
     seeds = []
     for seed, records_by_split in seed_records.items():
@@ -127,6 +132,8 @@ def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
             )
         finally:
             writer.close()
+    # Each seed's descriptor scaling goes to predictor.json, not results.json (217 x 2 numbers).
+    scalings = {s["seed"]: s.pop("feature_scaling") for s in seeds if "feature_scaling" in s}
     results = summarize(
         data.spec,
         split_kind,
@@ -143,5 +150,5 @@ def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
     if is_writer:
         atomic.write_json(run_dir / workdir_lib.RESULTS_FILE, results, indent=2)
         conformers = task_data.conformer_mode(data.spec) or "file"
-        predictor.write_manifest(run_dir, config, task, conformers, seeds)
+        predictor.write_manifest(run_dir, config, task, conformers, seeds, scalings)
     return results
