@@ -78,11 +78,8 @@ def registered_name(spec: str) -> str | None:
 def _entry(name: str, spec: str | None = None) -> registry.Entry:
     known = registry.entries()
     if name not in known:
-        what = (
-            "no such pretrained encoder"
-            if spec is None or spec.startswith(PREFIX)
-            else ("neither a file nor a pretrained encoder")
-        )
+        bare = spec is not None and not spec.startswith(PREFIX)
+        what = "neither a file nor a pretrained encoder" if bare else "no such pretrained encoder"
         raise UserError(f"{spec or PREFIX + name}: {what}; known names: {', '.join(known)}")
     entry = known[name]
     if not entry.weights_path.exists():
