@@ -26,9 +26,7 @@ def rdkit_2d_names() -> list[str]:
 
 def morgan_counts(mols: Sequence[Chem.Mol]) -> np.ndarray:
     """Molecules [M] -> [M, MORGAN_SIZE] uint8 Morgan count vectors (radius MORGAN_RADIUS)."""
-    generator = rdFingerprintGenerator.GetMorganGenerator(
-        radius=MORGAN_RADIUS, fpSize=MORGAN_SIZE
-    )
+    generator = rdFingerprintGenerator.GetMorganGenerator(radius=MORGAN_RADIUS, fpSize=MORGAN_SIZE)
     out = np.zeros((len(mols), MORGAN_SIZE), np.uint8)
     for i, mol in enumerate(mols):
         counts = generator.GetCountFingerprintAsNumPy(mol)

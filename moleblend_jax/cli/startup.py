@@ -52,6 +52,9 @@ def run(command: ModuleType, argv: list[str] | None = None, prog: str | None = N
     from absl import app
 
     command.define_flags()
+    from moleblend_jax.errors import exit_on_user_error
+
+    exit_on_user_error(_refuse_retired_config_flags)(argv[1:])
     if any(arg in HELP_FLAGS for arg in argv[1:]):
         print(usage(command, prog), end="")
         sys.exit(0)
@@ -60,3 +63,18 @@ def run(command: ModuleType, argv: list[str] | None = None, prog: str | None = N
     if main_module is not None:
         main_module.__doc__ = command.__doc__
     app.run(command.main, argv=[prog, *argv[1:]])
+
+
+def _refuse_retired_config_flags(args: list[str]) -> None:
+    """UserError for --config.model.K where K became a fact of the record schema
+    (ml_collections would print a traceback naming only the key)."""
+    from moleblend_jax.errors import UserError
+    from moleblend_jax.schema import RETIRED_MODEL_KEYS
+
+    for arg in args:
+        key = arg.split("=", 1)[0].removeprefix("--config.model.")
+        if arg.startswith("--config.model.") and key in RETIRED_MODEL_KEYS:
+            raise UserError(
+                f"--config.model.{key} is not a setting: every record has "
+                f"{RETIRED_MODEL_KEYS[key]} (moleblend_jax/schema.py); drop the flag"
+            )

@@ -23,7 +23,6 @@ import dataclasses
 import json
 import os
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -131,22 +130,10 @@ def read_manifest(workdir: str | os.PathLike) -> tuple[dict, object]:
     return manifest, run_dir
 
 
-def require_finite(params, where: str) -> None:
-    """UserError naming the first parameters holding NaN or inf."""
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    for key, leaf in leaves:
-        value = np.asarray(leaf)
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            name = "/".join(str(getattr(k, "key", k)) for k in key)
-            raise UserError(
-                f"{where}: parameter {name} holds NaN or inf; the checkpoint is unusable"
-            )
-
-
 def load_seed_params(manifest: dict, run_dir, seed: dict) -> dict:
     """One seed's params, checked: its checkpoint exists, carries the manifest's run id and
     holds finite values. UserError otherwise."""
-    from moleblend_jax.train.checkpoint import restore_params
+    from moleblend_jax.train.checkpoint import require_finite_params, restore_params
 
     directory = as_path(run_dir) / seed["checkpoint"]
     want = manifest.get("run_id")  # None: a workdir written before run ids.
@@ -160,7 +147,7 @@ def load_seed_params(manifest: dict, run_dir, seed: dict) -> dict:
         params = restore_params(directory)
     except FileNotFoundError as err:
         raise UserError(f"{directory}: {err}") from None
-    require_finite(params, str(directory))
+    require_finite_params(params, str(directory))
     return params
 
 

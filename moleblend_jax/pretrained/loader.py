@@ -24,6 +24,7 @@ import numpy as np
 
 from moleblend_jax.errors import MissingFileError, UserError
 from moleblend_jax.pretrained import registry, weights
+from moleblend_jax.train.checkpoint import require_finite_params
 from moleblend_jax.train.paths import as_path
 
 PREFIX = "pretrained:"
@@ -36,9 +37,7 @@ ENCODER_FIELDS = (
     "ffn_dim",
     "num_heads",
     "layer_norm_eps",
-    "num_atom_features",
     "atom_vocab_size",
-    "num_bond_features",
     "bond_vocab_size",
     "num_spd_ids",
     "num_degree_ids",
@@ -151,15 +150,15 @@ def _from_weights_file(spec, path, kind: str, entry: registry.Entry | None = Non
 
 
 def _load_orbax(spec: str, path, step: int | None) -> InitWeights:
+    from moleblend_jax.train.budget import pretraining_budget
     from moleblend_jax.train.checkpoint import restore_params
-    from moleblend_jax.train.workdir import pretraining_budget
 
     directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     try:
         params = restore_params(directory, step)
     except FileNotFoundError as err:
         raise UserError(f"{spec}: {err}") from None
-    _require_finite(params, spec)
+    require_finite_params(params, spec)
     model_config = None
     for folder in (directory, directory.parent):
         if (folder / MODEL_CONFIG_FILE).exists():
@@ -187,7 +186,7 @@ def _load_fairseq(spec: str) -> InitWeights:
             f"{spec}: not a readable fairseq MoleBLEND checkpoint ({type(err).__name__}: {err})"
         ) from None
     params = imported.conversion.params
-    _require_finite(params, spec)
+    require_finite_params(params, spec)
     return InitWeights(
         spec=spec,
         params=params,
@@ -196,12 +195,6 @@ def _load_fairseq(spec: str) -> InitWeights:
         pretrain={},
         description=f"the original's {imported.conversion.kind} checkpoint {spec}, converted",
     )
-
-
-def _require_finite(params: dict, where: str) -> None:
-    for name, value in weights.flatten(params).items():
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            raise UserError(f"{where}: parameter {name} holds NaN or inf; the weights are unusable")
 
 
 def require_matching_config(init: InitWeights, model_config, where: str = "config.model") -> None:

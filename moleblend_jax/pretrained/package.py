@@ -16,9 +16,9 @@ import pathlib
 
 from moleblend_jax.errors import UserError
 from moleblend_jax.pretrained import registry, weights
+from moleblend_jax.pretrained.loader import MODEL_CONFIG_FILE
 from moleblend_jax.train.paths import as_path
 
-MODEL_CONFIG_FILE = "model_config.json"
 METRICS_FILE = "metrics.jsonl"
 HELD_OUT_PREFIX = "eval_"
 
@@ -69,8 +69,8 @@ def package_checkpoint(
     workdir (or its checkpoints directory) and, with `update_registry`, sets the entry's sha256
     in the registry.json of OUT_DIR (or this package's). UserError for an unknown name, a
     missing checkpoint or a workdir without model_config.json."""
+    from moleblend_jax.train.budget import pretraining_budget
     from moleblend_jax.train.checkpoint import restore_params
-    from moleblend_jax.train.workdir import pretraining_budget
 
     known = registry.entries()
     if name not in known:
