@@ -176,11 +176,11 @@ class Embedder:
                 f"{spec}: no {MODEL_CONFIG_FILE} beside the checkpoint; pass the config it was "
                 "pretrained with (--config=configs/base.py:tiny or configs/base.py)"
             )
-        config = ModelConfig.coerce(
-            model_config
-            if model_config is not None
-            else ml_collections.ConfigDict(init.model_config)
-        )
+        if model_config is None:
+            model_config = ml_collections.ConfigDict(init.model_config)
+        else:  # Sizes given and recorded: they must agree (fields named when they do not).
+            pretrained.require_matching_config(init, model_config, "model_config")
+        config = ModelConfig.coerce(model_config)
         model = EncoderOnly(config, use_2d=mode == "none", use_3d=mode != "none")
         return cls(model, _encoder_params(model, init.params, spec), mode, batch_size=batch_size)
 

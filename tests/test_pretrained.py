@@ -208,6 +208,9 @@ def test_embedder_from_pretrained_matches_the_checkpoint(test_registry, pretrain
     np.testing.assert_array_equal(by_name, by_checkpoint)
     np.testing.assert_array_equal(by_spec, by_checkpoint)
     np.testing.assert_array_equal(by_dir, by_checkpoint)
+    other = small_config(**{"model.num_layers": 3}).model
+    with pytest.raises(UserError, match="does not fit model_config: num_layers 3 \\(weights 2\\)"):
+        Embedder.from_pretrained(NAME, model_config=other)
 
 
 def test_the_originals_pt_loads_through_the_same_loader(tmp_path):
