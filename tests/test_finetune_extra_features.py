@@ -12,6 +12,7 @@ from rdkit import Chem
 from rdkit.Chem import Descriptors, rdFingerprintGenerator
 from test_own_data import _config, _write_fixture
 
+from moleblend_jax import api
 from moleblend_jax.chem import descriptors
 from moleblend_jax.errors import UserError
 from moleblend_jax.finetune import extra_features, metrics, predictor, protocol, task_data
@@ -117,6 +118,9 @@ def test_descriptors_are_saved_and_reapplied_at_predict(with_features):
     seed["rdkit_2d_mean"] = [m + 1.0 for m in seed["rdkit_2d_mean"]]
     other = dataclasses.replace(loaded, manifest=shifted).predict(test)[0]
     assert np.abs(other - predictions).max() > 1e-4
+    # From SMILES, as `moleblend predict` reads them (canonicalised, featurised in process).
+    table = api.Predictor.load(root / "ft").predict([str(r["smiles"]) for r in test])
+    np.testing.assert_allclose(table[results["tasks"]].to_numpy(), predictions, atol=1e-4)
 
 
 def test_results_carry_the_other_metrics_per_task(with_features):
