@@ -8,6 +8,7 @@
     )
     table = api.Predictor.load(workdir).predict(["CCO", "c1ccccc1O"])  # a pandas DataFrame
     graph = api.Embedder.from_checkpoint("pretrain/checkpoints").embed(["CCO"])  # [M, D]
+    graph = api.Embedder.from_pretrained("small-moses").embed(["CCO"])  # the shipped encoder
 
 The same library calls as `moleblend finetune` / `moleblend predict` / `moleblend embed`
 (moleblend_jax/cli/), the same workdir and the same one-line `UserError`s, raised here.

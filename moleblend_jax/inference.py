@@ -1,6 +1,7 @@
 """Embeddings of new molecules from a pretrained checkpoint or a fine-tuned workdir.
 
   from moleblend_jax.inference import Embedder
+  embedder = Embedder.from_pretrained("small-moses")                    # the shipped encoder
   embedder = Embedder.from_checkpoint("PRETRAIN_WORKDIR/checkpoints")   # or a fine-tuning workdir
   embedder = Embedder.from_random_init(config.model, seed=0)           # untrained, for baselines
   graph = embedder.embed(["CCO", "c1ccccc1O"])                         # [M, D] float32
@@ -18,7 +19,6 @@ on the other molecules of its batch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 
@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
+from moleblend_jax import pretrained
 from moleblend_jax.data import input_rows
 from moleblend_jax.data.batching import map_batches, model_inputs
 from moleblend_jax.errors import UserError
@@ -40,7 +41,7 @@ from moleblend_jax.train.programs import dummy_batch
 from moleblend_jax.train.step import jit_apply
 
 DEFAULT_BUCKETS = (32, 64, 128, 256)
-MODEL_CONFIG_FILE = "model_config.json"  # Beside a pretraining / imported checkpoint.
+MODEL_CONFIG_FILE = pretrained.loader.MODEL_CONFIG_FILE  # Beside a pretraining checkpoint.
 
 
 class EncoderOnly(nn.Module):
@@ -70,28 +71,6 @@ class Embeddings:
     errors: list[str]
 
 
-def _orbax_dir(path) -> tuple[object, object]:
-    """(orbax checkpoint directory, the folder that may hold model_config.json) for a
-    checkpoints directory or a pretraining workdir holding one."""
-    path = as_path(path)
-    if (path / "checkpoints").is_dir():
-        return path / "checkpoints", path
-    return path, path.parent
-
-
-def _read_model_config(folders, given) -> ModelConfig:
-    if given is not None:
-        return ModelConfig.coerce(given)
-    for folder in folders:
-        if (folder / MODEL_CONFIG_FILE).exists():
-            values = json.loads((folder / MODEL_CONFIG_FILE).read_text())
-            return ModelConfig.coerce(ml_collections.ConfigDict(values))
-    raise UserError(
-        f"no {MODEL_CONFIG_FILE} beside the checkpoint; pass the config it was pretrained "
-        "with (--config=configs/base.py:tiny or configs/base.py)"
-    )
-
-
 def _encoder_params(model: EncoderOnly, saved: dict, where: str) -> dict:
     """The checkpoint's encoder params that `model` uses, checked: UserError when one is
     missing (another modality) or has another shape (a checkpoint of another model size)."""
@@ -114,17 +93,6 @@ def _encoder_params(model: EncoderOnly, saved: dict, where: str) -> dict:
         k: np.asarray(have[k], spec.dtype) for k, spec in traverse_util.flatten_dict(wanted).items()
     }
     return {"encoder": traverse_util.unflatten_dict(out)}
-
-
-def _restore(directory, where: str, step: int | None = None) -> dict:
-    from moleblend_jax.train.checkpoint import restore_params
-
-    try:
-        params = restore_params(directory, step)
-    except FileNotFoundError as err:
-        raise UserError(f"{where}: {err}") from None
-    predictor.require_finite(params, where)
-    return params
 
 
 class Embedder:
@@ -181,16 +149,41 @@ class Embedder:
                     f"conformers={mode!r} does not fit it"
                 )
             return cls(model, params, mode, manifest["max_atoms"], manifest["buckets"], batch_size)
-        directory, folder = _orbax_dir(path)
-        if not directory.exists():
-            raise UserError(f"checkpoint {path} does not exist")
+        return cls.from_pretrained(path, conformers, model_config, batch_size, step)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        spec: str | os.PathLike,
+        conformers: str | None = None,
+        model_config=None,
+        batch_size: int = 32,
+        step: int | None = None,
+    ) -> Embedder:
+        """The encoder an init spec names (`pretrained.load`): a registered name ("small-moses"
+        or "pretrained:small-moses"), the original's .pt file, a weights .npz, an orbax
+        checkpoints directory or pretraining workdir; a fine-tuning workdir goes to
+        `from_checkpoint`. Model sizes from the weights (`model_config` where they hold none).
+        conformers: "none" (2D, the default) or "rdkit" / "file" (3D)."""
+        spec = os.fspath(spec)
+        if predictor.is_finetune_workdir(spec):
+            return cls.from_checkpoint(spec, conformers, model_config, batch_size, step)
         mode = conformers or "none"
         if mode not in CONFORMER_MODES:
             raise UserError(f"conformers={mode!r}; use one of {CONFORMER_MODES}")
-        config = _read_model_config([directory, folder], model_config)
+        init = pretrained.load(spec, step)
+        if model_config is None and init.model_config is None:
+            raise UserError(
+                f"{spec}: no {MODEL_CONFIG_FILE} beside the checkpoint; pass the config it was "
+                "pretrained with (--config=configs/base.py:tiny or configs/base.py)"
+            )
+        if model_config is None:
+            model_config = ml_collections.ConfigDict(init.model_config)
+        else:  # Sizes given and recorded: they must agree (fields named when they do not).
+            pretrained.require_matching_config(init, model_config, "model_config")
+        config = ModelConfig.coerce(model_config)
         model = EncoderOnly(config, use_2d=mode == "none", use_3d=mode != "none")
-        params = _encoder_params(model, _restore(directory, str(path), step), str(path))
-        return cls(model, params, mode, batch_size=batch_size)
+        return cls(model, _encoder_params(model, init.params, spec), mode, batch_size=batch_size)
 
     @classmethod
     def from_random_init(

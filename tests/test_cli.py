@@ -58,7 +58,7 @@ def test_help_lists_every_subcommand():
     assert listed[: len(SUBCOMMANDS)] == list(SUBCOMMANDS)
     assert list(SUBCOMMANDS) == [
         "pretrain", "finetune", "predict", "embed", "build-shards", "import-checkpoint", "compare",
-        "aot",
+        "aot", "package-encoder",
     ]  # fmt: skip
 
 

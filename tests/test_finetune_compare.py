@@ -79,12 +79,48 @@ def test_compare_tells_pretraining_runs_apart_and_flags_last_epoch_bests(tmp_pat
     paths.append(tmp_path / "probe_blend.json")
     paths[-1].write_text(json.dumps(probe))
     lines = _run("compare.py", *map(str, paths)).stdout.splitlines()
-    rows = [line for line in lines if line.startswith("| esol ")]
+    main_table = lines[: lines.index("")]  # MUBen's reference rows follow, an esol row too.
+    rows = [line for line in main_table if line.startswith("| esol ")]
     inits = ["linear_probe: blend", "pretrained: 2d", "pretrained: blend"]
     assert [row.split(" | ")[2] for row in rows] == inits
     assert all("best epoch = last run in 1 of 2 seeds" in row for row in rows[1:])
     assert "frozen graph embeddings" in rows[0]
     assert all("pretrained on 100k mols x 10k steps (orig. 3.38M x 200k)" in r for r in rows[1:])
+
+
+def test_compare_shows_the_other_metrics_per_task_and_muben_reference_rows():
+    from moleblend_jax.cli import compare
+
+    example = json.loads((DATA / "results_example.json").read_text())
+    scored = {
+        "roc_auc": {"mean": 0.75, "std": 0.01, "per_task": {"a": 0.7, "b": 0.8}},
+        "prc_auc": {"mean": 0.4, "std": 0.02, "per_task": {"a": 0.3, "b": 0.5}},
+    }
+    result = dict(
+        example, dataset="tox21", init_checkpoint="pretrained:small-moses", test_metrics=scored
+    )
+    regression = dict(example, dataset="esol", metric="rmse", init="scratch", test_metrics={
+        "rmse": {"mean": 1.04, "std": 0.02, "per_task": {"y": 1.04}},
+        "mae": {"mean": 0.8, "std": 0.01, "per_task": {"y": 0.8}},
+        "r2": {"mean": 0.71234, "std": 0.005, "per_task": {"y": 0.71234}},
+        "spearman": {"mean": 0.85, "std": 0.004, "per_task": {"y": 0.85}},
+    })  # fmt: skip
+    lines = compare.render_markdown([result, regression]).splitlines()
+    assert "| dataset | init | task | ROC-AUC % | PRC-AUC % | RMSE | MAE | R² | Spearman |" in lines
+    tox21 = [line for line in lines if line.startswith("| tox21 | pretrained: small-moses |")]
+    assert tox21 == [  # The mean over tasks first, then each task.
+        "| tox21 | pretrained: small-moses | mean over tasks | 75.0 ± 1.0 | 40.0 ± 2.0 | - | - "
+        "| - | - |",
+        "| tox21 | pretrained: small-moses | a | 70.0 | 30.0 | - | - | - | - |",
+        "| tox21 | pretrained: small-moses | b | 80.0 | 50.0 | - | - | - | - |",
+    ]
+    assert (
+        "| esol | scratch | mean over tasks | - | - | 1.040 ± 0.020 | 0.800 ± 0.010 "
+        "| 0.712 ± 0.005 | 0.850 ± 0.004 |"
+    ) in lines  # One task: no per-task rows.
+    assert "| esol | RMSE | 0.853 ± 0.022 | 0.936 ± 0.025 |" in lines
+    assert "| tox21 | ROC-AUC % | 78.9 ± 0.2 | 78.1 ± 0.2 |" in lines
+    assert any(line.startswith("Reference re-runs, not the papers' numbers") for line in lines)
 
 
 def test_compare_rejects_incomplete_results(tmp_path):

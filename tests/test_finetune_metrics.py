@@ -1,8 +1,17 @@
-"""Masked ROC-AUC / RMSE / MAE against scikit-learn on fixed arrays."""
+"""Masked ROC-AUC / PRC-AUC / RMSE / MAE / R² against scikit-learn and Spearman against scipy,
+on fixed arrays."""
 
 import numpy as np
 import pytest
-from sklearn.metrics import mean_absolute_error, mean_squared_error, roc_auc_score
+from scipy.stats import spearmanr
+from sklearn.metrics import (
+    auc,
+    mean_absolute_error,
+    mean_squared_error,
+    precision_recall_curve,
+    r2_score,
+    roc_auc_score,
+)
 
 from moleblend_jax.finetune import metrics
 
@@ -79,7 +88,52 @@ def test_masked_values_do_not_count():
 def test_dispatch_and_is_better():
     assert metrics.compute_metric("mae", [1.0, 2.0], [1.0, 3.0])[0] == 0.5
     with pytest.raises(ValueError):
-        metrics.compute_metric("r2", [1.0], [1.0])
+        metrics.compute_metric("accuracy", [1.0], [1.0])
     assert metrics.is_better("roc_auc", 0.8, 0.7) and not metrics.is_better("rmse", 0.8, 0.7)
     assert metrics.is_better("mae", 0.1, float("nan"))
     assert not metrics.is_better("mae", float("nan"), 0.1)
+
+
+def test_prc_auc_matches_sklearn(arrays):
+    """Against sklearn's auc(recall, precision) of precision_recall_curve, ties included."""
+    labels, scores, mask = arrays
+    mean, per_task = metrics.prc_auc(labels, scores, mask)
+    expected = []
+    for t in range(3):
+        precision, recall, _ = precision_recall_curve(labels[mask[:, t], t], scores[mask[:, t], t])
+        expected.append(auc(recall, precision))
+    np.testing.assert_allclose(per_task[:3], expected, rtol=1e-12)
+    assert np.isnan(per_task[3])  # One class only.
+    assert mean == pytest.approx(np.mean(expected), rel=1e-12)
+    # By hand: scores 0.9 (1), 0.8 (0), 0.7 (1): points (0, 1), (1/2, 1), (1/2, 1/2), (1, 2/3).
+    hand = metrics.binary_prc_auc(np.array([1, 0, 1]), np.array([0.9, 0.8, 0.7]))
+    assert hand == pytest.approx(0.5 * 1.0 + 0.5 * (0.5 + 2 / 3) / 2)
+    assert metrics.binary_prc_auc(np.array([0, 1, 1]), np.array([0.1, 0.8, 0.9])) == 1.0
+
+
+def test_r2_and_spearman_match_sklearn_and_scipy():
+    rng = np.random.default_rng(2)
+    labels = rng.normal(size=(60, 3))
+    preds = 0.7 * labels + rng.normal(scale=0.6, size=(60, 3))
+    preds[:, 1] = np.round(preds[:, 1])  # Ties: average ranks.
+    mask = rng.random((60, 3)) < 0.75
+    mask[:, 2] = False
+    labels_nan = np.where(mask, labels, np.nan)
+    r2_mean, r2_tasks = metrics.r2(labels_nan, preds, mask)
+    rho_mean, rho_tasks = metrics.spearman(labels_nan, preds, mask)
+    for t in range(2):
+        m = mask[:, t]
+        assert r2_tasks[t] == pytest.approx(r2_score(labels[m, t], preds[m, t]), rel=1e-12)
+        rho = spearmanr(labels[m, t], preds[m, t]).statistic
+        assert rho_tasks[t] == pytest.approx(rho, rel=1e-12)
+    assert np.isnan(r2_tasks[2]) and np.isnan(rho_tasks[2])
+    assert r2_mean == pytest.approx(np.mean(r2_tasks[:2]))
+    assert rho_mean == pytest.approx(np.mean(rho_tasks[:2]))
+    assert np.isnan(metrics.r2([1.0, 1.0], [0.0, 2.0])[0])  # Constant targets.
+
+
+def test_secondary_metrics_sit_beside_the_primary():
+    assert metrics.secondary_metrics("roc_auc") == ("prc_auc",)
+    assert metrics.secondary_metrics("rmse") == ("mae", "r2", "spearman")
+    assert metrics.secondary_metrics("mae") == ("rmse", "r2", "spearman")
+    assert metrics.is_better("r2", 0.9, 0.8) and metrics.is_better("prc_auc", 0.5, 0.4)

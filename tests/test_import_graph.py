@@ -14,16 +14,20 @@ ALLOWED = {
     "data": {"schema", "chem", "errors", "atomic"},
     "model": {"schema"},
     "train": {"schema", "chem", "data", "model", "host_allocator", "errors", "atomic"},
-    "finetune": {"schema", "chem", "data", "model", "train", "configs", "errors", "atomic"},
+    "finetune": {
+        "schema", "chem", "data", "model", "train", "configs", "errors", "atomic", "pretrained",
+    },
     "interop": {"model", "configs"},
+    # Pretrained encoders by name and the one loader of init specs (names, orbax, .pt).
+    "pretrained": {"train", "interop", "errors", "atomic"},
     "errors": set(),
     "atomic": {"errors"},
-    "inference": {"schema", "data", "errors", "finetune", "model", "train", "atomic"},
+    "inference": {"schema", "data", "errors", "finetune", "model", "train", "atomic", "pretrained"},
     "api": {"configs", "data", "errors", "finetune", "inference", "train"},
     # The commands, at the top: nothing in the package imports them.
     "cli": {
         "api", "atomic", "chem", "configs", "data", "errors", "finetune", "host_allocator",
-        "inference", "interop", "model", "schema", "train",
+        "inference", "interop", "model", "pretrained", "schema", "train",
     },
 }  # fmt: skip
 

@@ -16,4 +16,5 @@ SUBCOMMANDS = {
     "import-checkpoint": ("import_checkpoint", "import an original (fairseq) checkpoint"),
     "compare": ("compare", "tabulate results.json files next to the published numbers"),
     "aot": ("aot", "size a run for a TPU slice: compile its programs here, report per chip"),
+    "package-encoder": ("package_encoder", "package a pretrained encoder for pretrained:NAME"),
 }

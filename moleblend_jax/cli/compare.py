@@ -1,4 +1,6 @@
-"""Tabulates fine-tuning results next to the published MoleBLEND numbers (SPEC 8).
+"""Tabulates fine-tuning results next to the published MoleBLEND numbers (SPEC 8), then the
+other test metrics (PRC-AUC; RMSE, MAE, R², Spearman) per data set and task, and MUBen's
+3-seed re-runs of Uni-Mol and GROVER as reference rows.
 
 Usage:
   moleblend compare RESULTS.json [RESULTS.json ...] [--out=FILE.md]
@@ -9,7 +11,8 @@ Each RESULTS.json is written by moleblend finetune (or experiments/baseline_rf.p
    "test_mean", "test_std", "valid_mean", "valid_std", "config": {...}}
 ROC-AUC is stored as a fraction and shown in %. Optional keys that add protocol notes:
 "num_molecules" (data set size; in "config", at any depth), "pretrain_molecules" and
-"pretrain_steps" (anywhere, e.g. finetune.py's "pretrain" block).
+"pretrain_steps" (anywhere, e.g. finetune.py's "pretrain" block); "test_metrics" (metric ->
+{"mean", "std", "per_task"}) for the second table.
 A pretrained row's init names its pretraining run (the workdir of "init_checkpoint"), so runs
 from different checkpoints (e.g. the study's blend / 2d / 3d) are told apart and averaged
 apart; a note counts the seeds whose best validation epoch was the last one run (under-trained).
@@ -46,6 +49,9 @@ INIT_NOTES = {
     "rf_baseline": "Morgan-FP random forest, no pretraining",
     "linear_probe": "ridge / logistic regression on frozen graph embeddings",
 }
+PRETRAINED_PREFIX = (
+    "pretrained:"  # init_checkpoint of a shipped encoder (moleblend_jax.pretrained).
+)
 SIZE_TOLERANCE = 0.02  # Relative difference in data set size worth a note.
 
 LEGEND = """\
@@ -111,6 +117,8 @@ def init_label(result: dict) -> str:
     checkpoint = result.get("init_checkpoint")
     if result["init"] not in ("pretrained", "linear_probe") or not checkpoint:
         return result["init"]
+    if checkpoint.startswith(PRETRAINED_PREFIX):  # A shipped encoder: its name.
+        return f"{result['init']}: {checkpoint[len(PRETRAINED_PREFIX) :]}"
     parts = [p for p in Path(checkpoint).parts if p not in ("/", ".")]
     while parts and (parts[-1].isdigit() or parts[-1] == "checkpoints"):
         parts.pop()
@@ -229,10 +237,105 @@ def average_rows(results: Sequence[dict]) -> list[str]:
     return rows
 
 
+# The metrics of results.json's "test_metrics" (primary and secondary), in table order.
+ALL_METRICS = ("roc_auc", "prc_auc", "rmse", "mae", "r2", "spearman")
+ALL_METRIC_LABELS = {
+    "roc_auc": "ROC-AUC %",
+    "prc_auc": "PRC-AUC %",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "r2": "R²",
+    "spearman": "Spearman",
+}
+PER_TASK_LIMIT = 30  # Data sets with more tasks (ToxCast's 617) list theirs in results.json only.
+
+
+def _metric_cell(name: str, mean: float, std: float | None = None) -> str:
+    percent = name in ("roc_auc", "prc_auc")
+    if mean is None or math.isnan(mean):
+        return "nan"
+    scale, digits = (100.0, 1) if percent else (1.0, 3)
+    text = f"{mean * scale:.{digits}f}"
+    return text + (f" ± {std * scale:.{digits}f}" if std is not None else "")
+
+
+def metrics_rows(result: dict) -> list[str]:
+    """Rows of the test-metrics table for one results.json with "test_metrics": the mean over
+    tasks (± std over seeds), then one row per task (mean over seeds)."""
+    scored = result.get("test_metrics")
+    if not scored:
+        return []
+    head = [result["dataset"].lower(), init_label(result)]
+    names = [n for n in ALL_METRICS if n in scored]
+    mean_cells = [
+        _metric_cell(n, scored[n]["mean"], scored[n]["std"]) if n in scored else "-"
+        for n in ALL_METRICS
+    ]
+    rows = ["| " + " | ".join([*head, "mean over tasks", *mean_cells]) + " |"]
+    tasks = list(scored[names[0]]["per_task"]) if names else []
+    if len(tasks) > PER_TASK_LIMIT:
+        note = f"{len(tasks)} tasks: per task in results.json"
+        rows.append("| " + " | ".join([*head, note, *["-"] * len(ALL_METRICS)]) + " |")
+    elif len(tasks) > 1:
+        for task in tasks:
+            cells = [
+                _metric_cell(n, scored[n]["per_task"][task]) if n in scored else "-"
+                for n in ALL_METRICS
+            ]
+            rows.append("| " + " | ".join([*head, task, *cells]) + " |")
+    return rows
+
+
+def metrics_table(results: Sequence[dict]) -> list[str]:
+    """The primary and secondary test metrics of every result that has them (fine-tuning runs
+    since PRC-AUC / R² / Spearman were added), per data set and per task."""
+    rows = [row for result in results for row in metrics_rows(result)]
+    if not rows:
+        return []
+    labels = " | ".join(ALL_METRIC_LABELS[n] for n in ALL_METRICS)
+    return [
+        "Test metrics beside the primary one (mean ± std over seeds; per task: mean over seeds)",
+        "",
+        f"| dataset | init | task | {labels} |",
+        "|---" * (3 + len(ALL_METRICS)) + "|",
+        *rows,
+        "",
+        "",
+    ]
+
+
+def reference_table(results: Sequence[dict]) -> list[str]:
+    """MUBen's 3-seed re-runs of Uni-Mol and GROVER (published.MUBEN_*) for the data sets of
+    `results`: reference runs by a third party, not the papers' numbers."""
+    names = sorted({r["dataset"].lower() for r in results} & set(published.MUBEN_UNIMOL))
+    if not names:
+        return []
+    rows = []
+    for name in names:
+        metric = "ROC-AUC %" if name in published.MOLEBLEND_ROC_AUC else "RMSE"
+        digits = 1 if metric == "ROC-AUC %" else 3
+        cells = [
+            f"{mean:.{digits}f} ± {std:.{digits}f}"
+            for mean, std in (published.MUBEN_UNIMOL[name], published.MUBEN_GROVER[name])
+        ]
+        rows.append(f"| {name} | {metric} | {cells[0]} | {cells[1]} |")
+    return [
+        f"Reference re-runs, not the papers' numbers: {published.MUBEN_SOURCE}",
+        "",
+        "| dataset | metric | Uni-Mol (MUBen re-run) | GROVER (MUBen re-run) |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        "",
+    ]
+
+
 def render_markdown(results: Sequence[dict]) -> str:
-    """The comparison table plus its legend, as Markdown."""
+    """The comparison table, the other test metrics, MUBen's reference re-runs and the
+    legend, as Markdown."""
     ordered = sorted(results, key=_order)
     lines = [HEADER, SEPARATOR, *(table_row(r) for r in ordered), *average_rows(ordered), "", ""]
+    lines += metrics_table(ordered) + reference_table(ordered)
     legend = LEGEND.format(
         avg=published.MOLEBLEND_ROC_AUC_AVERAGE,
         trials=published.ORIGINAL_TUNING_TRIALS,

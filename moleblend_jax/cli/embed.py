@@ -4,6 +4,7 @@
       --out=embeddings.npz [--conformers=none|rdkit|file] [--atoms] \
       [--config=configs/base.py:tiny]   # only when no model_config.json is beside the checkpoint
   moleblend embed --checkpoint=FINETUNE_DIR --input=mols.smi --out=embeddings.npz
+  moleblend embed --checkpoint=pretrained:small-moses --input=mols.smi --out=embeddings.npz
   (the same: python experiments/embed.py FLAGS)
 
 Writes an npz with `ids` [M] (str: id column, SDF title or .smi name, else the 0-based row),
@@ -28,7 +29,11 @@ MALLOC_TUNABLES = True  # Restart with host_allocator's settings (CPU step time)
 def define_flags() -> None:
     from ml_collections import config_flags
 
-    flags.DEFINE_string("checkpoint", None, "Pretraining checkpoints dir or a fine-tuning workdir.")
+    flags.DEFINE_string(
+        "checkpoint",
+        None,
+        "A pretraining checkpoints dir, fine-tuning workdir, pretrained:NAME or .pt file.",
+    )
     molecule_input.define_flags(".npz", run_defaults=False)
     config_flags.DEFINE_config_file("config", None, "configs/base.py[:variant] of the checkpoint.")
     flags.DEFINE_enum("conformers", None, ["none", "rdkit", "file"], "Default: none (2D).")

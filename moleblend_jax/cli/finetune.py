@@ -3,6 +3,10 @@
   moleblend finetune --config=configs/finetune.py --config.dataset=esol \
       [--config.init_checkpoint=PRETRAIN_WORKDIR/checkpoints] --workdir=DIR
   moleblend finetune --config=configs/finetune.py:tiny ...   # CPU-sized model
+  moleblend finetune --config=configs/finetune.py:small \
+      --config.init_checkpoint=pretrained:small-moses ...    # the shipped starter encoder
+  (--config.init_checkpoint also takes the original's .pt file; without it: random init, logged;
+  --config.extra_features=morgan_counts,rdkit_2d adds molecule descriptors before the head)
   (the same: python experiments/finetune.py --config=configs/finetune.py ...)
 
 Writes DIR/results.json (per seed and aggregated; model selection on the validation split

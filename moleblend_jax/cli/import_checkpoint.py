@@ -92,7 +92,7 @@ def check_paths(checkpoint: str, workdir: str) -> None:
 def read(checkpoint: str) -> fairseq.ImportedCheckpoint:
     """The converted checkpoint; UserError naming the file when it cannot be read or mapped,
     or holds NaN or inf weights."""
-    from moleblend_jax.finetune.predictor import require_finite
+    from moleblend_jax.train.checkpoint import require_finite_params
 
     try:
         imported = fairseq.import_checkpoint(checkpoint)
@@ -105,7 +105,7 @@ def read(checkpoint: str) -> fairseq.ImportedCheckpoint:
         if type(err).__module__.startswith(("pickle", "_pickle", "zipfile")):
             raise UserError(f"{checkpoint}: not a PyTorch checkpoint ({err})") from None
         raise
-    require_finite(imported.conversion.params, checkpoint)
+    require_finite_params(imported.conversion.params, checkpoint)
     return imported
 
 

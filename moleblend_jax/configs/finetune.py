@@ -47,7 +47,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # A saved split of record ids to read (same for every seed); never written. Unset: each seed's
     # split is made and saved as WORKDIR/split_<kind>_seed<k>.json.
     config.split_file = ml_collections.FieldReference(None, field_type=str)
+    # pretrained:NAME (a shipped encoder: moleblend_jax/pretrained/registry.json), a pretraining
+    # workdir's orbax checkpoints directory, or the original's .pt file; None = random init.
     config.init_checkpoint = ml_collections.FieldReference(None, field_type=str)
+    # Molecule descriptors concatenated to the graph token before the head, comma-separated:
+    # "morgan_counts" (radius 2, 2048 bins), "rdkit_2d" (RDKit's 2D descriptors, normalised on
+    # the train split); "" = none (finetune/extra_features.py).
+    config.extra_features = ""
     # SDF files: "" = from the file (every record 3D: the 3D encoder; none: 2D; a mix is
     # refused with the counts), "3d" (records without 3D coordinates skipped and counted as
     # no_3d_coordinates) or "2d" (coordinates ignored).

@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from moleblend_jax.data import bucket_batches
-from moleblend_jax.finetune import catalog, metrics, predictor
+from moleblend_jax.finetune import catalog, extra_features, metrics, predictor
 from moleblend_jax.finetune.losses import Standardizer, finetune_loss_fn
 from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
 from moleblend_jax.model import flops
@@ -41,18 +41,22 @@ class FinetuneTask:
     def classification(self) -> bool:
         return self.spec.task_type == "classification"
 
-    def make_model(self, model_config: ml_collections.ConfigDict) -> FinetuneModel:
+    def make_model(
+        self, model_config: ml_collections.ConfigDict, num_extra_features: int = 0
+    ) -> FinetuneModel:
         """The encoder with the data set's modality only (3D for QM9, 2D otherwise)."""
         return FinetuneModel(
             config=model_config,
             num_tasks=len(self.task_names),
             use_2d=not self.spec.needs_3d,
             use_3d=self.spec.needs_3d,
+            num_extra_features=num_extra_features,
         )
 
-    def per_task_report(self, values) -> dict[str, float]:
-        """Per-task metric by task name; QM9 MAEs in SPEC 7's report units (meV for gaps)."""
-        qm9 = self.spec.name == "qm9"
+    def per_task_report(self, values, metric: str | None = None) -> dict[str, float]:
+        """Per-task metric by task name; QM9 errors (`metric` rmse / mae, None: the primary)
+        in SPEC 7's report units (meV for gaps)."""
+        qm9 = self.spec.name == "qm9" and metric in (None, "rmse", "mae")
         return {
             str(task): float(catalog.qm9_to_report_units(task, value) if qm9 else value)
             for task, value in zip(self.task_names, values, strict=True)
@@ -68,18 +72,25 @@ class SeedTrainer:
         task: FinetuneTask,
         *,
         pretrained: dict | None = None,
+        features: extra_features.RawFeatures | None = None,
     ):
+        """features: every record's raw extra features (config.extra_features), or None."""
         self.config = config
         self.task = task
         self.pretrained = pretrained
+        self.features = features
+        self.feature_kinds = extra_features.parse(config.get("extra_features", ""))
         self.buckets = tuple(config.data.buckets)
         self.mesh = sharding.make_mesh(config.mesh)
         self.peak_flops = hardware.peak_flops_of_devices(jax.devices(), config.model.dtype)
-        self.model = task.make_model(config.model)
+        self.model = task.make_model(config.model, extra_features.feature_size(self.feature_kinds))
         self._predict = jit_apply(self.model)  # train=False: FinetuneModel's default.
+        self._table: extra_features.FeatureTable | None = None  # The current seed's.
 
     def batches(self, records: list[dict], rng: np.random.Generator | None = None) -> list[dict]:
-        return bucket_batches(records, self.config.batch_size, self.buckets, rng)
+        """Padded batches of `records`, with the seed's extra features when there are some."""
+        batches = bucket_batches(records, self.config.batch_size, self.buckets, rng)
+        return batches if self._table is None else [self._table.add_to(b) for b in batches]
 
     def __call__(
         self,
@@ -91,11 +102,14 @@ class SeedTrainer:
         run_id: str = "",
     ) -> dict:
         """records_by_split: train/valid/test records. Returns the seed's results.json entry
-        (test at the best validation epoch, the label standardisation `label_mean` /
-        `label_std` [T]); with `save_dir`, the best-validation params are saved there
-        (`predictor.save_params`, with `run_id`).
+        (test at the best validation epoch, with `test_metrics`: the primary and secondary
+        metrics, mean and per task; the label standardisation `label_mean` / `label_std` [T];
+        with extra features, their `feature_scaling` fitted on the train split); with
+        `save_dir`, the best-validation params are saved there (`predictor.save_params`,
+        with `run_id`).
         Raises NonFiniteError when a step's loss or gradient norm is not finite."""
         config, task = self.config, self.task
+        scaling = self._fit_features(records_by_split["train"])
         standardizer = Standardizer.from_train_labels(
             np.stack([r["labels"] for r in records_by_split["train"]]),
             None if task.classification else config.regression_loss,
@@ -116,11 +130,13 @@ class SeedTrainer:
                     state, step_fn, batches, standardizer, step, f"seed {seed} epoch {epoch} "
                 )
                 epochs_run = epoch
+                valid_scores = self._evaluate(state.params, eval_batches["valid"], standardizer)
+                test_scores = self._evaluate(
+                    state.params, eval_batches["test"], standardizer, self.test_metrics
+                )
                 scores, per_task = {}, {}
-                for name, split_batches in eval_batches.items():
-                    scores[name], per_task[name] = self._evaluate(
-                        state.params, split_batches, standardizer
-                    )
+                for name, split_scores in (("valid", valid_scores), ("test", test_scores)):
+                    scores[name], per_task[name] = split_scores[task.spec.metric]
                 writer.write(
                     epoch,
                     {
@@ -139,19 +155,49 @@ class SeedTrainer:
                         "test": scores["test"],
                         "test_per_task": task.per_task_report(per_task["test"]),
                         "best_epoch": epoch,
+                        "test_metrics": self._report(test_scores),
                     }
                     best_params = jax.device_get(state.params) if save_dir else None
                 elif epoch - best["best_epoch"] >= config.patience:
                     break
         if save_dir and best["best_epoch"] > 0:
             predictor.save_params(save_dir, best["best_epoch"], best_params, run_id)
-        return {
+        entry = {
             "seed": seed,
             **best,
             "epochs_run": epochs_run,
             "dropped_modules": dropped,
             "label_mean": standardizer.mean.tolist(),
             "label_std": standardizer.std.tolist(),
+        }
+        if scaling is not None:
+            entry["feature_scaling"] = scaling.to_json()
+        return entry
+
+    def _fit_features(self, train_records: list[dict]) -> extra_features.FeatureScaling | None:
+        """Fits the extra features' scaling on this seed's train records and makes `batches`
+        add them; None without extra features."""
+        self._table = None
+        if not self.feature_kinds:
+            return None
+        if self.features is None:
+            raise ValueError("config.extra_features is set: SeedTrainer needs features=")
+        train = self.features.subset([int(r["id"]) for r in train_records])
+        scaling = extra_features.FeatureScaling.fit(self.feature_kinds, train)
+        self._table = extra_features.FeatureTable(self.features, scaling)
+        return scaling
+
+    @property
+    def test_metrics(self) -> tuple[str, ...]:
+        """What the test split is scored with: the primary metric, then the secondary ones."""
+        primary = self.task.spec.metric
+        return (primary, *metrics.secondary_metrics(primary))
+
+    def _report(self, scores: dict[str, tuple[float, list[float]]]) -> dict[str, dict]:
+        """`_evaluate`'s scores -> {name: {"mean": over tasks, "per_task": {task: value}}}."""
+        return {
+            name: {"mean": mean, "per_task": self.task.per_task_report(per_task, name)}
+            for name, (mean, per_task) in scores.items()
         }
 
     def _train_epoch(self, state, step_fn, batches, standardizer, step: int, where: str):
@@ -190,10 +236,15 @@ class SeedTrainer:
             config.optimizer, total_steps, steps_per_epoch * config.warmup_epochs
         )
         tx = optim.make_optimizer(config.optimizer, schedule)
+        example = dummy_batch(jax.device_count(), self.buckets[0])
+        if self._table is not None:  # The head's input grows by the molecule features.
+            example[extra_features.BATCH_KEY] = np.zeros(
+                (len(example["atom_mask"]), self._table.scaling.size), np.float32
+            )
         layout = state_lib.state_layout(
             self.model,
             tx,
-            dummy_batch(jax.device_count(), self.buckets[0]),
+            example,
             jax.random.PRNGKey(seed),
             mesh,
             config.mesh.rules,
@@ -218,8 +269,11 @@ class SeedTrainer:
         )
         return state, step_fn, dropped
 
-    def _evaluate(self, params, batches, standardizer) -> tuple[float, list[float]]:
-        """-> (metric averaged over tasks, per-task metric) on `batches`."""
+    def _evaluate(
+        self, params, batches, standardizer, names: tuple[str, ...] | None = None
+    ) -> dict[str, tuple[float, list[float]]]:
+        """Metric name (default: the primary only) -> (averaged over tasks, per task) on
+        `batches`."""
         preds, labels, masks = [], [], []
         for batch in batches:
             out = np.asarray(self._predict(params, sharding.global_batch(batch, self.mesh)))
@@ -227,10 +281,9 @@ class SeedTrainer:
             preds.append(out[keep] if self.task.classification else standardizer.decode(out[keep]))
             labels.append(batch["labels"][keep])
             masks.append(batch["label_mask"][keep])
-        mean, per_task = metrics.compute_metric(
-            self.task.spec.metric,
-            np.concatenate(labels),
-            np.concatenate(preds),
-            np.concatenate(masks),
-        )
-        return float(mean), [float(v) for v in per_task]
+        labels, preds, masks = (np.concatenate(x) for x in (labels, preds, masks))
+        scores = {}
+        for name in names or (self.task.spec.metric,):
+            mean, per_task = metrics.compute_metric(name, labels, preds, masks)
+            scores[name] = (float(mean), [float(v) for v in per_task])
+        return scores

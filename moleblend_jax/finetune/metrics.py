@@ -1,4 +1,5 @@
-"""Masked multi-task evaluation metrics (SPEC 7): ROC-AUC, RMSE, MAE. Pure numpy.
+"""Masked multi-task evaluation metrics (SPEC 7): ROC-AUC, RMSE, MAE as primary metrics and,
+beside them, PRC-AUC (classification), R², MAE, RMSE and Spearman's rho (regression). Pure numpy.
 
 Every metric takes ``labels`` [M, T], predictions [M, T] and a boolean ``mask`` [M, T] (False for
 missing labels and padding) and returns ``(mean over scored tasks, per-task list)``; a task that
@@ -9,7 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-HIGHER_IS_BETTER = {"roc_auc": True, "rmse": False, "mae": False}
+HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "rmse": False,
+    "mae": False,
+    "prc_auc": True,
+    "r2": True,
+    "spearman": True,
+}
+# What results.json reports beside a data set's primary metric (`secondary_metrics`).
+CLASSIFICATION_METRICS = ("roc_auc", "prc_auc")
+REGRESSION_METRICS = ("rmse", "mae", "r2", "spearman")
 
 
 def _as_2d(labels, preds, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,11 +100,90 @@ def mae(labels, preds, mask=None) -> tuple[float, list[float]]:
     return _mean_of_scored(per_task), per_task
 
 
-METRICS = {"roc_auc": roc_auc, "rmse": rmse, "mae": mae}
+def binary_prc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """[n] 0/1 labels, [n] scores -> area under the precision-recall curve, trapezoidal from
+    (recall 0, precision 1) over one point per distinct score (sklearn's
+    `auc(recall, precision)` of `precision_recall_curve`, chemprop's "prc"); NaN without both
+    classes."""
+    positive = np.asarray(labels) > 0.5
+    n_pos = int(positive.sum())
+    if n_pos == 0 or n_pos == positive.size:
+        return float("nan")
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
+    sorted_scores, hits = np.asarray(scores, np.float64)[order], positive[order]
+    # The last position of each run of equal scores: one threshold each.
+    ends = np.r_[np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]), hits.size - 1]
+    true_pos = np.cumsum(hits)[ends]
+    precision = np.r_[1.0, true_pos / (ends + 1)]
+    recall = np.r_[0.0, true_pos / n_pos]
+    return float(np.sum(np.diff(recall) * (precision[1:] + precision[:-1]) / 2.0))
+
+
+def prc_auc(labels, scores, mask=None) -> tuple[float, list[float]]:
+    """[M, T] 0/1 labels, [M, T] scores, [M, T] mask -> PRC-AUC (`binary_prc_auc`), mean over
+    the tasks with both classes and per task."""
+    labels, scores, mask = _as_2d(labels, scores, mask)
+    per_task = [
+        binary_prc_auc(labels[mask[:, t], t], scores[mask[:, t], t]) for t in range(labels.shape[1])
+    ]
+    return _mean_of_scored(per_task), per_task
+
+
+def _per_task(labels, preds, mask, score) -> tuple[float, list[float]]:
+    """`score(targets [n], predictions [n])` per task over its masked-in rows (NaN: none)."""
+    labels, preds, mask = _as_2d(labels, preds, mask)
+    per_task = [
+        score(labels[mask[:, t], t], preds[mask[:, t], t]) if mask[:, t].any() else float("nan")
+        for t in range(labels.shape[1])
+    ]
+    return _mean_of_scored(per_task), per_task
+
+
+def _r2(targets: np.ndarray, predictions: np.ndarray) -> float:
+    total = np.sum((targets - targets.mean()) ** 2)
+    if total == 0.0:
+        return float("nan")  # Constant targets: R² is undefined.
+    return float(1.0 - np.sum((targets - predictions) ** 2) / total)
+
+
+def _spearman(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """Pearson's r of the average ranks (ties share their rank, as scipy.stats.spearmanr)."""
+    a, b = average_ranks(targets), average_ranks(predictions)
+    a, b = a - a.mean(), b - b.mean()
+    norm = np.sqrt(np.sum(a**2) * np.sum(b**2))
+    return float(np.sum(a * b) / norm) if norm > 0 else float("nan")
+
+
+def r2(labels, preds, mask=None) -> tuple[float, list[float]]:
+    """[M, T] targets, [M, T] predictions, [M, T] mask -> (mean of per-task R², per-task)."""
+    return _per_task(labels, preds, mask, _r2)
+
+
+def spearman(labels, preds, mask=None) -> tuple[float, list[float]]:
+    """[M, T] targets, [M, T] predictions, [M, T] mask -> (mean of per-task Spearman's rho,
+    per-task)."""
+    return _per_task(labels, preds, mask, _spearman)
+
+
+METRICS = {
+    "roc_auc": roc_auc,
+    "rmse": rmse,
+    "mae": mae,
+    "prc_auc": prc_auc,
+    "r2": r2,
+    "spearman": spearman,
+}
+
+
+def secondary_metrics(primary: str) -> tuple[str, ...]:
+    """The metrics reported beside `primary`: PRC-AUC for ROC-AUC; R², Spearman and the other
+    of RMSE / MAE for an error."""
+    family = CLASSIFICATION_METRICS if primary == "roc_auc" else REGRESSION_METRICS
+    return tuple(name for name in family if name != primary)
 
 
 def compute_metric(name: str, labels, preds, mask=None) -> tuple[float, list[float]]:
-    """Dispatches to ``roc_auc`` / ``rmse`` / ``mae`` by name."""
+    """Dispatches to a metric of ``METRICS`` by name."""
     if name not in METRICS:
         raise ValueError(f"Unknown metric {name!r}; known: {sorted(METRICS)}.")
     return METRICS[name](labels, preds, mask)

@@ -25,6 +25,9 @@ class FinetuneModel(nn.Module):
     num_tasks: int
     use_2d: bool = True
     use_3d: bool = False
+    # F > 0: batch["extra_features"] [B, F] float32 (molecule descriptors, finetune.extra_features)
+    # is concatenated to the graph token before the head.
+    num_extra_features: int = 0
 
     def __post_init__(self):
         self.config = ModelConfig.coerce(self.config)
@@ -37,6 +40,9 @@ class FinetuneModel(nn.Module):
             config=cfg, use_2d=self.use_2d, use_3d=self.use_3d, name="encoder"
         )
         graph_repr = encoder(batch, train).graph_repr
+        if self.num_extra_features:
+            extra = batch["extra_features"].astype(graph_repr.dtype)
+            graph_repr = jnp.concatenate([graph_repr, extra], axis=-1)  # [B, D + F]
 
         def head(features, axes, name):
             # float32: a [B, D] readout costs nothing, and regression targets keep precision.

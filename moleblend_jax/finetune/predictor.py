@@ -7,7 +7,9 @@ holds:
                                max_atoms, buckets, batch_size, smiles_column, id_column,
                                model (config.model) and, per seed, its checkpoint directory,
                                best_epoch and the label standardisation label_mean / label_std
-                               [T] (`losses.Standardizer`).
+                               [T] (`losses.Standardizer`); with config.extra_features, their
+                               kinds (extra_features) and per seed the descriptor scaling fitted
+                               on its train split (feature_scaling), reapplied at prediction.
   checkpoints/seed_<k>         an orbax checkpoint at step best_epoch holding
                                {"params": the best-validation params}
                                (`train.checkpoint.restore_params` reads it) and RUN_ID.
@@ -21,12 +23,12 @@ import dataclasses
 import json
 import os
 
-import jax
 import ml_collections
 import numpy as np
 
 from moleblend_jax import atomic
 from moleblend_jax.errors import UserError
+from moleblend_jax.finetune import extra_features
 from moleblend_jax.finetune import workdir as workdir_lib
 from moleblend_jax.finetune.losses import Standardizer
 from moleblend_jax.train.paths import as_path
@@ -61,9 +63,12 @@ def write_manifest(
     task,
     conformers: str,
     seeds: list[dict],
+    feature_scalings: dict[int, dict] | None = None,
 ) -> dict:
     """RUN_DIR/predictor.json from the run's config, its `loop.FinetuneTask`, the conformer
-    mode of its data and its seeds' results entries; returns the manifest."""
+    mode of its data, its seeds' results entries and, with config.extra_features, each
+    seed's fitted `extra_features.FeatureScaling` (JSON, by seed); returns the manifest."""
+    kinds = extra_features.parse(config.get("extra_features", ""))
     manifest = {
         "format": FORMAT,
         "run_id": workdir_lib.run_id_of(run_dir),
@@ -87,10 +92,17 @@ def write_manifest(
                 "checkpoint": f"checkpoints/seed_{s['seed']}",
                 "label_mean": s["label_mean"],
                 "label_std": s["label_std"],
+                **(
+                    {"feature_scaling": feature_scalings[s["seed"]]}
+                    if kinds and feature_scalings
+                    else {}
+                ),
             }
             for s in seeds
         ],
     }
+    if kinds:
+        manifest["extra_features"] = list(kinds)
     atomic.write_json(as_path(run_dir) / PREDICTOR_FILE, manifest)
     return manifest
 
@@ -118,22 +130,10 @@ def read_manifest(workdir: str | os.PathLike) -> tuple[dict, object]:
     return manifest, run_dir
 
 
-def require_finite(params, where: str) -> None:
-    """UserError naming the first parameters holding NaN or inf."""
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    for key, leaf in leaves:
-        value = np.asarray(leaf)
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            name = "/".join(str(getattr(k, "key", k)) for k in key)
-            raise UserError(
-                f"{where}: parameter {name} holds NaN or inf; the checkpoint is unusable"
-            )
-
-
 def load_seed_params(manifest: dict, run_dir, seed: dict) -> dict:
     """One seed's params, checked: its checkpoint exists, carries the manifest's run id and
     holds finite values. UserError otherwise."""
-    from moleblend_jax.train.checkpoint import restore_params
+    from moleblend_jax.train.checkpoint import require_finite_params, restore_params
 
     directory = as_path(run_dir) / seed["checkpoint"]
     want = manifest.get("run_id")  # None: a workdir written before run ids.
@@ -147,7 +147,7 @@ def load_seed_params(manifest: dict, run_dir, seed: dict) -> dict:
         params = restore_params(directory)
     except FileNotFoundError as err:
         raise UserError(f"{directory}: {err}") from None
-    require_finite(params, str(directory))
+    require_finite_params(params, str(directory))
     return params
 
 
@@ -170,6 +170,7 @@ class Predictor:
             num_tasks=len(manifest["task_names"]),
             use_2d=manifest["use_2d"],
             use_3d=manifest["use_3d"],
+            num_extra_features=extra_features.feature_size(manifest.get("extra_features", ())),
         )
         params = [load_seed_params(manifest, run_dir, s) for s in manifest["seeds"]]
         return cls(manifest, model, params)
@@ -190,11 +191,20 @@ class Predictor:
         apply = jit_apply(self.model)
         batch_size = batch_size or self.manifest["batch_size"]
         buckets = self.manifest["buckets"]
+        kinds = self.manifest.get("extra_features", ())
+        raw = extra_features.raw_features(records, kinds) if kinds else None
         out = []
         for params, seed in zip(self.params, self.manifest["seeds"], strict=True):
+            table = None
+            if raw is not None:  # The scaling fitted on this seed's train split.
+                scaling = extra_features.FeatureScaling.from_json(seed["feature_scaling"])
+                table = extra_features.FeatureTable(raw, scaling)
 
-            def fn(batch, params=params):
-                return {"out": apply(params, model_inputs(batch))}
+            def fn(batch, params=params, table=table):
+                inputs = model_inputs(batch)
+                if table is not None:
+                    inputs[extra_features.BATCH_KEY] = table.add_to(batch)[extra_features.BATCH_KEY]
+                return {"out": apply(params, inputs)}
 
             rows = map_batches(fn, records, batch_size, buckets, progress)
             raw = np.stack([r["out"] for r in rows]).astype(np.float64)

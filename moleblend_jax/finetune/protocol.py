@@ -12,15 +12,14 @@ import os
 import jax
 import ml_collections
 
-from moleblend_jax import atomic
-from moleblend_jax.errors import MissingFileError, UserError
-from moleblend_jax.finetune import predictor, splits, task_data
+from moleblend_jax import atomic, pretrained
+from moleblend_jax.errors import UserError
+from moleblend_jax.finetune import extra_features, predictor, splits, task_data
 from moleblend_jax.finetune import workdir as workdir_lib
 from moleblend_jax.finetune.loop import FinetuneTask, SeedTrainer
 from moleblend_jax.finetune.losses import REGRESSION_LOSSES
 from moleblend_jax.finetune.results import summarize
-from moleblend_jax.train import checkpoint, optim, sharding
-from moleblend_jax.train.budget import pretraining_budget
+from moleblend_jax.train import optim, sharding
 from moleblend_jax.train.lock import locked
 from moleblend_jax.train.metrics_writer import MetricWriter
 from moleblend_jax.train.paths import as_path
@@ -55,8 +54,25 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise UserError(
             f"config.regression_loss={config.regression_loss!r}; use one of {REGRESSION_LOSSES}."
         )
-    if config.init_checkpoint and not as_path(config.init_checkpoint).exists():
-        raise MissingFileError(f"config.init_checkpoint={config.init_checkpoint} does not exist.")
+    extra_features.parse(config.extra_features)
+    if config.init_checkpoint:
+        try:
+            pretrained.check(config.init_checkpoint)
+        except UserError as err:
+            raise type(err)(f"config.init_checkpoint={err}") from None
+
+
+def load_init(config: ml_collections.ConfigDict) -> pretrained.InitWeights | None:
+    """The weights config.init_checkpoint names (`pretrained.load`: pretrained:NAME, an orbax
+    directory, the original's .pt), checked against config.model; None: random init. Logs
+    which init the run uses."""
+    logging.info("Fine-tuning from %s", pretrained.describe(config.init_checkpoint))
+    if not config.init_checkpoint:
+        return None
+    init = pretrained.load(config.init_checkpoint)
+    pretrained.require_matching_config(init, config.model)
+    logging.info("Loaded %s", init.description)
+    return init
 
 
 def check_devices(config: ml_collections.ConfigDict) -> None:
@@ -96,11 +112,13 @@ def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
         seed_records[seed] = task_data.split_records(data, split)
         task_data.check_split_records(data, seed_records[seed], split_kind, seed)
 
-    pretrained = (
-        checkpoint.restore_params(config.init_checkpoint) if config.init_checkpoint else None
-    )
+    init = load_init(config)
+    kinds = extra_features.parse(config.extra_features)
+    features = extra_features.raw_features(data.records, kinds) if kinds else None
     task = FinetuneTask(data.spec, data.task_names)
-    train_seed = SeedTrainer(config, task, pretrained=pretrained)
+    train_seed = SeedTrainer(
+        config, task, pretrained=init.params if init else None, features=features
+    )
     run_id = workdir_lib.run_id_of(run_dir) if is_writer else ""
     seeds = []
     for seed, records_by_split in seed_records.items():
@@ -114,6 +132,8 @@ def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
             )
         finally:
             writer.close()
+    # Each seed's descriptor scaling goes to predictor.json, not results.json (217 x 2 numbers).
+    scalings = {s["seed"]: s.pop("feature_scaling") for s in seeds if "feature_scaling" in s}
     results = summarize(
         data.spec,
         split_kind,
@@ -125,10 +145,10 @@ def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
         tasks=list(data.task_names),
         num_molecules=len(data.records),
         skipped=data.skipped,
-        pretrain=pretraining_budget(config.init_checkpoint) if config.init_checkpoint else None,
+        pretrain=init.pretrain if init else None,
     )
     if is_writer:
         atomic.write_json(run_dir / workdir_lib.RESULTS_FILE, results, indent=2)
         conformers = task_data.conformer_mode(data.spec) or "file"
-        predictor.write_manifest(run_dir, config, task, conformers, seeds)
+        predictor.write_manifest(run_dir, config, task, conformers, seeds, scalings)
     return results

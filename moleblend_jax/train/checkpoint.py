@@ -201,6 +201,18 @@ def require_same_params(
         )
 
 
+def require_finite_params(params: Any, where: str) -> None:
+    """UserError naming the first parameter holding NaN or inf (a checkpoint, an imported or
+    shipped encoder: unusable weights are refused at load, not found in a NaN loss later)."""
+    for key, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        value = np.asarray(leaf)
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            name = "/".join(str(getattr(k, "key", k)) for k in key)
+            raise UserError(
+                f"{where}: parameter {name} holds NaN or inf; the checkpoint is unusable"
+            )
+
+
 def latest_step(directory: str | epath.Path) -> int | None:
     """The newest step saved in an orbax checkpoints directory (None: none, or no directory)."""
     directory = as_path(directory)
