@@ -81,13 +81,13 @@ def real_batch(batch_size: int, num_atoms: int) -> dict[str, np.ndarray]:
     when ESOL has fewer)."""
     from moleblend_jax.chem import SkipMolecule, smiles_to_record
     from moleblend_jax.data import pad_batch
-    from moleblend_jax.finetune import datasets
+    from moleblend_jax.finetune import catalog
 
-    smiles, _, _ = datasets.load_dataset("esol")
+    smiles, _, _ = catalog.load_dataset("esol")
     chosen = []
     for i, smi in enumerate(smiles):
         try:
-            record = smiles_to_record(smi, i, coords="rdkit")
+            record = smiles_to_record(smi, i, conformers="rdkit")
         except SkipMolecule:
             continue
         if 8 <= len(record["atom_features"]) <= num_atoms:

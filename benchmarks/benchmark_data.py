@@ -18,7 +18,7 @@ import tempfile
 import time
 
 from moleblend_jax.data import build_shards, iter_records
-from moleblend_jax.data.chunks import process_chunk
+from moleblend_jax.data.featurize import process_chunk
 from moleblend_jax.data.public_sets import qm9_source
 
 

@@ -5,7 +5,7 @@ Usage:
       [--dataset_path=CSV] [--max_molecules=M] [--max_atoms=N] --out=split_scaffold_seed0.json
 
 The molecules are fine-tuning's (`finetune.baselines.load_data`: the same records, the same
-molecules skipped) and the split is `finetune.data.make_split`'s for that seed, written in the
+molecules skipped) and the split is `finetune.task_data.make_split`'s for that seed, written in the
 format `--config.split_file`, experiments/baseline_rf.py and experiments/linear_probe.py read.
 A deterministic split (scaffold) is the one an earlier fine-tuning run saved in its workdir, so
 runs whose workdir is gone can be compared on the same record ids again.
@@ -20,8 +20,7 @@ from pathlib import Path
 from absl import app, flags
 
 from moleblend_jax.errors import exit_on_user_error
-from moleblend_jax.finetune import baselines, splits
-from moleblend_jax.finetune import data as data_lib
+from moleblend_jax.finetune import baselines, splits, task_data
 
 _DATASET = flags.DEFINE_string("dataset", None, "Registered data set name.", required=True)
 _PATH = flags.DEFINE_string("dataset_path", None, "Its CSV (default: the bundled copy).")
@@ -47,7 +46,7 @@ def make(
     data, _ = baselines.load_data(
         name, path, workdir, max_molecules=max_molecules, max_atoms=max_atoms
     )
-    return data_lib.make_split(data, split_kind or data.spec.default_split, seed)
+    return task_data.make_split(data, split_kind or data.spec.default_split, seed)
 
 
 @exit_on_user_error

@@ -59,7 +59,7 @@ def finetune(
     `dataset_path` alone is your CSV (an .sdf: dataset "sdf"); `dataset` names a registered
     data set instead. `config` (a ConfigDict) replaces configs/finetune.py:`variant`;
     `overrides` are its keys (`finetune_config`)."""
-    from moleblend_jax.finetune import trainer
+    from moleblend_jax.finetune import protocol
 
     if dataset is None:
         is_sdf = str(dataset_path or "").lower().endswith((".sdf", ".sdf.gz"))
@@ -73,7 +73,7 @@ def finetune(
         config = config.copy_and_resolve_references()
         for key, value in settings.items():
             config[key] = value
-    results = trainer.run(config, workdir)
+    results = protocol.run(config, workdir)
     return results, Path(workdir)
 
 
@@ -97,10 +97,10 @@ class Predictor:
     def predict(self, smiles: Sequence[str], batch_size: int | None = None, workers: int = 1):
         """SMILES [M] -> a DataFrame of M rows in order (ids 0..M-1; an `error` and empty
         predictions where a SMILES cannot be featurised)."""
-        from moleblend_jax.data import featurize
+        from moleblend_jax.data import input_rows
 
         if isinstance(smiles, str):
             smiles = [smiles]
-        rows = self.seeds.featurize(featurize.smiles_items(smiles), workers=workers)
+        rows = self.seeds.featurize(input_rows.smiles_items(smiles), workers=workers)
         rows.require_any_valid("the SMILES given")
         return self.seeds.predict_rows(rows, batch_size)

@@ -4,14 +4,14 @@
   embedder = Embedder.from_checkpoint("PRETRAIN_WORKDIR/checkpoints")   # or a fine-tuning workdir
   embedder = Embedder.from_random_init(config.model, seed=0)           # untrained, for baselines
   graph = embedder.embed(["CCO", "c1ccccc1O"])                         # [M, D] float32
-  result = embedder.embed_rows(featurize.featurize(items), atoms=True)  # graph, atoms, valid
+  result = embedder.embed_rows(input_rows.featurize_rows(items), atoms=True)  # graph, atoms, valid
 
 The embedding is the encoder's last-layer graph token [D] (atom-level: its atom states [N, D]).
 A pretrained encoder runs 2D-only (`conformers="none"`, the default) or 3D-only on conformers
 ("rdkit": ETKDG + MMFF; "file": an SDF's coordinates), as fine-tuning does; a fine-tuned
 workdir's encoder runs with the modality it was trained with. Molecules are batched by size
 bucket into fixed [batch_size, bucket] batches, so each bucket compiles once; SMILES are
-canonicalised (`data.featurize`), so a molecule's embedding does not depend on its spelling or
+canonicalised (`data.input_rows`), so a molecule's embedding does not depend on its spelling or
 on the other molecules of its batch.
 """
 
@@ -28,13 +28,13 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from moleblend_jax.data import featurize
+from moleblend_jax.data import input_rows
 from moleblend_jax.data.batching import map_batches, model_inputs, pad_batch
-from moleblend_jax.data.shards import CONFORMER_MODES
 from moleblend_jax.errors import UserError
 from moleblend_jax.finetune import predictor
 from moleblend_jax.model import MoleBlendEncoder
 from moleblend_jax.model.config import ModelConfig
+from moleblend_jax.schema import CONFORMER_MODES
 from moleblend_jax.train.paths import as_path
 from moleblend_jax.train.step import jit_apply
 
@@ -209,14 +209,14 @@ class Embedder:
         return cls(model, jax.device_get(params), conformers, batch_size=batch_size)
 
     def featurize(self, items, workers: int = 1, progress: bool = False):
-        """Source items -> `featurize.Featurized` with this encoder's settings; molecules
+        """Source items -> `input_rows.Featurized` with this encoder's settings; molecules
         without coordinates are invalid for a 3D encoder."""
-        return featurize.featurize(
+        return input_rows.featurize_rows(
             items, self.conformers, self.max_atoms, workers, progress, self.model.use_3d
         )
 
     def embed_rows(
-        self, rows: featurize.Featurized, atoms: bool = False, progress: bool = False
+        self, rows: input_rows.Featurized, atoms: bool = False, progress: bool = False
     ) -> Embeddings:
         """Featurised rows -> Embeddings (one per row, in order)."""
         records = [r for r in rows.records if r is not None]
@@ -240,5 +240,5 @@ class Embedder:
     def embed(self, smiles: Sequence[str], atoms: bool = False):
         """SMILES [M] -> graph embeddings [M, D] float32 (NaN rows for invalid SMILES); with
         `atoms`, the `Embeddings` instead."""
-        result = self.embed_rows(self.featurize(featurize.smiles_items(smiles)), atoms)
+        result = self.embed_rows(self.featurize(input_rows.smiles_items(smiles)), atoms)
         return result if atoms else result.graph

@@ -26,6 +26,10 @@ PAD_ID = 0
 # molecule; an off-diagonal stored hop count of 0 means unreachable.
 MAX_SUPPORTED_ATOMS = 256
 
+# Where a record's coordinates come from (the shard writer's --conformers): RDKit's conformer,
+# none, or the input's own (an SDF's conformer, QM9's xyz).
+CONFORMER_MODES = ("rdkit", "none", "file")
+
 # Keys of one record (docs/batch_format.md), in serialisation order.
 RECORD_KEYS = (
     "id",

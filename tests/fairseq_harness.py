@@ -67,7 +67,7 @@ def sample_molecules() -> tuple[dict, dict]:
     The molecules avoid the documented deviations (docs/interop.md): connected, no atom at
     exactly (0, 0, 0) (the original treats it as padding), no bond stereo beyond E/Z and no
     path over 19 bonds."""
-    records = [smiles_to_record(s, i, coords="rdkit") for i, s in enumerate(SMILES)]
+    records = [smiles_to_record(s, i, conformers="rdkit") for i, s in enumerate(SMILES)]
     batch = pad_batch(records, NUM_ATOMS)
     mask = batch["atom_mask"]
     batch["coords"] = np.where(mask[..., None], batch["coords"] + 5.0, 0.0).astype(np.float32)

@@ -25,8 +25,8 @@ def test_record_keys_dtypes_shapes():
 
 
 def test_rdkit_conformer_is_deterministic_and_in_graph_order():
-    a = smiles_to_record("CC(=O)Oc1ccccc1C(=O)O", 3, coords="rdkit")
-    b = smiles_to_record("CC(=O)Oc1ccccc1C(=O)O", 3, coords="rdkit")
+    a = smiles_to_record("CC(=O)Oc1ccccc1C(=O)O", 3, conformers="rdkit")
+    b = smiles_to_record("CC(=O)Oc1ccccc1C(=O)O", 3, conformers="rdkit")
     assert a["has_coords"] == 1
     np.testing.assert_array_equal(a["coords"], b["coords"])
     # Bonded heavy atoms sit at bond-length distances: coordinates follow graph atom order.
@@ -38,9 +38,9 @@ def test_rdkit_conformer_is_deterministic_and_in_graph_order():
 def test_a_molecule_gets_one_conformer_whatever_its_row():
     """The ETKDG seed comes from the canonical SMILES (issue 32): the same molecule on two
     rows of a file gets the same coordinates, another seed other ones."""
-    rows = [smiles_to_record("CCCCOC(=O)c1ccccc1N", i, coords="rdkit") for i in (0, 41)]
+    rows = [smiles_to_record("CCCCOC(=O)c1ccccc1N", i, conformers="rdkit") for i in (0, 41)]
     np.testing.assert_array_equal(rows[0]["coords"], rows[1]["coords"])
-    other = smiles_to_record("CCCCOC(=O)c1ccccc1N", 0, coords="rdkit", seed=1)
+    other = smiles_to_record("CCCCOC(=O)c1ccccc1N", 0, conformers="rdkit", seed=1)
     assert not np.array_equal(other["coords"], rows[0]["coords"])
 
 
@@ -73,12 +73,12 @@ def test_sdf_conformer_kept():
 
 def test_given_coords_and_salt_spd():
     coords = np.arange(15, dtype=np.float32).reshape(5, 3) / 4  # Bonds of 1.3 and 2.6 A.
-    rec = smiles_to_record("CC(=O)[O-].[Na+]", 1, coords=coords)
+    rec = smiles_to_record("CC(=O)[O-].[Na+]", 1, conformers=coords)
     np.testing.assert_array_equal(rec["coords"], coords)
     assert rec["has_coords"] == 1
     assert (rec["spd"][4, :4] == UNREACHABLE_SPD).all()
     with pytest.raises(SkipMolecule) as err:
-        smiles_to_record("CC", 1, coords=coords)
+        smiles_to_record("CC", 1, conformers=coords)
     assert err.value.reason == "coords_shape_mismatch"
 
 
@@ -108,10 +108,10 @@ def test_parse_xyz_block():
 
 def test_implausible_coordinates_are_skipped():
     coords = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [3.0, 0.0, 0.0]], np.float32)
-    assert smiles_to_record("CCO", 0, coords=coords)["has_coords"] == 1
+    assert smiles_to_record("CCO", 0, conformers=coords)["has_coords"] == 1
     far = coords + [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1e7]]  # An atom 10^7 A away.
     stretched = coords * [[4.0, 1.0, 1.0]]  # Bonds of 6 A, near the origin.
     for bad in (far, stretched):
         with pytest.raises(SkipMolecule) as err:
-            smiles_to_record("CCO", 0, coords=bad.astype(np.float32))
+            smiles_to_record("CCO", 0, conformers=bad.astype(np.float32))
         assert err.value.reason == "implausible_coordinates"

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("apache_beam")  # The `beam` extra.
 
-from moleblend_jax.data import beam_shards, build_shards, chunks, iter_records  # noqa: E402
+from moleblend_jax.data import beam_shards, build_shards, featurize, iter_records  # noqa: E402
 from moleblend_jax.data.serialize import read_frames  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -45,7 +45,7 @@ def _assert_same_build(local, beam):
     ids=["qm9", "hostile"],
 )
 def test_beam_equals_local(tmp_path, monkeypatch, source, chunk_size, kwargs):
-    monkeypatch.setattr(chunks, "CHUNK_SIZE", chunk_size)  # Several chunks per worker.
+    monkeypatch.setattr(featurize, "CHUNK_SIZE", chunk_size)  # Several chunks per worker.
     builds = []
     for runner in ("local", "beam"):
         out = str(tmp_path / runner)

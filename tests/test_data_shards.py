@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from moleblend_jax.chem import qm9, smiles_to_record
-from moleblend_jax.data import build_shards, chunks, iter_records
+from moleblend_jax.data import build_shards, featurize, iter_records
 from moleblend_jax.data.serialize import CorruptRecordError, decode_record, encode_record
 from moleblend_jax.data.sources import SourceItem
 
@@ -29,7 +29,7 @@ def _assert_records_equal(a, b):
 
 def test_encode_decode_round_trip():
     for smiles in ["CC(=O)Oc1ccccc1C(=O)O", "[Na+].[Cl-]", "C", "C1CCCCCCCCCCCC1.CCO"]:
-        rec = smiles_to_record(smiles, 12345678901, coords="rdkit", labels=[1.5, np.nan, -2.0])
+        rec = smiles_to_record(smiles, 12345678901, conformers="rdkit", labels=[1.5, np.nan, -2.0])
         _assert_records_equal(decode_record(encode_record(rec)), rec)
 
 
@@ -72,11 +72,11 @@ def test_hostile_file_counts(hostile):
 def test_written_records_equal_direct_records(hostile):
     out, _ = hostile
     rec = next(iter_records(out))
-    _assert_records_equal(rec, smiles_to_record("CCO", 1, coords="rdkit", name="ethanol"))
+    _assert_records_equal(rec, smiles_to_record("CCO", 1, conformers="rdkit", name="ethanol"))
 
 
 def test_deterministic_across_workers(tmp_path, monkeypatch):
-    monkeypatch.setattr(chunks, "CHUNK_SIZE", 4)  # Several chunks, so two workers do run.
+    monkeypatch.setattr(featurize, "CHUNK_SIZE", 4)  # Several chunks, so two workers do run.
     dirs = []
     for workers in (1, 2):
         out = str(tmp_path / f"w{workers}")
@@ -146,14 +146,14 @@ def test_qm9_reordered_entry_is_matched():
         elements="['O','C','H']",
         xyz="[[0.0,0.0,1.43],[0.0,0.0,0.0],[0.0,0.0,2.4]]",
     )
-    record, _ = chunks.item_to_record(item, "file", 32)
+    record, _ = featurize.item_to_record(item, "file", 32)
     np.testing.assert_allclose(record["coords"], [[0, 0, 0], [0, 0, 1.43]])
 
 
 def test_rerun_is_noop_and_resumes_after_kill(tmp_path, monkeypatch):
     out = str(tmp_path / "out")
     calls = {"n": 0}
-    real = chunks.process_chunk
+    real = featurize.process_chunk
 
     def dying(*args):
         calls["n"] += 1
@@ -161,14 +161,14 @@ def test_rerun_is_noop_and_resumes_after_kill(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # A kill in the middle of the build.
         return real(*args)
 
-    monkeypatch.setattr(chunks, "CHUNK_SIZE", 4)
-    monkeypatch.setattr(chunks, "process_chunk", dying)
+    monkeypatch.setattr(featurize, "CHUNK_SIZE", 4)
+    monkeypatch.setattr(featurize, "process_chunk", dying)
     with pytest.raises(KeyboardInterrupt):
         build_shards(HOSTILE, out, num_shards=2, workers=1, conformers="none", progress=False)
     assert not os.path.exists(os.path.join(out, "metadata.json"))
     with pytest.raises(FileNotFoundError, match="did not finish"):
         list(iter_records(out))
-    monkeypatch.setattr(chunks, "process_chunk", real)
+    monkeypatch.setattr(featurize, "process_chunk", real)
     meta = build_shards(HOSTILE, out, num_shards=2, workers=1, conformers="none", progress=False)
     assert sorted(os.listdir(out)) == ["metadata.json", *[s["file"] for s in meta["shards"]]]
     stamp = os.path.getmtime(os.path.join(out, "metadata.json"))

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from moleblend_jax.configs import finetune as finetune_configs
-from moleblend_jax.finetune import data as data_lib
-from moleblend_jax.finetune import splits
+from moleblend_jax.finetune import splits, task_data
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -122,8 +121,8 @@ def test_baseline_rf_regression_on_bundled_set(tmp_path):
 def test_baseline_rf_splits_the_records_fine_tuning_splits(tmp_path):
     config = finetune_configs.get_config()
     config.dataset, config.max_molecules, config.data.num_prep_workers = "esol", 60, 1
-    data = data_lib.load(config, tmp_path / "net")
-    network = data_lib.seed_split(data, "scaffold", 0, workdir=tmp_path / "net")
+    data = task_data.load(config, tmp_path / "net")
+    network = task_data.seed_split(data, "scaffold", 0, workdir=tmp_path / "net")
     common = ("--dataset=esol", "--max_molecules=60", "--n_estimators=5", "--n_jobs=1")
     out = tmp_path / "rf.json"
     _run("baseline_rf.py", *common, "--seeds=0", f"--workdir={tmp_path / 'rf'}", f"--out={out}")

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from moleblend_jax.finetune import datasets, splits
+from moleblend_jax.finetune import catalog, splits
 
 
 @pytest.fixture(scope="module")
 def esol_smiles():
-    return datasets.load_dataset("esol")[0]
+    return catalog.load_dataset("esol")[0]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_random_split_seeded_and_sized():
     assert not np.array_equal(a["test"], c["test"])
     assert [len(a[n]) for n in splits.SPLIT_NAMES] == [800, 100, 100]
     splits.check_split(a, 1000)
-    qm9 = splits.random_split(datasets.QM9_NUM_MOLECULES, 0, **datasets.QM9_SPLIT_SIZES)
+    qm9 = splits.random_split(catalog.QM9_NUM_MOLECULES, 0, **catalog.QM9_SPLIT_SIZES)
     assert [len(qm9[n]) for n in splits.SPLIT_NAMES] == [110_000, 10_000, 10_831]
     with pytest.raises(ValueError):
         splits.random_split(10, valid_size=6, test_size=6)

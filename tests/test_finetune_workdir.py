@@ -11,10 +11,9 @@ import pytest
 from script_testing import assert_one_line_errors
 from test_own_data import _config, _write_fixture
 
-from moleblend_jax.data import featurize
+from moleblend_jax.data import input_rows
 from moleblend_jax.errors import UserError
-from moleblend_jax.finetune import data as data_lib
-from moleblend_jax.finetune import predictor, trainer, user_data
+from moleblend_jax.finetune import predictor, protocol, task_data, user_data
 from moleblend_jax.finetune import workdir as workdir_lib
 from moleblend_jax.train.paths import as_path
 from moleblend_jax.train.workdir import locked
@@ -23,7 +22,7 @@ NEW = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "ClCCl"]
 
 
 def _records(smiles):
-    return featurize.featurize(featurize.smiles_items(smiles)).records
+    return input_rows.featurize_rows(input_rows.smiles_items(smiles)).records
 
 
 def _predict(workdir):
@@ -38,7 +37,7 @@ def finished(tmp_path_factory):
     frame.assign(logS=frame["logS"] * 100, esol=frame["esol"] * 100).to_csv(
         root / "x100.csv", index=False
     )
-    trainer.run(_config(root / "mine.csv"), root / "ft")
+    protocol.run(_config(root / "mine.csv"), root / "ft")
     return root, _predict(root / "ft"), (root / "ft" / "results.json").read_text()
 
 
@@ -58,7 +57,7 @@ def _kill_at(monkeypatch, where):
         raise Killed(where)
 
     if where == "after_checkpoints":  # Every seed's params written, nothing else.
-        monkeypatch.setattr(trainer, "summarize", die)
+        monkeypatch.setattr(protocol, "summarize", die)
     else:
         monkeypatch.setattr(predictor, "save_params", die)
 
@@ -69,14 +68,14 @@ def test_a_killed_rerun_leaves_the_committed_run_whole(finished, tmp_path, monke
     workdir = _copy(root, tmp_path)
     _kill_at(monkeypatch, where)
     with pytest.raises(Killed):
-        trainer.run(_config(root / "x100.csv", overwrite=True), workdir)
+        protocol.run(_config(root / "x100.csv", overwrite=True), workdir)
     monkeypatch.undo()
     runs = sorted(os.listdir(workdir / "runs"))
     assert len(runs) == 2  # The committed run and the killed one's leftover.
     np.testing.assert_array_equal(_predict(workdir), before)  # Never the new params.
     assert (workdir / "results.json").read_text() == results
 
-    trainer.run(_config(root / "x100.csv", overwrite=True), workdir)  # Finishes this time.
+    protocol.run(_config(root / "x100.csv", overwrite=True), workdir)  # Finishes this time.
     after = _predict(workdir)
     assert np.nanmean(np.abs(after)) > 20 * np.nanmean(np.abs(before))  # Labels x 100.
     manifest = json.loads((workdir / "predictor.json").read_text())
@@ -95,7 +94,7 @@ def test_a_rerun_on_other_data_is_refused_without_overwrite(finished, tmp_path):
     root = finished[0]
     workdir = _copy(root, tmp_path)
     with pytest.raises(UserError, match=r"other data .*dataset_sha256: .*--config.overwrite=true"):
-        trainer.run(_config(root / "x100.csv"), workdir)
+        protocol.run(_config(root / "x100.csv"), workdir)
     assert len(os.listdir(workdir / "runs")) == 1
     np.testing.assert_array_equal(_predict(workdir), finished[1])
 
@@ -106,7 +105,7 @@ def test_a_second_run_on_a_locked_workdir_is_refused(finished, tmp_path):
     metrics = (workdir / "metrics.jsonl").read_text()
     with locked(as_path(workdir)):
         with pytest.raises(UserError, match=f"in use by another run \\(pid {os.getpid()}"):
-            trainer.run(_config(root / "mine.csv"), workdir)
+            protocol.run(_config(root / "mine.csv"), workdir)
     assert (workdir / "metrics.jsonl").read_text() == metrics
     assert len(os.listdir(workdir / "runs")) == 1
 
@@ -125,7 +124,7 @@ def test_a_workdir_written_before_runs_loads_and_is_moved_on_rerun(finished, tmp
     (legacy / "predictor.json").write_text(json.dumps(manifest))
     np.testing.assert_array_equal(_predict(legacy), before)
 
-    trainer.run(_config(root / "mine.csv"), legacy)
+    protocol.run(_config(root / "mine.csv"), legacy)
     assert os.path.islink(legacy / "predictor.json") and os.path.islink(legacy / "checkpoints")
     assert len(os.listdir(legacy / "runs")) == 1  # runs/legacy deleted after the commit.
     np.testing.assert_allclose(_predict(legacy), before, rtol=1e-5)  # Same data, same seed.
@@ -169,11 +168,11 @@ def test_an_sdf_mixing_3d_and_2d_is_refused_with_the_counts(tmp_path, first):
 def test_an_sdf_mixing_3d_and_2d_in_the_mode_named_skips_and_counts(tmp_path):
     _write_sdf(tmp_path / "mixed.sdf", ["3d"] * 10 + ["2d"] * 5)
     config = _sdf_config(tmp_path / "mixed.sdf", modality="3d")
-    data = data_lib.load(config, tmp_path / "w")
+    data = task_data.load(config, tmp_path / "w")
     assert data.spec.needs_3d and data.skipped == {"no_3d_coordinates": 5}
     assert data.ids == list(range(10)) and all(r["has_coords"] for r in data.records)
     config.modality = "2d"
-    data = data_lib.load(config, tmp_path / "w")
+    data = task_data.load(config, tmp_path / "w")
     assert not data.spec.needs_3d and data.skipped == {} and len(data.records) == 15
 
 

@@ -18,7 +18,7 @@ ALLOWED = {
     "interop": {"model", "configs"},
     "errors": set(),
     "atomic": {"errors"},
-    "inference": {"data", "errors", "finetune", "model", "train", "atomic"},
+    "inference": {"schema", "data", "errors", "finetune", "model", "train", "atomic"},
     "api": {"configs", "data", "errors", "finetune", "inference", "train"},
     # The commands, at the top: nothing in the package imports them.
     "cli": {

@@ -11,7 +11,7 @@ from train_testing import random_params, small_config
 
 from moleblend_jax import model as model_lib
 from moleblend_jax.configs import finetune as finetune_configs
-from moleblend_jax.finetune import data as data_lib
+from moleblend_jax.finetune import task_data
 from moleblend_jax.train import checkpoint
 
 
@@ -19,8 +19,8 @@ def test_random_init_probe_reads_fine_tunings_split(tmp_path):
     config = finetune_configs.get_config()
     config.dataset, config.max_molecules, config.data.num_prep_workers = "esol", 60, 1
     config.data.max_atoms = 32
-    data = data_lib.load(config, tmp_path / "net")
-    data_lib.seed_split(data, "scaffold", 0, workdir=tmp_path / "net")
+    data = task_data.load(config, tmp_path / "net")
+    task_data.seed_split(data, "scaffold", 0, workdir=tmp_path / "net")
     out = tmp_path / "probe.json"
     run = run_experiment(
         "linear_probe.py",

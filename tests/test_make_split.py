@@ -4,16 +4,15 @@ import numpy as np
 from script_testing import run_experiment
 
 from moleblend_jax.configs import finetune as finetune_configs
-from moleblend_jax.finetune import data as data_lib
-from moleblend_jax.finetune import splits
+from moleblend_jax.finetune import splits, task_data
 
 
 def test_writes_the_split_a_fine_tuning_run_saves(tmp_path):
     config = finetune_configs.get_config()
     config.dataset, config.max_molecules, config.data.num_prep_workers = "esol", 60, 1
     config.data.max_atoms = 14  # Skips some of the 60: the split is over the kept records.
-    data = data_lib.load(config, tmp_path / "net")
-    saved = data_lib.seed_split(data, "scaffold", 0, workdir=tmp_path / "net")
+    data = task_data.load(config, tmp_path / "net")
+    saved = task_data.seed_split(data, "scaffold", 0, workdir=tmp_path / "net")
     out = tmp_path / "made" / "split.json"
     flags = ("--dataset=esol", "--max_molecules=60", "--max_atoms=14", f"--out={out}")
     run = run_experiment("make_split.py", *flags)

@@ -243,10 +243,10 @@ def test_real_molecules_through_pad_batch(setup):
 
     _, model, params, _, _ = setup
     records = [
-        chem.smiles_to_record("CC(=O)Oc1ccccc1C(=O)O", 0, coords="rdkit"),
-        chem.smiles_to_record("C/C=C/Cl.O", 1, coords="rdkit"),
-        chem.smiles_to_record("[Na+]", 2, coords="rdkit"),
-        chem.smiles_to_record("c1ccncc1", 3, coords="none"),
+        chem.smiles_to_record("CC(=O)Oc1ccccc1C(=O)O", 0, conformers="rdkit"),
+        chem.smiles_to_record("C/C=C/Cl.O", 1, conformers="rdkit"),
+        chem.smiles_to_record("[Na+]", 2, conformers="rdkit"),
+        chem.smiles_to_record("c1ccncc1", 3, conformers="none"),
     ]
     batch = pad_batch(records, num_atoms=16, batch_size=5)
     out = jax.jit(lambda p, b: model.apply({"params": p}, b))(params, batch)

@@ -12,13 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from script_testing import assert_one_line_errors
-from test_finetune_trainer import _load_finetune_config
+from test_finetune_protocol import _load_finetune_config
 from train_testing import REPO
 
 from moleblend_jax.configs import finetune as finetune_configs
 from moleblend_jax.errors import UserError
-from moleblend_jax.finetune import data as data_lib
-from moleblend_jax.finetune import splits, trainer, user_data
+from moleblend_jax.finetune import protocol, splits, task_data, user_data
 from moleblend_jax.inference import Embedder
 
 ESOL = REPO / "moleblend_jax" / "sample_data" / "esol.csv"
@@ -68,7 +67,7 @@ def finetuned(tmp_path_factory):
     frame = _write_fixture(root / "mine.csv")
     (root / "ft").mkdir()
     (root / "ft" / "metrics.jsonl").write_text('{"step": 1, "stale": 1}\n')  # A run before.
-    results = trainer.run(_config(root / "mine.csv"), root / "ft")
+    results = protocol.run(_config(root / "mine.csv"), root / "ft")
     return root, frame, results
 
 
@@ -113,11 +112,11 @@ def test_split_column_is_honoured_exactly(finetuned):
 
 def test_column_split_carves_valid_from_train_by_scaffold():
     smiles = pd.read_csv(ESOL)["smiles"].iloc[:50].tolist()
-    parts = ["test" if i % 4 == 0 else "train" for i in range(50)]
+    row_splits = ["test" if i % 4 == 0 else "train" for i in range(50)]
     ids = list(range(100, 150))
-    split = splits.column_split(ids, parts, smiles)
-    assert split["test"] == [100 + i for i in range(50) if parts[i] == "test"]
-    train = {100 + i for i in range(50) if parts[i] == "train"}
+    split = splits.column_split(ids, row_splits, smiles)
+    assert split["test"] == [100 + i for i in range(50) if row_splits[i] == "test"]
+    train = {100 + i for i in range(50) if row_splits[i] == "train"}
     assert set(split["train"]) | set(split["valid"]) == train
     assert split["valid"] and not set(split["train"]) & set(split["valid"])
     scaffold = {splits.murcko_scaffold(smiles[i - 100]) for i in split["valid"]}
@@ -249,7 +248,7 @@ def test_sdf_labels_from_properties_and_3d_from_the_file(tmp_path):
     assert table.spec.task_type == "classification" and table.spec.needs_3d  # Inferred, 3D.
     assert table.names == [f"m{i}" for i in range(8)]
     config.label_columns, config.task_type = "energy", "regression"
-    data = data_lib.load(config, tmp_path / "w")
+    data = task_data.load(config, tmp_path / "w")
     assert np.isnan(data.records[3]["labels"][0]) and data.records[2]["labels"][0] == -3.0
     assert all(r["has_coords"] for r in data.records) and data.spec.metric == "rmse"
     config.task_type = "classification"

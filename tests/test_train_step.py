@@ -134,7 +134,7 @@ def test_a_step_across_two_slices_matches_one_slice():
         "model.blend_probs": (0.0, 0.0, 1.0),
     }
     config = small_config(**deterministic)
-    pair = [smiles_to_record(s, i, coords="rdkit") for i, s in enumerate(["CCO", "c1ccccc1O"])]
+    pair = [smiles_to_record(s, i, conformers="rdkit") for i, s in enumerate(["CCO", "c1ccccc1O"])]
     records = pair * 8
     batches = [pad_batch(records, 16, 16)] * 3
     results = {}

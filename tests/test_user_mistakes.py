@@ -13,10 +13,9 @@ from test_own_data import ESOL
 
 from moleblend_jax import atomic
 from moleblend_jax.configs import finetune as finetune_configs
-from moleblend_jax.data import featurize
+from moleblend_jax.data import input_rows
 from moleblend_jax.errors import UserError
-from moleblend_jax.finetune import data as data_lib
-from moleblend_jax.finetune import datasets, user_data
+from moleblend_jax.finetune import catalog, task_data, user_data
 
 
 def _table(tmp_path, frame, **overrides):
@@ -66,12 +65,12 @@ def test_duplicate_column_names_are_refused(tmp_path):
 
 def test_na_and_none_smiles_are_echoed_not_blanked(tmp_path):
     (tmp_path / "new.csv").write_text("smiles,name\nNA,a\nNone,b\nCCO,c\n")
-    items = featurize.input_items(str(tmp_path / "new.csv"))
+    items = input_rows.input_items(str(tmp_path / "new.csv"))
     assert [item.smiles for item in items] == ["NA", "None", "CCO"]
 
 
 def _task_data(labels, task_type="regression"):
-    spec = datasets.DatasetSpec(
+    spec = catalog.DatasetSpec(
         name="csv",
         task_type=task_type,
         smiles_column="smiles",
@@ -80,33 +79,37 @@ def _task_data(labels, task_type="regression"):
         default_split="scaffold",
     )
     records = [{"id": i, "labels": np.array([v], np.float32)} for i, v in enumerate(labels)]
-    return data_lib.TaskData(spec=spec, records=records, task_names=("y",), skipped={})
+    return task_data.TaskData(spec=spec, records=records, task_names=("y",), skipped={})
 
 
 def test_an_empty_validation_part_is_refused_with_the_counts():
     data = _task_data(np.arange(6.0))
-    parts = {"train": data.records[:5], "valid": [], "test": data.records[5:]}
+    records_by_split = {"train": data.records[:5], "valid": [], "test": data.records[5:]}
     with pytest.raises(
         UserError, match=r'empty valid part \(\{"train": 5, "valid": 0, "test": 1\}'
     ):
-        data_lib.check_parts(data, parts, "scaffold", 0)
+        task_data.check_split_records(data, records_by_split, "scaffold", 0)
 
 
 def test_a_part_whose_metric_would_be_nan_is_refused():
     data = _task_data([0, 1, 0, 1, 1, 1], "classification")
-    parts = {"train": data.records[:4], "valid": data.records[4:5], "test": data.records[5:]}
+    records_by_split = {
+        "train": data.records[:4],
+        "valid": data.records[4:5],
+        "test": data.records[5:],
+    }
     with pytest.raises(UserError, match="task 'y' has only class 1 in its valid part"):
-        data_lib.check_parts(data, parts, "scaffold", 0)
+        task_data.check_split_records(data, records_by_split, "scaffold", 0)
 
 
 def test_a_split_file_that_does_not_match_the_data_is_refused(tmp_path):
     data = _task_data(np.arange(6.0))
     (tmp_path / "split.json").write_text(json.dumps({"train": [0, 1], "valid": [7], "test": [3]}))
     with pytest.raises(UserError, match="split file .*split.json"):
-        data_lib.read_split(tmp_path / "split.json", data)
+        task_data.read_split(tmp_path / "split.json", data)
     (tmp_path / "split.json").write_text("{")
     with pytest.raises(UserError, match="split file .*split.json"):
-        data_lib.read_split(tmp_path / "split.json", data)
+        task_data.read_split(tmp_path / "split.json", data)
 
 
 def test_one_valid_row_among_blank_smiles_is_refused(tmp_path):
@@ -115,7 +118,7 @@ def test_one_valid_row_among_blank_smiles_is_refused(tmp_path):
     config = _table(tmp_path, frame)
     config.data.num_prep_workers = 1
     with pytest.raises(UserError, match=r"29 of 30 entries could not be parsed"):
-        data_lib.load(config, tmp_path / "w")
+        task_data.load(config, tmp_path / "w")
 
 
 def test_embedding_refuses_nan_weights(tmp_path):
@@ -177,7 +180,7 @@ def test_predict_and_embed_leave_no_partial_file_on_a_full_disk(tmp_path, full_d
     table = pd.DataFrame({"id": range(5000), "y": np.linspace(0, 1, 5000)})
     with pytest.raises(UserError, match=f"could not write {tmp_path / 'pred.csv'}"):
         predict.write_predictions(tmp_path / "pred.csv", table)
-    rows = featurize.Featurized([0], [""], ["CCO"], [{}], [""])
+    rows = input_rows.Featurized([0], [""], ["CCO"], [{}], [""])
     result = type("E", (), {"graph": np.zeros((1, 64), np.float32), "valid": np.ones(1, bool)})
     result.errors = [""]
     with pytest.raises(UserError, match=f"could not write {tmp_path / 'emb.npz'}"):

@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 
 from moleblend_jax.data.public_sets import moses_source
-from moleblend_jax.finetune.datasets import load_dataset
+from moleblend_jax.finetune.catalog import load_dataset
 
 _CORPUS = flags.DEFINE_integer("corpus", 50_000, "Molecules of the bundled MOSES subset.")
 _DATASETS = flags.DEFINE_list(

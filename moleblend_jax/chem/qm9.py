@@ -2,7 +2,7 @@
 DFT geometry put into the SMILES graph's atom order.
 
 Plain data and numpy + RDKit (no TF, no jax), so the QM9 source (`data/sources.py`) and
-fine-tuning (`finetune/datasets.py`) both import it. Labels leave the source in label units
+fine-tuning (`finetune/catalog.py`) both import it. Labels leave the source in label units
 (energies in eV); nothing rescales them afterwards.
 """
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from rdkit import Chem, RDLogger
 
-from moleblend_jax.chem import conformers
+from moleblend_jax.chem import conformers as conformer_lib
 from moleblend_jax.chem.features import mol_to_graph
 from moleblend_jax.chem.paths import floyd_warshall, path_bonds_from_via
-from moleblend_jax.schema import LABEL_KEY, MAX_SUPPORTED_ATOMS, NAME_KEY
+from moleblend_jax.schema import CONFORMER_MODES, LABEL_KEY, MAX_SUPPORTED_ATOMS, NAME_KEY
 
 # RDKit prints parse and sanitisation errors to stderr; we count them by reason instead.
 RDLogger.DisableLog("rdApp.*")
@@ -63,7 +63,7 @@ def _require_plausible(xyz: np.ndarray, bond_atoms: np.ndarray) -> None:
 def build_record(
     mol: Chem.Mol,
     mol_id: int,
-    coords: np.ndarray | str | None = None,
+    conformers: np.ndarray | str = conformer_lib.FROM_FILE,
     labels=None,
     max_atoms: int = MAX_SUPPORTED_ATOMS,
     seed: int = 0,
@@ -88,21 +88,25 @@ def build_record(
     else:
         paths = dict(path_bonds=path_bonds_from_via(spd, via, graph["bond_atoms"]))
 
-    if isinstance(coords, np.ndarray) or isinstance(coords, list | tuple):
-        xyz, source = np.asarray(coords, np.float32), conformers.GIVEN
-    elif coords is None:
+    if isinstance(conformers, np.ndarray | list | tuple):
+        xyz, source = np.asarray(conformers, np.float32), conformer_lib.GIVEN
+    elif conformers == conformer_lib.FROM_FILE:
         has_3d = mol.GetNumConformers() > 0 and mol.GetConformer().Is3D()
         xyz, source = (
-            (conformers.coords_from_conformer(mol), conformers.FROM_FILE)
+            (conformer_lib.coords_from_conformer(mol), conformer_lib.FROM_FILE)
             if has_3d
-            else (None, conformers.NONE)
+            else (None, conformer_lib.NONE)
         )
-    elif coords == "rdkit":
-        xyz, source = conformers.rdkit_conformer(mol, seed=conformers.molecule_seed(mol, seed))
-    elif coords == "none":
-        xyz, source = None, conformers.NONE
+    elif conformers == "rdkit":
+        xyz, source = conformer_lib.rdkit_conformer(
+            mol, seed=conformer_lib.molecule_seed(mol, seed)
+        )
+    elif conformers == conformer_lib.NONE:
+        xyz, source = None, conformer_lib.NONE
     else:
-        raise ValueError(f"coords must be an array, None, 'rdkit' or 'none', got {coords!r}")
+        raise ValueError(
+            f"conformers must be an [N, 3] array or one of {CONFORMER_MODES}, got {conformers!r}"
+        )
     if xyz is not None:
         if xyz.shape != (n, 3):
             raise SkipMolecule("coords_shape_mismatch", f"{xyz.shape} for {n} atoms")
@@ -131,7 +135,7 @@ def build_record(
 def mol_to_record(
     mol: Chem.Mol,
     mol_id: int,
-    coords: np.ndarray | str | None = None,
+    conformers: np.ndarray | str = conformer_lib.FROM_FILE,
     labels=None,
     max_atoms: int = MAX_SUPPORTED_ATOMS,
     seed: int = 0,
@@ -139,22 +143,23 @@ def mol_to_record(
 ) -> dict:
     """RDKit mol (heavy atoms, no explicit H) -> record dict of docs/batch_format.md.
 
-    coords: [N, 3] array (given, graph atom order); None (the mol's 3D conformer if any, else
-    has_coords = 0); 'rdkit' (ETKDG + MMFF, seeded by `seed` and the canonical SMILES);
-    'none' (has_coords = 0). labels: optional [T] floats (NaN = missing). name: kept as the
+    conformers: where the coordinates come from, `schema.CONFORMER_MODES` as the shard writer's
+    --conformers: 'file' (the mol's 3D conformer if any, else has_coords = 0); 'rdkit' (ETKDG +
+    MMFF, seeded by `seed` and the canonical SMILES); 'none' (has_coords = 0); or an [N, 3]
+    array (given, graph atom order). labels: optional [T] floats (NaN = missing). name: kept as the
     record's "name" when not empty. Raises SkipMolecule(reason).
     """
-    return build_record(mol, mol_id, coords, labels, max_atoms, seed, name=name)[0]
+    return build_record(mol, mol_id, conformers, labels, max_atoms, seed, name=name)[0]
 
 
 def smiles_to_record(
     smiles: str,
     mol_id: int,
-    coords: np.ndarray | str | None = "none",
+    conformers: np.ndarray | str = conformer_lib.NONE,
     labels=None,
     max_atoms: int = MAX_SUPPORTED_ATOMS,
     seed: int = 0,
     name: str = "",
 ) -> dict:
     """SMILES -> record (see `mol_to_record`); raises SkipMolecule(reason) on bad input."""
-    return mol_to_record(parse_smiles(smiles), mol_id, coords, labels, max_atoms, seed, name)
+    return mol_to_record(parse_smiles(smiles), mol_id, conformers, labels, max_atoms, seed, name)

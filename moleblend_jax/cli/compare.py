@@ -26,7 +26,7 @@ from absl import app, flags
 
 from moleblend_jax.errors import UserError, exit_on_user_error
 from moleblend_jax.finetune import published
-from moleblend_jax.finetune.datasets import DATASETS
+from moleblend_jax.finetune.catalog import DATASETS
 
 FLAGS = flags.FLAGS
 

@@ -67,7 +67,7 @@ def write_npz(path: Path, rows, result, atoms: bool) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from moleblend_jax.data import featurize
+    from moleblend_jax.data import input_rows
 
     if FLAGS.batch_size <= 0:
         raise UserError(f"--batch_size={FLAGS.batch_size}; give a positive number")
@@ -80,7 +80,7 @@ def main(argv):
     embedder = Embedder.from_checkpoint(
         FLAGS.checkpoint, FLAGS.conformers, model_config, FLAGS.batch_size
     )
-    items = featurize.input_items(FLAGS.input, FLAGS.smiles_column, FLAGS.id_column)
+    items = input_rows.input_items(FLAGS.input, FLAGS.smiles_column, FLAGS.id_column)
     rows = embedder.featurize(items, FLAGS.workers, progress=True)
     rows.require_any_valid(FLAGS.input)
     result = embedder.embed_rows(rows, atoms=FLAGS.atoms, progress=True)

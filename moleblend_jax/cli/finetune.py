@@ -44,12 +44,12 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import jax
 
-    from moleblend_jax.finetune import trainer
+    from moleblend_jax.finetune import protocol
 
     startup.quiet_library_logs()
     # Every host <-> device transfer must be explicit (device_put, global_batch, device_get).
     jax.config.update("jax_transfer_guard", "disallow")
-    results = trainer.run(FLAGS.config, FLAGS.workdir)
+    results = protocol.run(FLAGS.config, FLAGS.workdir)
     logging.info(
         "%s %s: test %.4f +- %.4f (valid %.4f)",
         results["dataset"],

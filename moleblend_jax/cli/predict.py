@@ -66,7 +66,7 @@ def write_predictions(out: Path, table) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from moleblend_jax.data import featurize
+    from moleblend_jax.data import input_rows
 
     if FLAGS.batch_size < 0:
         raise UserError(f"--batch_size={FLAGS.batch_size}; give a positive number (0: the run's)")
@@ -77,7 +77,7 @@ def main(argv):
 
     manifest, _ = predictor_lib.read_manifest(FLAGS.workdir)
     columns = csv_columns(FLAGS.input, manifest, FLAGS.smiles_column, FLAGS.id_column)
-    items = featurize.input_items(FLAGS.input, *columns)
+    items = input_rows.input_items(FLAGS.input, *columns)
     from_sdf = FLAGS.input.lower().endswith((".sdf", ".sdf.gz"))
     rows = predictor_lib.featurize_for(manifest, items, from_sdf, FLAGS.workers, True)
     rows.require_any_valid(FLAGS.input)

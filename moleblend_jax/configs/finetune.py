@@ -24,7 +24,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.stochastic_depth = 0.0
     config.mesh = pretrain.mesh
 
-    # A registered name (finetune/datasets.py), or "csv" / "sdf": your own file at dataset_path.
+    # A registered name (finetune/catalog.py), or "csv" / "sdf": your own file at dataset_path.
     config.dataset = "esol"
     # The MoleculeNet CSV of a registered name, or your own CSV / SDF (dataset "csv" / "sdf").
     config.dataset_path = ml_collections.FieldReference(None, field_type=str)

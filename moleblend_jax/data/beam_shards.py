@@ -26,7 +26,7 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 from etils import epath
 
-from moleblend_jax.data import chunks
+from moleblend_jax.data import featurize
 from moleblend_jax.data.shard_file import ShardFile
 from moleblend_jax.data.sources import Source
 
@@ -48,14 +48,14 @@ def direct_options(workers: int) -> list[str]:
 
 
 def _read_chunks(_, source: Source, chunk_size: int, limit, offset) -> Iterator[tuple]:
-    """-> (chunk index, [chunk_size] SourceItems) in source order (`chunks.source_chunks`)."""
-    yield from enumerate(chunks.source_chunks(source.items(), chunk_size, limit, offset))
+    """-> (chunk index, [chunk_size] SourceItems) in source order (`featurize.source_chunks`)."""
+    yield from enumerate(featurize.source_chunks(source.items(), chunk_size, limit, offset))
 
 
 def _featurize(chunk: tuple, conformers: str, max_atoms: int, seed: int) -> tuple:
-    """(c, items) -> (c, `chunks.process_chunk` results)."""
+    """(c, items) -> (c, `featurize.process_chunk` results)."""
     index, items = chunk
-    return index, chunks.process_chunk(items, conformers, max_atoms, seed)
+    return index, featurize.process_chunk(items, conformers, max_atoms, seed)
 
 
 def _num_written(chunk: tuple) -> tuple[int, int]:
@@ -117,7 +117,7 @@ def write_shards(
     """Runs the pipeline: writes shard s to tmp_paths[s]; `plan` = `featurize_items`' keywords
     (conformers, max_atoms, seed, limit, offset). Returns (stats of each shard, skip counts by
     reason), as `shards._write_local` does. pipeline_options: flags or a PipelineOptions."""
-    chunk_size = chunk_size or chunks.CHUNK_SIZE
+    chunk_size = chunk_size or featurize.CHUNK_SIZE
     num_shards = len(tmp_paths)
     paths = [str(p) for p in tmp_paths]
     summary_path = str(epath.Path(tmp_paths[0]).parent / _SUMMARY)

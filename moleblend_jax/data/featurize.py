@@ -1,146 +1,111 @@
-"""New molecules -> records in memory, one row per input row (prediction and embeddings).
-
-An input file (.csv, .smi, .sdf, read by `data.sources`) or a list of SMILES becomes one
-`Featurized` row per input row, in input order: the record, or None and the reason it could
-not be featurised. SMILES are canonicalised first (RDKit's canonical SMILES, whose atom order
-depends only on the molecule), so every spelling of a molecule gives the same record. The work
-is the shard writer's (`chunks.featurize_items`, `workers` processes), without files.
+"""Source items -> serialized records, chunk by chunk in worker processes, in source order:
+the one featurisation of the shard writer (`shards`), the Beam writer (`beam_shards`) and
+inference (`input_rows`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+import collections
+import itertools
+import multiprocessing
 
-from moleblend_jax.data import chunks, serialize
-from moleblend_jax.data.sources import SourceItem, open_source
-from moleblend_jax.errors import UserError
-from moleblend_jax.schema import MAX_SUPPORTED_ATOMS
+from moleblend_jax.data import serialize
+from moleblend_jax.data.sources import SourceItem
 
-
-@dataclasses.dataclass(frozen=True)
-class Featurized:
-    """Input rows, in input order: ids [M] (the source's row keys), names [M] (id column,
-    SDF title or .smi name; "" = none), inputs [M] (the SMILES as given, "" for SDF),
-    records [M] (None where featurisation failed) and errors [M] ("" where it did not)."""
-
-    ids: list[int]
-    names: list[str]
-    inputs: list[str]
-    records: list[dict | None]
-    errors: list[str]
-
-    @property
-    def valid(self) -> list[bool]:
-        return [r is not None for r in self.records]
-
-    def require_any_valid(self, source: str) -> None:
-        """UserError naming the failure reasons when no row of `source` could be featurised."""
-        if not any(self.valid):
-            reasons = sorted(set(self.errors))
-            raise UserError(
-                f"{source}: no valid molecules among {len(self.records)} rows ({reasons})"
-            )
-
-    def row_ids(self) -> list[str]:
-        """The id to print per row: its name, else its row key."""
-        return [name or str(i) for name, i in zip(self.names, self.ids, strict=True)]
+CHUNK_SIZE = 128  # Source items per worker task.
 
 
-def canonical_smiles(smiles: str) -> str:
-    """RDKit's canonical SMILES, or `smiles` unchanged when RDKit cannot parse it (the
-    featurisation then reports why)."""
-    from rdkit import Chem, RDLogger
+def item_to_record(item: SourceItem, conformers: str, max_atoms: int, seed: int = 0):
+    """One source item -> (record with `via` instead of `path_bonds`, conformer reason);
+    raises SkipMolecule(reason)."""
+    from rdkit import Chem
 
-    RDLogger.DisableLog("rdApp.*")
-    mol = Chem.MolFromSmiles(smiles) if smiles else None
-    return Chem.MolToSmiles(mol) if mol is not None else smiles
+    from moleblend_jax.chem import qm9
+    from moleblend_jax.chem.records import SkipMolecule, build_record, parse_smiles
 
-
-def input_items(
-    path: str, smiles_column: str | None = None, id_column: str | None = None
-) -> list[SourceItem]:
-    """The rows of a .csv / .smi / .sdf file as source items (no labels read); UserError for a
-    missing or unreadable file or column."""
-    try:
-        source = open_source(path, smiles_column or None, [], id_column=id_column or None)
-        return list(source.items())
-    except (FileNotFoundError, ValueError) as err:
-        raise UserError(str(err)) from None
-
-
-def smiles_items(smiles: Sequence[str]) -> list[SourceItem]:
-    """A list of SMILES as source items keyed 0..M-1."""
-    return [
-        SourceItem(i, smiles=s.strip()) if s and s.strip() else SourceItem(i, skip_reason="empty")
-        for i, s in enumerate(smiles)
-    ]
-
-
-_WHY = {
-    "invalid_smiles": "RDKit cannot parse the SMILES",
-    "valence_error": "an atom exceeds its allowed valence",
-    "kekulize_error": "the aromatic system cannot be kekulized",
-    "empty_smiles": "no SMILES in this row",
-    "empty_line": "empty line",
-    "sdf_parse_error": "RDKit cannot read this SDF record",
-}
-
-
-def _explain(reason: str, max_atoms: int) -> str:
-    """A skip reason of the shard writer -> the `error` text of its row."""
-    if reason == "too_many_atoms":
-        return f"too_many_atoms: more than {max_atoms} heavy atoms"
-    return f"{reason}: {_WHY[reason]}" if reason in _WHY else reason
-
-
-def _results(items: list[SourceItem], conformers, max_atoms, workers, progress) -> Iterator:
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(items), unit="mol", desc="featurise")
-    for results in chunks.featurize_items(items, conformers, max_atoms, workers=workers):
-        yield from results
-        if bar is not None:
-            bar.update(len(results))
-    if bar is not None:
-        bar.close()
-
-
-def featurize(
-    items: Iterable[SourceItem],
-    conformers: str = "none",
-    max_atoms: int = MAX_SUPPORTED_ATOMS,
-    workers: int = 1,
-    progress: bool = False,
-    require_coords: bool = False,
-) -> Featurized:
-    """Source items -> `Featurized` (see the module docstring). conformers: "none" (2D),
-    "rdkit" (ETKDG + MMFF) or "file" (an SDF's coordinates; SMILES rows get none);
-    `require_coords` (a 3D model) makes molecules without coordinates invalid."""
-    given = list(items)
-    items = [
-        dataclasses.replace(item, smiles=canonical_smiles(item.smiles)) if item.smiles else item
-        for item in given
-    ]
-    records, errors = [], []
-    for result in _results(items, conformers, max_atoms, workers, progress):
-        if result[0] == "skip":
-            records.append(None)
-            errors.append(_explain(result[2], max_atoms))
-            continue
-        record = serialize.decode_record(result[2])
-        if require_coords and not record["has_coords"]:
-            records.append(None)
-            errors.append(f"no_3d_coordinates (conformer: {result[4]})")
-        else:
-            records.append(record)
-            errors.append("")
-    return Featurized(
-        ids=[item.id for item in items],
-        names=[item.name for item in items],
-        inputs=[item.smiles for item in given],
-        records=records,
-        errors=errors,
+    if item.skip_reason:
+        raise SkipMolecule(item.skip_reason)
+    if item.mol_block:
+        mol = Chem.MolFromMolBlock(item.mol_block, removeHs=True)
+        if mol is None:
+            raise SkipMolecule("sdf_parse_error")
+    else:
+        mol = parse_smiles(item.smiles)  # No conformer: "file" gives none, unless xyz (QM9).
+        if item.xyz and conformers == "file":
+            if mol.GetNumAtoms() > max_atoms:
+                raise SkipMolecule("too_many_atoms")
+            try:
+                conformers = qm9.heavy_atom_coords(mol, item.elements, item.xyz)
+            except ValueError as err:
+                raise SkipMolecule("qm9_bad_xyz", str(err)) from None
+    return build_record(
+        mol, item.id, conformers, item.labels, max_atoms, seed, via_only=True, name=item.name
     )
+
+
+def process_chunk(items: list[SourceItem], conformers: str, max_atoms: int, seed: int) -> list:
+    """Worker task: items -> [("ok", id, bytes, n_atoms, conformer) | ("skip", id, reason)]."""
+    from moleblend_jax.chem.records import SkipMolecule
+
+    out = []
+    for item in items:
+        try:
+            record, conformer = item_to_record(item, conformers, max_atoms, seed)
+            data = serialize.encode_record(record, record.pop("via"))
+            out.append(("ok", item.id, data, len(record["atom_features"]), conformer))
+        except SkipMolecule as skip:
+            out.append(("skip", item.id, skip.reason))
+        except Exception as err:  # noqa: BLE001 - RDKit can fail in many ways; count, go on.
+            out.append(("skip", item.id, f"error_{type(err).__name__}"))
+    return out
+
+
+def source_chunks(items, size: int, limit: int | None, offset: int = 0):
+    """Lists of `size` source items, from entry `offset` on, at most `limit` in all."""
+    chunk = []
+    for count, item in enumerate(itertools.islice(items, offset, None)):
+        if limit is not None and count >= limit:
+            break
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def ordered_map(fn, chunks, workers: int, args: tuple):
+    """Ordered results of fn(chunk, *args) with at most 4 * workers chunks in flight."""
+    chunks = iter(chunks)
+    head = list(itertools.islice(chunks, 2))
+    if workers <= 1 or len(head) < 2:  # One chunk: not worth starting processes.
+        for chunk in itertools.chain(head, chunks):
+            yield fn(chunk, *args)
+        return
+    # forkserver: safe when the caller already runs threads (jax, TF); workers import only
+    # numpy/RDKit.
+    ctx = multiprocessing.get_context("forkserver")
+    with ctx.Pool(workers) as pool:
+        pending = collections.deque()
+        for chunk in itertools.chain(head, chunks):
+            pending.append(pool.apply_async(fn, (chunk, *args)))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def featurize_items(
+    items,
+    conformers: str,
+    max_atoms: int,
+    seed: int = 0,
+    workers: int = 2,
+    limit: int | None = None,
+    offset: int = 0,
+):
+    """Source items -> `process_chunk` results, one list per chunk of `CHUNK_SIZE` items, in
+    source order, computed by `workers` processes (the shard writer's and inference's one
+    featurisation)."""
+    chunks = source_chunks(items, CHUNK_SIZE, limit, offset)
+    yield from ordered_map(process_chunk, chunks, workers, (conformers, max_atoms, seed))

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING
 
 from etils import epath
 
-from moleblend_jax.data.chunks import featurize_items
+from moleblend_jax.data.featurize import featurize_items
 from moleblend_jax.data.public_sets import BUNDLED_SOURCES
 from moleblend_jax.data.reader import read_metadata
 from moleblend_jax.data.shard_file import ShardFile, guard, shard_name
 from moleblend_jax.data.sources import Source, open_source
 from moleblend_jax.errors import NoMoleculesError, UserError
 from moleblend_jax.schema import (
+    CONFORMER_MODES,
     MAX_SUPPORTED_ATOMS,
     METADATA_FILE,
     SCHEMA_VERSION,
@@ -53,7 +54,6 @@ PARSE_FAILURES = (
     "invalid_molecule",
     "empty_smiles",  # A CSV row without a molecule is no more usable than one that fails.
 )
-CONFORMER_MODES = ("rdkit", "none", "file")
 _TMP_PREFIX = ".tmp-"
 
 

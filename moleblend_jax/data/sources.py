@@ -4,7 +4,7 @@ data sets); `open_source` picks the reader for a path or a public data set's nam
 
 A reader yields one `SourceItem` per source molecule, keyed by the molecule's index in the
 source (SPEC 9: never by position after filtering, so a parse failure cannot shift labels).
-Workers turn items into records (`moleblend_jax.data.chunks.item_to_record`).
+Workers turn items into records (`moleblend_jax.data.featurize.item_to_record`).
 """
 
 from __future__ import annotations

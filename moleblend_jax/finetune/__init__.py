@@ -1,6 +1,6 @@
 """Fine-tuning and evaluation: data set registry and loaders, splits, metrics (SPEC 7-8)."""
 
-from moleblend_jax.finetune.datasets import (
+from moleblend_jax.finetune.catalog import (
     DATASETS,
     QM9_REPORT_UNIT,
     QM9_SPLIT_SIZES,

@@ -1,7 +1,7 @@
 """Models fitted on fixed features of fine-tuning's molecules: what the random forest
 (experiments/baseline_rf.py) and the linear probe (experiments/linear_probe.py) share.
 
-`load_data` gets the records exactly as fine-tuning does (`finetune.data.load`: the same
+`load_data` gets the records exactly as fine-tuning does (`finetune.task_data.load`: the same
 molecules, the same skips, the same record ids); `score_seeds` splits them with fine-tuning's
 split over record ids (or reads a split file a fine-tuning run saved) and scores a model's
 predictions with fine-tuning's metric, one results.json seed entry per seed.
@@ -18,8 +18,7 @@ import numpy as np
 
 from moleblend_jax import atomic
 from moleblend_jax.configs import finetune as finetune_configs
-from moleblend_jax.finetune import data as data_lib
-from moleblend_jax.finetune import metrics, splits
+from moleblend_jax.finetune import metrics, splits, task_data
 
 # (seed, row positions of train / valid / test) -> predictions [M, T] for every row (class-1
 # probabilities or values, NaN where a task has no model).
@@ -34,7 +33,7 @@ def load_data(
     max_molecules: int = 0,
     max_atoms: int | None = None,
     **file_settings: str,
-) -> tuple[data_lib.TaskData, int]:
+) -> tuple[task_data.TaskData, int]:
     """-> (fine-tuning's records of data set `name`, the max_atoms used). Built as with
     configs/finetune.py (max_atoms None: its default); `file_settings` are the config's
     smiles_column, label_columns, task_type, id_column, split_column of your own file."""
@@ -44,16 +43,16 @@ def load_data(
     config.max_molecules = max_molecules
     config.data.max_atoms = max_atoms or config.data.max_atoms
     config.update(file_settings)
-    return data_lib.load(config, workdir), config.data.max_atoms
+    return task_data.load(config, workdir), config.data.max_atoms
 
 
-def labels_of(data: data_lib.TaskData) -> np.ndarray:
+def labels_of(data: task_data.TaskData) -> np.ndarray:
     """[M, T] float labels of the records, NaN = missing."""
     return np.stack([r["labels"] for r in data.records])
 
 
 def score_seeds(
-    data: data_lib.TaskData,
+    data: task_data.TaskData,
     split_kind: str,
     seeds: Sequence[int],
     fit_predict: FitPredict,
@@ -69,7 +68,7 @@ def score_seeds(
     per_seed = []
     for seed in seeds:
         start = time.time()
-        split = data_lib.seed_split(data, split_kind, seed, workdir=workdir, split_file=split_file)
+        split = task_data.seed_split(data, split_kind, seed, workdir=workdir, split_file=split_file)
         rows = splits.id_positions(split, data.ids)
         preds = fit_predict(int(seed), rows)
         scores = {
@@ -92,7 +91,7 @@ def score_seeds(
 
 
 def protocol(
-    data: data_lib.TaskData, max_molecules: int, max_atoms: int, split_file: str | None
+    data: task_data.TaskData, max_molecules: int, max_atoms: int, split_file: str | None
 ) -> dict:
     """The results.json config keys that say which molecules were scored (compare.py reads
     num_molecules, the data set's size)."""

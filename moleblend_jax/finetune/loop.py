@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from moleblend_jax.data import bucket_batches
-from moleblend_jax.finetune import datasets, metrics, predictor
+from moleblend_jax.finetune import catalog, metrics, predictor
 from moleblend_jax.finetune.losses import Standardizer, finetune_loss_fn
 from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
 from moleblend_jax.model import flops
@@ -33,7 +33,7 @@ from moleblend_jax.train.step import jit_apply, jit_train_step
 class FinetuneTask:
     """What is learnt and how it is scored: the data set's spec and its task names."""
 
-    spec: datasets.DatasetSpec
+    spec: catalog.DatasetSpec
     task_names: tuple[str, ...]
 
     @property
@@ -53,7 +53,7 @@ class FinetuneTask:
         """Per-task metric by task name; QM9 MAEs in SPEC 7's report units (meV for gaps)."""
         qm9 = self.spec.name == "qm9"
         return {
-            str(task): float(datasets.qm9_to_report_units(task, value) if qm9 else value)
+            str(task): float(catalog.qm9_to_report_units(task, value) if qm9 else value)
             for task, value in zip(self.task_names, values, strict=True)
         }
 
@@ -82,35 +82,35 @@ class SeedTrainer:
 
     def __call__(
         self,
-        parts: dict[str, list[dict]],
+        records_by_split: dict[str, list[dict]],
         *,
         seed: int,
         writer: MetricWriter,
         save_dir=None,
         run_id: str = "",
     ) -> dict:
-        """parts: train/valid/test records. Returns the seed's results.json entry (test at the
-        best validation epoch, the label standardisation `label_mean` / `label_std` [T]); with
-        `save_dir`, the best-validation params are saved there (`predictor.save_params`, with
-        `run_id`).
+        """records_by_split: train/valid/test records. Returns the seed's results.json entry
+        (test at the best validation epoch, the label standardisation `label_mean` /
+        `label_std` [T]); with `save_dir`, the best-validation params are saved there
+        (`predictor.save_params`, with `run_id`).
         Raises NonFiniteError when a step's loss or gradient norm is not finite."""
         config, task = self.config, self.task
         standardizer = Standardizer.from_train_labels(
-            np.stack([r["labels"] for r in parts["train"]]),
+            np.stack([r["labels"] for r in records_by_split["train"]]),
             None if task.classification else config.regression_loss,
         )
         # Set-up may move small things to the devices implicitly (keys, constants); the epochs
         # may not: their batches reach the devices only through `global_batch`.
         with jax.transfer_guard("allow"):
-            state, step_fn, dropped = self._set_up(parts["train"], seed, standardizer)
-        eval_batches = {name: self.batches(parts[name]) for name in ("valid", "test")}
+            state, step_fn, dropped = self._set_up(records_by_split["train"], seed, standardizer)
+        eval_batches = {name: self.batches(records_by_split[name]) for name in ("valid", "test")}
 
         rng = np.random.default_rng(seed)
         best = {"valid": None, "test": None, "best_epoch": -1}
         step = epochs_run = 0
         with jax.transfer_guard("disallow"):
             for epoch in range(1, config.epochs + 1):
-                batches = self.batches(parts["train"], rng)
+                batches = self.batches(records_by_split["train"], rng)
                 state, train_loss, step, throughput = self._train_epoch(
                     state, step_fn, batches, standardizer, step, f"seed {seed} epoch {epoch} "
                 )

@@ -209,7 +209,7 @@ class Predictor:
         return np.stack(out).astype(np.float32)
 
     def featurize(self, items, *, from_sdf: bool = False, workers: int = 1, progress=False):
-        """Source items -> `featurize.Featurized` the way the training molecules were (2D, or
+        """Source items -> `input_rows.Featurized` the way the training molecules were (2D, or
         3D with the SDF's coordinates / RDKit conformers)."""
         return featurize_for(self.manifest, items, from_sdf, workers, progress)
 
@@ -223,13 +223,13 @@ class Predictor:
 def featurize_for(manifest: dict, items, from_sdf: bool, workers: int, progress=False):
     """Source items featurised as the run's molecules were: its max_atoms, and coordinates
     (from an SDF, else RDKit) only for a 3D model."""
-    from moleblend_jax.data import featurize
+    from moleblend_jax.data import input_rows
 
     if manifest["use_3d"]:
         conformers = "file" if from_sdf else "rdkit"
     else:
         conformers = "none"
-    return featurize.featurize(
+    return input_rows.featurize_rows(
         items, conformers, manifest["max_atoms"], workers, progress, manifest["use_3d"]
     )
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from moleblend_jax.finetune.datasets import DatasetSpec
+from moleblend_jax.finetune.catalog import DatasetSpec
 
 
 def summarize(

@@ -78,10 +78,10 @@ def scaffold_split(
             valid += group
         else:
             test += group
-    parts = (train, valid, test)
+    index_sets = (train, valid, test)
     return {
         name: np.sort(np.asarray(idx, dtype=np.int64))
-        for name, idx in zip(SPLIT_NAMES, parts, strict=True)
+        for name, idx in zip(SPLIT_NAMES, index_sets, strict=True)
     }
 
 
@@ -150,16 +150,16 @@ def split_ids(
 
 
 def column_split(
-    ids: Sequence[int], parts: Sequence[str], smiles: Sequence[str]
+    ids: Sequence[int], row_splits: Sequence[str], smiles: Sequence[str]
 ) -> dict[str, list[int]]:
-    """A split given per record (ids [M], parts [M] of "train" | "valid" | "test", SMILES [M])
+    """A split given per record (ids [M], row_splits [M] of "train" | "valid" | "test", SMILES [M])
     as lists of record ids, exactly as given. Without valid rows, `CARVED_VALID_FRACTION` of
     the train rows become valid by scaffold (`scaffold_split` of the train rows; logged)."""
     ids = np.asarray(ids, np.int64)
-    parts = np.asarray(parts)
-    split = {name: ids[parts == name].tolist() for name in SPLIT_NAMES}
+    row_splits = np.asarray(row_splits)
+    split = {name: ids[row_splits == name].tolist() for name in SPLIT_NAMES}
     if not split["valid"]:
-        train = np.flatnonzero(parts == "train")
+        train = np.flatnonzero(row_splits == "train")
         fractions = (1.0 - CARVED_VALID_FRACTION, CARVED_VALID_FRACTION, 0.0)
         carved = scaffold_split([smiles[i] for i in train], fractions)
         # Scaffold groups that fit neither part go to valid: train keeps its share at most.

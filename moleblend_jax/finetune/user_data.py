@@ -24,11 +24,11 @@ import pandas as pd
 
 from moleblend_jax.data import sources
 from moleblend_jax.errors import UserError
-from moleblend_jax.finetune.datasets import TASK_TYPES, DatasetSpec
+from moleblend_jax.finetune.catalog import TASK_TYPES, DatasetSpec
 
 FORMATS = ("csv", "sdf")
-# Split-column cells (lower-cased, stripped) -> the split part they name.
-PART_NAMES = {
+# Split-column cells (lower-cased, stripped) -> the split they name.
+SPLIT_CELLS = {
     "train": "train",
     "valid": "valid",
     "val": "valid",
@@ -52,7 +52,7 @@ class UserTable:
     labels: np.ndarray  # [M, T] float32, NaN = missing.
     task_names: tuple[str, ...]
     names: list[str]  # [M] the id column's cells (SDF: titles); "" = none.
-    parts: list[str] | None  # [M] "train" | "valid" | "test" from split_column, or None.
+    row_splits: list[str] | None  # [M] "train" | "valid" | "test" from split_column, or None.
     skip_reasons: list[str] | None = None  # [M] why a row is skipped ("" = kept), or None.
 
 
@@ -170,18 +170,18 @@ def infer_task_type(labels: np.ndarray, given: str, path: str) -> str:
     return task_type
 
 
-def _parts(frame: pd.DataFrame, path: str, column: str) -> list[str]:
+def _row_splits(frame: pd.DataFrame, path: str, column: str) -> list[str]:
     cells = frame[column].astype(str).str.strip().str.lower()
-    bad = sorted(set(cells) - set(PART_NAMES))
+    bad = sorted(set(cells) - set(SPLIT_CELLS))
     if bad:
         raise UserError(
             f"{path}: split column {column!r} holds {bad[:5]}; every cell must be train, valid "
             "or test"
         )
-    parts = [PART_NAMES[c] for c in cells]
-    if "train" not in parts or "test" not in parts:
+    row_splits = [SPLIT_CELLS[c] for c in cells]
+    if "train" not in row_splits or "test" not in row_splits:
         raise UserError(f"{path}: split column {column!r} needs train and test rows")
-    return parts
+    return row_splits
 
 
 MODALITIES = ("", "2d", "3d")
@@ -272,7 +272,7 @@ def read_table(config: ml_collections.ConfigDict) -> UserTable:
             )
         logging.info("%s: label columns %s (all numeric columns).", path, label_columns)
     labels = _labels(frame, path, label_columns)
-    parts = _parts(frame, path, split_column) if split_column else None
+    row_splits = _row_splits(frame, path, split_column) if split_column else None
     task_type = infer_task_type(labels, config.task_type, path)
     check_tasks(labels, label_columns, task_type, path)
     needs_3d, skip_reasons = decide_modality(kind, blocks, config.get("modality", ""), path)
@@ -297,6 +297,6 @@ def read_table(config: ml_collections.ConfigDict) -> UserTable:
         labels=labels,
         task_names=tuple(label_columns),
         names=[str(n) for n in names],
-        parts=parts,
+        row_splits=row_splits,
         skip_reasons=skip_reasons,
     )

@@ -1,7 +1,7 @@
 """Fine-tuning and evaluation on one data set over several seeds (SPEC 7): the orchestration.
 
 `run` locks the workdir, starts a run in it (`finetune.workdir`: a rerun on other data is
-refused), checks the config, gets the data (`finetune.data`), one split per seed (read from
+refused), checks the config, gets the data (`finetune.task_data`), one split per seed (read from
 `config.split_file`, or made and saved in the run), trains each seed (`finetune.loop`) with
 its own TensorBoard run, writes results.json and predictor.json, and commits the run.
 """
@@ -14,32 +14,15 @@ import ml_collections
 
 from moleblend_jax import atomic
 from moleblend_jax.errors import MissingFileError, UserError
-from moleblend_jax.finetune import data as data_lib
-from moleblend_jax.finetune import predictor, splits
+from moleblend_jax.finetune import predictor, splits, task_data
 from moleblend_jax.finetune import workdir as workdir_lib
 from moleblend_jax.finetune.loop import FinetuneTask, SeedTrainer
-from moleblend_jax.finetune.losses import (
-    REGRESSION_LOSSES,
-    Standardizer,
-    finetune_loss_fn,
-    masked_bce_loss,
-    masked_mse_loss,
-)
+from moleblend_jax.finetune.losses import REGRESSION_LOSSES
 from moleblend_jax.finetune.results import summarize
 from moleblend_jax.train import checkpoint, optim, sharding
 from moleblend_jax.train.metrics_writer import MetricWriter
 from moleblend_jax.train.paths import as_path
 from moleblend_jax.train.workdir import locked, pretraining_budget
-
-# The losses and the standardizer are re-exported: callers and tests use trainer.X.
-__all__ = [
-    "Standardizer",
-    "finetune_loss_fn",
-    "masked_bce_loss",
-    "masked_mse_loss",
-    "run",
-    "validate_config",
-]
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -61,7 +44,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.split_column={config.split_column!r} is read with config.split=column; "
             f"drop one of them (config.split={config.split!r})."
         )
-    if config.modality and config.dataset not in data_lib.user_data.FORMATS:
+    if config.modality and config.dataset not in task_data.user_data.FORMATS:
         raise UserError(
             f"config.modality={config.modality!r} is for your own files (dataset csv or sdf); "
             f"{config.dataset} has its own"
@@ -98,19 +81,19 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
 def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
     """The run itself: everything it writes goes to `run_dir` (None: a process that writes
     nothing), the shards to WORKDIR/data."""
-    data = data_lib.load(config, workdir)
+    data = task_data.load(config, workdir)
     check_devices(config)
     if data.skipped:
         logging.warning("%s: skipped %s", data.spec.name, data.skipped)
     split_kind = config.split or data.spec.default_split
     is_writer = run_dir is not None
-    seed_parts = {}  # Every seed's split, checked before any compilation.
+    seed_records = {}  # Every seed's split, checked before any compilation.
     for seed in range(config.seed, config.seed + config.num_seeds):
-        split = data_lib.seed_split(
+        split = task_data.seed_split(
             data, split_kind, seed, workdir=run_dir, split_file=config.split_file, save=is_writer
         )
-        seed_parts[seed] = data_lib.split_records(data, split)
-        data_lib.check_parts(data, seed_parts[seed], split_kind, seed)
+        seed_records[seed] = task_data.split_records(data, split)
+        task_data.check_split_records(data, seed_records[seed], split_kind, seed)
 
     pretrained = (
         checkpoint.restore_params(config.init_checkpoint) if config.init_checkpoint else None
@@ -119,12 +102,14 @@ def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
     train_seed = SeedTrainer(config, task, pretrained=pretrained)
     run_id = workdir_lib.run_id_of(run_dir) if is_writer else ""
     seeds = []
-    for seed, parts in seed_parts.items():
+    for seed, records_by_split in seed_records.items():
         writer = MetricWriter(run_dir or workdir, enabled=is_writer, run=f"seed_{seed}")
         try:
             save_dir = predictor.seed_checkpoint_dir(run_dir, seed) if is_writer else None
             seeds.append(
-                train_seed(parts, seed=seed, writer=writer, save_dir=save_dir, run_id=run_id)
+                train_seed(
+                    records_by_split, seed=seed, writer=writer, save_dir=save_dir, run_id=run_id
+                )
             )
         finally:
             writer.close()
@@ -143,6 +128,6 @@ def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
     )
     if is_writer:
         atomic.write_json(run_dir / workdir_lib.RESULTS_FILE, results, indent=2)
-        conformers = data_lib.conformer_mode(data.spec) or "file"
+        conformers = task_data.conformer_mode(data.spec) or "file"
         predictor.write_manifest(run_dir, config, task, conformers, seeds)
     return results

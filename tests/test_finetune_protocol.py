@@ -12,9 +12,9 @@ from train_testing import small_config
 
 from moleblend_jax import model as model_lib
 from moleblend_jax.configs import finetune as finetune_configs
-from moleblend_jax.finetune import data as data_lib
 from moleblend_jax.finetune import loop as finetune_loop
-from moleblend_jax.finetune import trainer
+from moleblend_jax.finetune import losses as finetune_losses
+from moleblend_jax.finetune import protocol, task_data
 from moleblend_jax.finetune.model import FinetuneModel, load_pretrained_encoder
 from moleblend_jax.train import checkpoint, loop, telemetry
 from moleblend_jax.train.finite import NonFiniteError
@@ -35,19 +35,23 @@ def test_masked_bce_ignores_missing_labels():
     labels = jnp.array([[1.0, 0.0], [0.0, 0.0]])
     mask = jnp.array([[True, True], [True, False]])  # The huge wrong logit is unlabelled.
     expected = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(-1.0)), np.log1p(np.exp(0.5))])
-    np.testing.assert_allclose(trainer.masked_bce_loss(logits, labels, mask), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        finetune_losses.masked_bce_loss(logits, labels, mask), expected, rtol=1e-6
+    )
 
 
 def test_masked_mse_ignores_missing_labels():
     preds = jnp.array([[1.0, 5.0], [2.0, 0.0]])
     targets = jnp.array([[0.0, 0.0], [0.0, 0.0]])
     mask = jnp.array([[True, False], [True, False]])
-    np.testing.assert_allclose(trainer.masked_mse_loss(preds, targets, mask), 2.5, rtol=1e-6)
+    np.testing.assert_allclose(
+        finetune_losses.masked_mse_loss(preds, targets, mask), 2.5, rtol=1e-6
+    )
 
 
 def test_standardizer_round_trip_and_label_mask():
     train = np.array([[1.0, np.nan], [3.0, 4.0], [5.0, 8.0]], np.float32)
-    std = trainer.Standardizer.from_train_labels(train, "standardised")
+    std = finetune_losses.Standardizer.from_train_labels(train, "standardised")
     np.testing.assert_allclose(std.mean, [3.0, 6.0])
     batch = {"labels": np.array([[5.0, 0.0]], np.float32), "label_mask": np.array([[True, False]])}
     encoded = std.encode(batch)["labels"]
@@ -77,22 +81,22 @@ def test_label_units_loss_is_the_originals():
     want = np.mean((batch["outputs"] * sigma + mu - batch["labels"])[labelled] ** 2)
 
     def loss(standardizer):
-        loss_fn = trainer.finetune_loss_fn(_FixedOutputs(), False, standardizer)
+        loss_fn = finetune_losses.finetune_loss_fn(_FixedOutputs(), False, standardizer)
         return float(loss_fn({"unused": 0.0}, standardizer.encode(batch), {})[0])
 
-    label_units = trainer.Standardizer.from_train_labels(train, "label_units")
+    label_units = finetune_losses.Standardizer.from_train_labels(train, "label_units")
     np.testing.assert_allclose(label_units.mean, [mu, mu], rtol=1e-6)
     np.testing.assert_allclose(loss(label_units), want, rtol=1e-5)
 
-    per_task = trainer.Standardizer.from_train_labels(train[:, :1], "standardised")
+    per_task = finetune_losses.Standardizer.from_train_labels(train[:, :1], "standardised")
     task_sigma = np.std([1, 3, 5])
     one_task = {k: v[:, :1] for k, v in batch.items()}
     want_one = np.mean((one_task["outputs"] * task_sigma + 3.0 - one_task["labels"]) ** 2)
-    loss_fn = trainer.finetune_loss_fn(_FixedOutputs(), False, per_task)
+    loss_fn = finetune_losses.finetune_loss_fn(_FixedOutputs(), False, per_task)
     got = float(loss_fn({"unused": 0.0}, per_task.encode(one_task), {})[0])
     np.testing.assert_allclose(got, want_one / task_sigma**2, rtol=1e-5)
     with pytest.raises(ValueError, match="regression_loss"):
-        trainer.Standardizer.from_train_labels(train, "mse")
+        finetune_losses.Standardizer.from_train_labels(train, "mse")
 
 
 def test_pretrained_checkpoint_loads_without_3d_modules(tmp_path):
@@ -142,7 +146,7 @@ def test_short_finetuning_run_improves_validation(tmp_path):
     config.optimizer.peak_lr = 1e-3
     config.data.buckets = (32,)
     config.data.max_atoms = 32
-    results = trainer.run(config, tmp_path)
+    results = protocol.run(config, tmp_path)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == results["seeds"][0]["epochs_run"]
     first_valid = lines[0]["valid"]
@@ -171,7 +175,7 @@ def _quick_config(**overrides):
 
 
 def test_each_seed_logs_to_its_own_tensorboard_run(tmp_path):
-    results = trainer.run(_quick_config(num_seeds=2), tmp_path)
+    results = protocol.run(_quick_config(num_seeds=2), tmp_path)
     runs = sorted(p.name for p in (tmp_path / "tensorboard").iterdir())
     assert runs == ["seed_0", "seed_1"]
     assert all(any((tmp_path / "tensorboard" / run).iterdir()) for run in runs)
@@ -182,23 +186,23 @@ def test_each_seed_logs_to_its_own_tensorboard_run(tmp_path):
 
 def test_split_file_is_read_never_written(tmp_path):
     config = _quick_config(split="random", seed=5)
-    data = data_lib.load(config, tmp_path / "made")
-    data_lib.seed_split(data, "random", 0, workdir=tmp_path / "made")
+    data = task_data.load(config, tmp_path / "made")
+    task_data.seed_split(data, "random", 0, workdir=tmp_path / "made")
     given = tmp_path / "made" / "split_random_seed0.json"
     text = given.read_text()
     stamp = given.stat().st_mtime
     run_dir = tmp_path / "given"
     config.split_file = str(given)
-    results = trainer.run(config, run_dir)
+    results = protocol.run(config, run_dir)
     assert results["seeds"][0]["seed"] == 5 and results["num_molecules"] == len(data.records)
     assert given.read_text() == text and given.stat().st_mtime == stamp
     assert not list(run_dir.glob("split_*.json"))
     with pytest.raises(FileNotFoundError, match="missing.json does not exist"):
-        trainer.run(_quick_config(split_file=str(tmp_path / "missing.json")), tmp_path / "x")
+        protocol.run(_quick_config(split_file=str(tmp_path / "missing.json")), tmp_path / "x")
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"train": [0, 1], "valid": [2], "test": [3]}))
     with pytest.raises(ValueError, match="wrong.json .esol.: split ids do not match"):
-        trainer.run(_quick_config(split_file=str(wrong)), tmp_path / "y")
+        protocol.run(_quick_config(split_file=str(wrong)), tmp_path / "y")
 
 
 def test_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
@@ -215,7 +219,7 @@ def test_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(finetune_loop, "finetune_loss_fn", poisoned)
     with pytest.raises(NonFiniteError, match="seed 0 epoch 1 step 1: loss=nan"):
-        trainer.run(_quick_config(), tmp_path)
+        protocol.run(_quick_config(), tmp_path)
 
 
 def test_checkpoint_with_another_layer_count_is_refused():

@@ -3,7 +3,7 @@
 The molecules go through the pretraining shard writer (`data.shards.build_shards`: parallel,
 deterministic, records keyed by id), once, into WORKDIR/data/<dataset>; a later run with the
 same data and settings reuses the shards. Record ids are the data set's rows as
-`datasets.load_dataset` returns them (QM9: its index), so a split saved as ids names the same
+`catalog.load_dataset` returns them (QM9: its index), so a split saved as ids names the same
 molecules for every run and for the random-forest baseline (experiments/baseline_rf.py).
 """
 
@@ -21,7 +21,7 @@ from moleblend_jax.data import iter_records
 from moleblend_jax.data.shards import build_shards
 from moleblend_jax.data.sources import Source, table_source
 from moleblend_jax.errors import MissingFileError, NoMoleculesError, UserError
-from moleblend_jax.finetune import datasets, splits, user_data
+from moleblend_jax.finetune import catalog, splits, user_data
 from moleblend_jax.train.paths import as_path
 
 
@@ -29,13 +29,13 @@ from moleblend_jax.train.paths import as_path
 class TaskData:
     """One data set, featurised: records in source order, their task names, what was skipped
     (reason -> count, from the shard metadata) and, for a user file with a split column, each
-    record's part (record id -> "train" | "valid" | "test")."""
+    record's split (record id -> "train" | "valid" | "test")."""
 
-    spec: datasets.DatasetSpec
+    spec: catalog.DatasetSpec
     records: list[dict]
     task_names: tuple[str, ...]
     skipped: dict[str, int]
-    parts: dict[int, str] | None = None
+    split_by_id: dict[int, str] | None = None
 
     @property
     def ids(self) -> list[int]:
@@ -57,20 +57,20 @@ def _subset(num: int, max_molecules: int) -> np.ndarray:
 
 def dataset_source(
     config: ml_collections.ConfigDict,
-) -> tuple[Source | str, datasets.DatasetSpec, dict[int, str] | None]:
-    """What `build_shards` reads for `config.dataset`, its spec and the split-column parts by
-    row id (user files with `config.split_column`, else None): "qm9" (its first
+) -> tuple[Source | str, catalog.DatasetSpec, dict[int, str] | None]:
+    """What `build_shards` reads for `config.dataset`, its spec and each row's split from
+    the split column by row id (user files with `config.split_column`, else None): "qm9" (its first
     `max_molecules`), or the data set's rows (`max_molecules` > 0: `_subset`), keyed by row."""
     if config.dataset in user_data.FORMATS:
         table = user_data.read_table(config)
         spec, smiles, labels, task_names = table.spec, table.smiles, table.labels, table.task_names
         where = os.path.abspath(config.dataset_path)
     else:
-        spec = datasets.get_spec(config.dataset)
+        spec = catalog.get_spec(config.dataset)
         if spec.name == "qm9":
             return "qm9", spec, None
         table = None
-        smiles, labels, task_names = datasets.load_dataset(spec.name, config.dataset_path)
+        smiles, labels, task_names = catalog.load_dataset(spec.name, config.dataset_path)
         where = os.path.abspath(config.dataset_path) if config.dataset_path else "bundled"
     rows = _subset(len(smiles), config.max_molecules)
     pick = lambda values: None if values is None else [values[i] for i in rows]  # noqa: E731
@@ -84,13 +84,13 @@ def dataset_source(
         mol_blocks=pick(table.mol_blocks) if table else None,
         skip_reasons=pick(table.skip_reasons) if table else None,
     )
-    parts = None
-    if table is not None and table.parts is not None:
-        parts = {int(i): table.parts[i] for i in rows}
-    return source, spec, parts
+    split_by_id = None
+    if table is not None and table.row_splits is not None:
+        split_by_id = {int(i): table.row_splits[i] for i in rows}
+    return source, spec, split_by_id
 
 
-def conformer_mode(spec: datasets.DatasetSpec) -> str | None:
+def conformer_mode(spec: catalog.DatasetSpec) -> str | None:
     """`build_shards`' conformers for a data set: the source's (QM9 DFT, a user SDF's), RDKit
     for other 3D sets, none for 2D."""
     if spec.name == "qm9":
@@ -108,7 +108,7 @@ def load(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TaskD
     keeps its DFT coordinates and a user SDF with 3D coordinates its own; other data sets get
     none unless their spec needs 3D (RDKit). User files show a progress bar.
     """
-    source, spec, parts = dataset_source(config)
+    source, spec, split_by_id = dataset_source(config)
     data_dir = as_path(workdir) / "data" / spec.name
     qm9 = spec.name == "qm9"
     try:
@@ -129,21 +129,23 @@ def load(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TaskD
         records=records,
         task_names=tuple(metadata["label_names"]),
         skipped=dict(metadata["skipped"]),
-        parts=None if parts is None else {int(r["id"]): parts[int(r["id"])] for r in records},
+        split_by_id=None
+        if split_by_id is None
+        else {int(r["id"]): split_by_id[int(r["id"])] for r in records},
     )
 
 
 def make_split(data: TaskData, kind: str, seed: int) -> dict[str, list[int]]:
     """The train/valid/test record ids of `data` for one seed (SPEC 7): QM9 with more than
-    `datasets.QM9_FIXED_SPLIT_MIN` molecules gets the fixed valid/test sizes; "column" is the
+    `catalog.QM9_FIXED_SPLIT_MIN` molecules gets the fixed valid/test sizes; "column" is the
     user file's split column (the same for every seed)."""
     smiles = [str(r["smiles"]) for r in data.records]
     if kind == "column":
-        if data.parts is None:
+        if data.split_by_id is None:
             raise UserError("config.split=column needs --config.split_column=COLUMN (a user file)")
-        return splits.column_split(data.ids, [data.parts[i] for i in data.ids], smiles)
-    big_qm9 = data.spec.name == "qm9" and len(data.records) > datasets.QM9_FIXED_SPLIT_MIN
-    sizes = datasets.QM9_SPLIT_SIZES if big_qm9 else {}
+        return splits.column_split(data.ids, [data.split_by_id[i] for i in data.ids], smiles)
+    big_qm9 = data.spec.name == "qm9" and len(data.records) > catalog.QM9_FIXED_SPLIT_MIN
+    sizes = catalog.QM9_SPLIT_SIZES if big_qm9 else {}
     return splits.split_ids(kind, data.ids, smiles, seed=seed, **sizes)
 
 
@@ -190,11 +192,13 @@ _SPLIT_ADVICE = (
 )
 
 
-def check_parts(data: TaskData, parts: dict[str, list[dict]], kind: str, seed: int) -> None:
+def check_split_records(
+    data: TaskData, records_by_split: dict[str, list[dict]], kind: str, seed: int
+) -> None:
     """Refuses, before training, a split whose metrics would be NaN: an empty part, or (own
     files) a task without labels in a part or, for classification, with one class in it.
     MoleculeNet sets keep such tasks out of the mean, as the literature does, logged."""
-    sizes = {name: len(records) for name, records in parts.items()}
+    sizes = {name: len(records) for name, records in records_by_split.items()}
     empty = [name for name, size in sizes.items() if size == 0]
     where = f"{data.spec.name}: seed {seed}'s {kind} split"
     if empty:
@@ -204,7 +208,7 @@ def check_parts(data: TaskData, parts: dict[str, list[dict]], kind: str, seed: i
         )
     own_file = data.spec.name in user_data.FORMATS
     classification = data.spec.task_type == "classification"
-    for name, records in parts.items():
+    for name, records in records_by_split.items():
         labels = np.stack([r["labels"] for r in records]).reshape(len(records), -1)
         for t, task in enumerate(data.task_names):
             present = labels[:, t][~np.isnan(labels[:, t])]
