@@ -17,9 +17,11 @@ def summarize(
     """Per-seed results (each with "valid" and "test") -> the results.json dict.
 
     Mean and std (ddof 0) over seeds; `extra` keys go beside the standard ones. Seeds with a
-    "test_per_task" dict (task -> metric) also give "test_per_task_mean".
+    "test_per_task" dict (task -> metric) also give "test_per_task_mean". Seeds without
+    "test" (a search's trials, never scored on test) give no test keys at all.
     """
-    test = np.array([s["test"] for s in seeds])
+    scored_on_test = all("test" in s for s in seeds)
+    test = np.array([s["test"] for s in seeds]) if scored_on_test else None
     valid = np.array([s["valid"] for s in seeds])
     if seeds and all("test_per_task" in s for s in seeds):
         tasks = seeds[0]["test_per_task"]
@@ -35,8 +37,11 @@ def summarize(
         "init_checkpoint": init_checkpoint,
         **extra,
         "seeds": seeds,
-        "test_mean": float(test.mean()),
-        "test_std": float(test.std()),
+        **(
+            {"test_mean": float(test.mean()), "test_std": float(test.std())}
+            if test is not None
+            else {}
+        ),
         "valid_mean": float(valid.mean()),
         "valid_std": float(valid.std()),
         "config": config,

@@ -2,7 +2,7 @@
 
 Each trial fine-tunes one point of the space (`configs/sweep.py`) for `trial_seeds` seeds in
 its own workdir and is scored by the seeds' mean best validation metric; test is neither
-computed nor logged in a trial (`trainer.run(score_test=False)`). A median pruner stops a
+computed nor logged in a trial (`protocol.run(score_test=False)`). A median pruner stops a
 trial whose validation metric, reported after every epoch, falls behind the other trials' at
 the same epoch. When the trials are done, the best trial's settings are fine-tuned for
 `config.num_seeds` seeds and only that run is scored on test. The original (MoleBLEND's
@@ -34,8 +34,7 @@ import numpy as np
 
 from moleblend_jax import atomic
 from moleblend_jax.errors import UserError
-from moleblend_jax.finetune import data as data_lib
-from moleblend_jax.finetune import metrics, trainer
+from moleblend_jax.finetune import metrics, protocol, task_data
 from moleblend_jax.finetune import workdir as workdir_lib
 from moleblend_jax.train.finite import NonFiniteError
 from moleblend_jax.train.paths import as_path
@@ -220,7 +219,7 @@ def _objective(config, space, workdir, trial_seeds: int):
         params = suggest(trial, space)
         trial_config = with_params(config, space, params)
         trial_config.num_seeds = trial_seeds
-        results = trainer.run(
+        results = protocol.run(
             trial_config,
             trial_dir(workdir, trial.number),
             score_test=False,
@@ -267,10 +266,10 @@ def run(
     optuna = import_optuna()
     workdir = as_path(workdir)
     config = config.copy_and_resolve_references()
-    trainer.validate_config(config)
+    protocol.validate_config(config)
     check_space(space, config)
     trial_seeds = trial_seeds or config.num_seeds
-    metric = data_lib.dataset_source(config)[1].metric  # Reads a user file's task type.
+    metric = task_data.dataset_source(config)[1].metric  # Reads a user file's task type.
     with locked(workdir):
         study = open_study(workdir, config, space, trial_seeds, metric)
         requeue_interrupted(study, workdir)
@@ -303,7 +302,7 @@ def _final_run(config, space, workdir, best) -> dict:
         if previous.get("config") == json.loads(json.dumps(final_config.to_dict())):
             logging.info("%s already holds trial %d's final run.", final_dir, best.number)
             return previous
-    return trainer.run(final_config, final_dir, data_root=workdir / DATA_DIR)
+    return protocol.run(final_config, final_dir, data_root=workdir / DATA_DIR)
 
 
 def _finish(config, space, workdir, study, metric: str, n_trials: int) -> dict:
@@ -337,5 +336,6 @@ def _finish(config, space, workdir, study, metric: str, n_trials: int) -> dict:
         "num_seeds": len(final["seeds"]),
         "trials": _trial_rows(study),
     }
-    atomic.write_json(workdir / RESULTS_FILE, json.loads(json.dumps(results, default=list)), indent=2)
+    results = json.loads(json.dumps(results))  # Tuples of the space as lists.
+    atomic.write_json(workdir / RESULTS_FILE, results, indent=2)
     return results

@@ -26,7 +26,7 @@ import numpy as np
 
 from moleblend_jax.data import unimol_lmdb
 from moleblend_jax.errors import UserError
-from moleblend_jax.finetune import datasets
+from moleblend_jax.finetune import catalog
 
 DATASET = "unimol_lmdb"
 SPLIT = "files"
@@ -39,13 +39,13 @@ MISSING_CLASS_LABEL = -1.0
 class LmdbTable:
     """A Uni-Mol directory, read: rows in file order (train, valid, test), ids 0..M-1."""
 
-    spec: datasets.DatasetSpec
+    spec: catalog.DatasetSpec
     molecules: list[unimol_lmdb.LmdbMolecule]  # [M]
     labels: np.ndarray  # [M, T] float32, NaN = missing.
     task_names: tuple[str, ...]
 
     @property
-    def parts(self) -> list[str]:
+    def row_splits(self) -> list[str]:
         """[M] the file of each row: "train" | "valid" | "test"."""
         return [m.part for m in self.molecules]
 
@@ -54,7 +54,7 @@ def registered_name(directory: str) -> str | None:
     """The registered data set a Uni-Mol directory is named after, or None."""
     base = os.path.basename(os.path.normpath(directory)).lower()
     base = UNIMOL_NAMES.get(base, base)
-    return base if base in datasets.DATASETS and base != "qm9" else None
+    return base if base in catalog.DATASETS and base != "qm9" else None
 
 
 def _num_tasks(molecules: list[unimol_lmdb.LmdbMolecule], directory: str) -> int:
@@ -72,13 +72,13 @@ def _num_tasks(molecules: list[unimol_lmdb.LmdbMolecule], directory: str) -> int
 
 def _task_type(labels: np.ndarray, given: str, known: str | None, directory: str) -> str:
     if given:
-        if given not in datasets.TASK_TYPES:
+        if given not in catalog.TASK_TYPES:
             raise UserError(
-                f"config.task_type={given!r}; use one of {datasets.TASK_TYPES} or leave empty"
+                f"config.task_type={given!r}; use one of {catalog.TASK_TYPES} or leave empty"
             )
         return given
     if known:
-        return datasets.DATASETS[known].task_type
+        return catalog.DATASETS[known].task_type
     present = labels[~np.isnan(labels)]
     binary = present.size > 0 and np.isin(present, [MISSING_CLASS_LABEL, 0.0, 1.0]).all()
     task_type = "classification" if binary else "regression"
@@ -118,11 +118,11 @@ def read_table(config: ml_collections.ConfigDict) -> LmdbTable:
     if modality not in ("", "2d", "3d"):
         raise UserError(f"config.modality={modality!r}; use '', '2d' or '3d'")
     names = ("target",) if num_tasks == 1 else tuple(f"target_{t}" for t in range(num_tasks))
-    if known and datasets.DATASETS[known].task_type == task_type:
-        metric = datasets.DATASETS[known].metric
+    if known and catalog.DATASETS[known].task_type == task_type:
+        metric = catalog.DATASETS[known].metric
     else:
         metric = "roc_auc" if task_type == "classification" else "rmse"
-    spec = datasets.DatasetSpec(
+    spec = catalog.DatasetSpec(
         name=known or DATASET,
         task_type=task_type,
         smiles_column="smi",
@@ -132,6 +132,7 @@ def read_table(config: ml_collections.ConfigDict) -> LmdbTable:
         needs_3d=modality == "3d",
         num_tasks=num_tasks,
         source=f"Uni-Mol LMDB {os.path.abspath(directory)}",
+        coordinates_in_file=True,
     )
     return LmdbTable(spec, molecules, labels.astype(np.float32), names)
 
