@@ -120,6 +120,18 @@ def test_a_space_naming_no_config_field_is_refused(tmp_path):
     space.lr.log = True
     with pytest.raises(UserError, match="a log range needs low > 0"):
         sweep.run(_config(), tmp_path, n_trials=1, space=space)
+    space = ml_collections.ConfigDict(dict(epochs=dict(field="epochs", low=1.0, high=3.0)))
+    with pytest.raises(UserError, match="config.epochs is an integer; give integer low and high"):
+        sweep.run(_config(), tmp_path, n_trials=1, space=space)
+    with pytest.raises(UserError, match="--n_trials=0; give at least 1"):
+        sweep.run(_config(), tmp_path, n_trials=0, space=_space())
+    assert not (tmp_path / sweep.DB_FILE).exists()  # Refused before any study.
+
+
+def test_a_missing_optuna_is_one_line_saying_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError.
+    with pytest.raises(UserError, match=r"needs Optuna: pip install 'moleblend-jax\[sweep\]'"):
+        sweep.import_optuna()
 
 
 def _sweep_command(workdir, n_trials):

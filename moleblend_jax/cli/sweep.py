@@ -1,4 +1,4 @@
-"""Searches fine-tuning hyperparameters on the validation split only, then scores the chosen
+r"""Searches fine-tuning hyperparameters on the validation split only, then scores the chosen
 settings on test (Optuna, in process; pip install 'moleblend-jax[sweep]').
 
   moleblend sweep --config=configs/finetune.py:tiny --config.dataset=esol --workdir=DIR \

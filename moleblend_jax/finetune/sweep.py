@@ -82,6 +82,10 @@ def check_space(space: ml_collections.ConfigDict, config: ml_collections.ConfigD
             raise UserError(f"{where}: give choices, or low <= high (got {low!r}, {high!r})")
         elif entry.get("log") and low <= 0:
             raise UserError(f"{where}: a log range needs low > 0 (got {low!r})")
+        elif isinstance(_get(config, field), int) and not (
+            isinstance(low, int) and isinstance(high, int)
+        ):
+            raise UserError(f"{where}: config.{field} is an integer; give integer low and high")
 
 
 _MISSING = object()
