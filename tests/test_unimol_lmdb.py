@@ -2,6 +2,7 @@
 hydrogens stripped from the first conformer, bad records counted, missing files named."""
 
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -118,3 +119,10 @@ def test_shards_carry_the_first_conformer_without_hydrogens(tmp_path):
     flat = unimol_lmdb.lmdb_source("t", molecules, ids, labels, ["y"], with_coordinates=False)
     build_shards(flat, tmp_path / "flat", num_shards=1, workers=1, conformers="none")
     assert not any(r["has_coords"] for r in iter_records(tmp_path / "flat"))
+
+
+def test_a_missing_lmdb_package_is_one_line_saying_what_to_install(tmp_path, monkeypatch):
+    directory = write_unimol_set(tmp_path / "set", _parts(n_train=1))
+    monkeypatch.setitem(sys.modules, "lmdb", None)  # `import lmdb` raises ImportError.
+    with pytest.raises(UserError, match=r"needs lmdb: pip install 'moleblend-jax\[lmdb\]'"):
+        unimol_lmdb.read_set(directory)

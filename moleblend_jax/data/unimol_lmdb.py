@@ -74,7 +74,12 @@ class LmdbMolecule:
 
 
 def _open(path: str):
-    import lmdb  # noqa: PLC0415 - an optional dependency (the `lmdb` extra).
+    try:
+        import lmdb  # noqa: PLC0415 - an optional dependency (the `lmdb` extra).
+    except ImportError:
+        raise UserError(
+            "reading Uni-Mol LMDB files needs lmdb: pip install 'moleblend-jax[lmdb]' (or lmdb)"
+        ) from None
 
     try:
         return lmdb.open(
