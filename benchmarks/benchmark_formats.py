@@ -7,7 +7,7 @@ Builds QM9 shards, copies every record (the same serialized bytes, the same shar
 record) into ArrayRecord files, then measures, in molecules/s on this machine: the raw record
 read (tf.data interleave over TFRecord; grain's global-shuffle random access over ArrayRecord),
 and padded batches of 256 (`make_batches`; grain shuffle -> batch -> the same vectorised
-decoder, `pipeline.BatchDecoder`, called on each batch), plus bytes per molecule of each.
+decoder, `batch_decoder.BatchDecoder`, called on each batch), plus bytes per molecule of each.
 """
 
 import argparse
@@ -70,7 +70,8 @@ def main():
     import grain
     import tensorflow as tf
 
-    from moleblend_jax.data.pipeline import BatchDecoder, make_batches
+    from moleblend_jax.data.batch_decoder import BatchDecoder
+    from moleblend_jax.data.pipeline import make_batches
 
     results = dict(molecules=args.molecules, batch=BATCH)
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,29 +25,17 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
+from moleblend_jax.cli import dataset_flags
 from moleblend_jax.errors import exit_on_user_error
 from moleblend_jax.finetune import baselines
 from moleblend_jax.finetune.results import summarize
 
-_DATASET = flags.DEFINE_string(
-    "dataset", None, "Registered data set name, or csv / sdf (your own file).", required=True
-)
-_PATH = flags.DEFINE_string(
-    "dataset_path", None, "MoleculeNet CSV (default: the bundled copy), or your CSV / SDF."
-)
-flags.DEFINE_alias("path", "dataset_path")
-_SMILES_COLUMN = flags.DEFINE_string("smiles_column", "", "As config.smiles_column.")
-_LABEL_COLUMNS = flags.DEFINE_string("label_columns", "", "As config.label_columns (a,b).")
-_TASK_TYPE = flags.DEFINE_string("task_type", "", "As config.task_type.")
-_ID_COLUMN = flags.DEFINE_string("id_column", "", "As config.id_column.")
-_SPLIT_COLUMN = flags.DEFINE_string("split_column", "", "As config.split_column.")
+dataset_flags.define(own_files=True)
 _SPLIT = flags.DEFINE_enum(
     "split", None, ["scaffold", "random", "column"], "Default: the data set's."
 )
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Forest (and random-split) seeds.")
 _OUT = flags.DEFINE_string("out", None, "results.json to write.", required=True)
-_MAX_MOLECULES = flags.DEFINE_integer("max_molecules", 0, "As config.max_molecules (0 = all).")
-_MAX_ATOMS = flags.DEFINE_integer("max_atoms", None, "As config.data.max_atoms (default: its).")
 _SPLIT_FILE = flags.DEFINE_string(
     "split_file", None, "Read this split (record ids) for every seed."
 )
@@ -169,23 +157,15 @@ def main(argv: Sequence[str]) -> None:
     del argv
     with tempfile.TemporaryDirectory() as scratch:
         result = run(
-            _DATASET.value,
-            _PATH.value,
-            _SPLIT.value,
-            [int(s) for s in _SEEDS.value],
-            _TREES.value,
-            _JOBS.value,
-            _RADIUS.value,
-            _BITS.value,
+            **dataset_flags.values(),
+            split_kind=_SPLIT.value,
+            seeds=[int(s) for s in _SEEDS.value],
+            n_estimators=_TREES.value,
+            n_jobs=_JOBS.value,
+            radius=_RADIUS.value,
+            bits=_BITS.value,
             workdir=_WORKDIR.value or scratch,
-            max_molecules=_MAX_MOLECULES.value,
-            max_atoms=_MAX_ATOMS.value,
             split_file=_SPLIT_FILE.value,
-            smiles_column=_SMILES_COLUMN.value,
-            label_columns=_LABEL_COLUMNS.value,
-            task_type=_TASK_TYPE.value,
-            id_column=_ID_COLUMN.value,
-            split_column=_SPLIT_COLUMN.value,
         )
     baselines.write_results(result, _OUT.value)
 

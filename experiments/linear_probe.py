@@ -31,12 +31,12 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from moleblend_jax.cli import dataset_flags
 from moleblend_jax.errors import UserError, exit_on_user_error
 from moleblend_jax.finetune import baselines, metrics
 from moleblend_jax.finetune.results import summarize
 
-_DATASET = flags.DEFINE_string("dataset", None, "Registered data set name.", required=True)
-_PATH = flags.DEFINE_string("dataset_path", None, "MoleculeNet CSV (default: the bundled copy).")
+dataset_flags.define()
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Pretraining workdir or its checkpoints dir; unset: a random init."
 )
@@ -51,8 +51,6 @@ _CONFORMERS = flags.DEFINE_enum(
 _SPLIT = flags.DEFINE_enum("split", None, ["scaffold", "random"], "Default: the data set's.")
 _SPLIT_FILE = flags.DEFINE_string("split_file", None, "Read this split (record ids).")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Random-init (and random-split) seeds.")
-_MAX_MOLECULES = flags.DEFINE_integer("max_molecules", 0, "As config.max_molecules (0 = all).")
-_MAX_ATOMS = flags.DEFINE_integer("max_atoms", None, "As config.data.max_atoms (default: its).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Shards and splits made; default: a temp dir.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Molecules per embedding batch.")
 _OUT = flags.DEFINE_string("out", None, "results.json to write.", required=True)
@@ -200,17 +198,14 @@ def main(argv: Sequence[str]) -> None:
     config = flags.FLAGS.config
     with tempfile.TemporaryDirectory() as scratch:
         result = run(
-            _DATASET.value,
-            _PATH.value,
-            _SPLIT.value,
-            [int(s) for s in _SEEDS.value],
+            **dataset_flags.values(),
+            split_kind=_SPLIT.value,
+            seeds=[int(s) for s in _SEEDS.value],
             workdir=_WORKDIR.value or scratch,
             checkpoint=_CHECKPOINT.value,
             step=_STEP.value,
             model_config=config.model if config is not None else None,
             conformers=_CONFORMERS.value,
-            max_molecules=_MAX_MOLECULES.value,
-            max_atoms=_MAX_ATOMS.value,
             split_file=_SPLIT_FILE.value,
             batch_size=_BATCH.value,
         )

@@ -19,15 +19,13 @@ from pathlib import Path
 
 from absl import app, flags
 
+from moleblend_jax.cli import dataset_flags
 from moleblend_jax.errors import exit_on_user_error
 from moleblend_jax.finetune import baselines, splits, task_data
 
-_DATASET = flags.DEFINE_string("dataset", None, "Registered data set name.", required=True)
-_PATH = flags.DEFINE_string("dataset_path", None, "Its CSV (default: the bundled copy).")
+dataset_flags.define()
 _SPLIT = flags.DEFINE_enum("split", None, ["scaffold", "random"], "Default: the data set's.")
 _SEED = flags.DEFINE_integer("seed", 0, "The fine-tuning seed whose split to write.")
-_MAX_MOLECULES = flags.DEFINE_integer("max_molecules", 0, "As config.max_molecules (0 = all).")
-_MAX_ATOMS = flags.DEFINE_integer("max_atoms", None, "As config.data.max_atoms (default: its).")
 _OUT = flags.DEFINE_string("out", None, "Split JSON to write.", required=True)
 
 
@@ -54,13 +52,7 @@ def main(argv: Sequence[str]) -> None:
     del argv
     with tempfile.TemporaryDirectory() as scratch:
         split = make(
-            _DATASET.value,
-            _PATH.value,
-            _SPLIT.value,
-            _SEED.value,
-            workdir=scratch,
-            max_molecules=_MAX_MOLECULES.value,
-            max_atoms=_MAX_ATOMS.value,
+            **dataset_flags.values(), split_kind=_SPLIT.value, seed=_SEED.value, workdir=scratch
         )
     Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
     splits.save_split(_OUT.value, split)

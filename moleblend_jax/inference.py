@@ -93,25 +93,25 @@ def _read_model_config(folders, given) -> ModelConfig:
 
 def _encoder_params(model: EncoderOnly, saved: dict, where: str) -> dict:
     """The checkpoint's encoder params that `model` uses, checked: UserError when one is
-    missing or has another shape (a checkpoint of another model size)."""
+    missing (another modality) or has another shape (a checkpoint of another model size)."""
+    from moleblend_jax.train.checkpoint import require_same_params
+
     if "encoder" not in saved:
         raise UserError(f"{where} has no 'encoder' parameters; is it a MoleBLEND checkpoint?")
     dummy = model_inputs(pad_batch([], num_atoms=8, batch_size=1))  # All padding.
     abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy))["params"]
-    wanted = traverse_util.flatten_dict(nn.unbox(abstract)["encoder"])
+    wanted = nn.unbox(abstract)["encoder"]
+    require_same_params(
+        saved["encoder"],
+        wanted,
+        f"{where}: the encoder",
+        "pass the config it was trained with (another model size or modality)",
+        allow_extra=True,  # Modules of the modality this encoder does not run.
+    )
     have = traverse_util.flatten_dict(saved["encoder"])
-    out = {}
-    for key, spec in wanted.items():
-        name = "/".join(key)
-        if key not in have:
-            raise UserError(f"{where}: no encoder/{name}; the checkpoint lacks this modality")
-        if np.shape(have[key]) != tuple(spec.shape):
-            raise UserError(
-                f"{where}: encoder/{name} has shape {np.shape(have[key])}, the model "
-                f"{tuple(spec.shape)}: a checkpoint of another model size (pass the config it "
-                "was trained with)"
-            )
-        out[key] = np.asarray(have[key], spec.dtype)
+    out = {
+        k: np.asarray(have[k], spec.dtype) for k, spec in traverse_util.flatten_dict(wanted).items()
+    }
     return {"encoder": traverse_util.unflatten_dict(out)}
 
 

@@ -10,7 +10,7 @@ import pytest
 from moleblend_jax.chem import qm9, smiles_to_record
 from moleblend_jax.data import build_shards, featurize, iter_records
 from moleblend_jax.data.serialize import CorruptRecordError, decode_record, encode_record
-from moleblend_jax.data.sources import SourceItem
+from moleblend_jax.data.sources import FileInput, SourceItem
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 HOSTILE = os.path.join(DATA, "hostile.smi")
@@ -281,11 +281,10 @@ def test_text_in_a_label_column_is_refused_counted_or_logged(tmp_path, caplog):
     path.write_text("smiles,y,note\nCCO,1.0,a\nCCC,abc,b\nCCCC,,c\nCO,NaN,\n")
     common = dict(num_shards=1, workers=1, conformers="none", progress=False)
     with pytest.raises(UserError, match=r"'y' has 1 non-numeric cells \(row 2: 'abc'\)"):
-        build_shards(str(path), str(tmp_path / "named"), label_columns=["y"], **common)
+        build_shards(FileInput(str(path), label_columns=["y"]), str(tmp_path / "named"), **common)
     assert not (tmp_path / "named").exists()
-    meta = build_shards(
-        str(path), str(tmp_path / "skip"), label_columns=["y"], skip_bad_labels=True, **common
-    )
+    skip = FileInput(str(path), label_columns=["y"], skip_bad_labels=True)
+    meta = build_shards(skip, str(tmp_path / "skip"), **common)
     assert meta["skipped"] == {"bad_label": 1} and meta["num_written"] == 3
     with caplog.at_level("WARNING"):
         meta = build_shards(str(path), str(tmp_path / "auto"), **common)
@@ -337,4 +336,7 @@ def test_corrupt_metadata_is_named_and_rebuilt(tmp_path):
         f.truncate(100)
     with pytest.raises(UserError, match=f"{out}/metadata.json: corrupt"):
         list(iter_records(out))
-    assert build_shards(HOSTILE, out, 1, workers=1, conformers="none", progress=False) == meta
+    assert (
+        build_shards(HOSTILE, out, num_shards=1, workers=1, conformers="none", progress=False)
+        == meta
+    )

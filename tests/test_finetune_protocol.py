@@ -12,6 +12,7 @@ from train_testing import small_config
 
 from moleblend_jax import model as model_lib
 from moleblend_jax.configs import finetune as finetune_configs
+from moleblend_jax.errors import UserError
 from moleblend_jax.finetune import loop as finetune_loop
 from moleblend_jax.finetune import losses as finetune_losses
 from moleblend_jax.finetune import protocol, task_data
@@ -134,7 +135,7 @@ def test_pretrained_checkpoint_loads_without_3d_modules(tmp_path):
             {"params": jax.random.PRNGKey(2)}, example
         )["params"]
     )
-    with pytest.raises(ValueError, match="checkpoint shape"):
+    with pytest.raises(UserError, match=r"encoder holds another model: \d+ params of other shapes"):
         load_pretrained_encoder(big_params, restored)
 
 
@@ -223,8 +224,6 @@ def test_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
 
 
 def test_checkpoint_with_another_layer_count_is_refused():
-    from moleblend_jax.errors import UserError
-
     def encoder(num_layers, *modules):
         names = ("atom_embed", *modules, *(f"layer_{i}" for i in range(num_layers)))
         return {name: {"kernel": np.zeros((2, 2), np.float32)} for name in names}

@@ -62,3 +62,28 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     with pytest.raises(UserError, match=r"/2 holds another model: 1 params of other shapes"):
         saver.restore(_abstract(_state(0, width=16)))
     saver.close()
+
+
+def test_require_same_params_names_whole_modules_and_shapes():
+    from moleblend_jax.errors import UserError
+
+    def layer(width):
+        return {"q": {"kernel": np.zeros((width, width))}, "ln": {"scale": np.zeros(width)}}
+
+    model = {"embed": np.zeros((9, 4)), "layer_0": layer(4), "layer_1": layer(4)}
+    saved = {"embed": np.zeros((9, 4)), "layer_0": layer(4), "head": {"w": np.zeros(4)}}
+    with pytest.raises(UserError) as err:
+        checkpoint.require_same_params(saved, model, "ckpt", "use its config")
+    assert str(err.value) == (
+        "ckpt holds another model: 0 params of other shapes [], missing from the checkpoint "
+        "['layer_1'], only in the checkpoint ['head']; use its config"
+    )
+    saved = {"embed": np.zeros((9, 8)), "layer_0": layer(4), "layer_1": {**layer(4), "ln": {}}}
+    with pytest.raises(UserError) as err:
+        checkpoint.require_same_params(saved, model, "ckpt", "use its config")
+    assert "1 params of other shapes ['embed (9, 8) (model (9, 4))']" in str(err.value)
+    assert "missing from the checkpoint ['layer_1/ln']" in str(err.value)  # All of it.
+    extra = {**model, "head": {"w": np.zeros(4)}}
+    checkpoint.require_same_params(extra, model, "ckpt", "", allow_extra=True)  # No error.
+    with pytest.raises(UserError, match=r"only in the checkpoint \['head'\]"):
+        checkpoint.require_same_params(extra, model, "ckpt", "")

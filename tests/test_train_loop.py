@@ -214,7 +214,9 @@ def test_shards_without_coordinates_are_logged(tmp_path, caplog):
     from moleblend_jax.data import build_shards
 
     hostile = os.path.join(os.path.dirname(__file__), "data", "hostile.smi")
-    build_shards(hostile, tmp_path, 1, workers=1, max_atoms=16, conformers="none", progress=False)
+    build_shards(
+        hostile, tmp_path, num_shards=1, workers=1, max_atoms=16, conformers="none", progress=False
+    )
     with caplog.at_level("WARNING"):
         inputs.check_shards(str(tmp_path), small_config().data)
     assert "10 of 10 molecules have no 3D coordinates: their 3D losses are 0" in caplog.text

@@ -68,7 +68,7 @@ def path_bonds_from_via(spd: np.ndarray, via: np.ndarray, bond_atoms: np.ndarray
     Bond t of path (i, j) with k = via[i, j] and d = spd[i, k] is bond t of (i, k) if t < d,
     else bond t - d of (k, j); a bonded pair's bond 0 is its bond. That recursion is a pointer
     per state (i, j, t), and each step shortens the pair, so doubling the pointers
-    log2(longest hop count) times reaches every answer. `data.pipeline._path_bond_codes` does
+    log2(longest hop count) times reaches every answer. `data.batch_decoder._path_bond_codes` does
     the same in TF.
     """
     n = spd.shape[0]

@@ -72,26 +72,29 @@ def define_flags() -> None:
 @exit_on_user_error
 def main(argv):
     del argv
-    from moleblend_jax.data.shards import build_shards
+    from moleblend_jax.data.shards import ShardOptions, build_shards
+    from moleblend_jax.data.sources import FileInput
 
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Worker logs: per bundle.
-    metadata = build_shards(
+    source = FileInput(
         FLAGS.input,
-        FLAGS.output,
+        smiles_column=FLAGS.smiles_column,
+        label_columns=FLAGS.label_columns,
+        labels_csv=FLAGS.labels_csv,
+        skip_bad_labels=FLAGS.skip_bad_labels,
+    )
+    options = ShardOptions(
         num_shards=FLAGS.num_shards,
-        workers=FLAGS.workers,
         max_atoms=FLAGS.max_atoms,
         conformers=FLAGS.conformers,
         limit=FLAGS.limit,
         offset=FLAGS.offset,
-        smiles_column=FLAGS.smiles_column,
-        label_columns=FLAGS.label_columns,
-        labels_csv=FLAGS.labels_csv,
         seed=FLAGS.seed,
-        skip_bad_labels=FLAGS.skip_bad_labels,
+        workers=FLAGS.workers,
         runner=FLAGS.runner,
         pipeline_options=FLAGS.beam_pipeline_options,
     )
+    metadata = build_shards(source, FLAGS.output, options)
     summary = {k: metadata[k] for k in ("num_written", "num_skipped", "skipped", "conformers")}
     summary["bytes_per_molecule"] = round(metadata["bytes_per_molecule"], 1)
     print(json.dumps(summary))

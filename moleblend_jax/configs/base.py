@@ -196,23 +196,23 @@ def _make_small(config: ml_collections.ConfigDict) -> None:
     one bucket of 32). A step of batch 32 took 0.26 s alone on the 2-core machine (bf16
     operands), so 10,000 steps are ~45 min with held-out evaluations and checkpoints:
     320,000 molecules seen, 6.4 epochs of the corpus."""
-    _make_tiny(config)
     m = config.model
     m.num_layers = 6
     m.hidden_dim = 256
     m.ffn_dim = 256
     m.num_heads = 8
     m.num_kernels = 64
-    # bf16 operands, fp32 accumulation (the base default): the study's pretraining and all its
-    # fine-tuning runs (configs/finetune.py:small copies this model section) run faster.
-    m.dtype = "bfloat16"
+    # dtype stays the base's bf16 operands with fp32 accumulation: the study's pretraining and
+    # all its fine-tuning runs (configs/finetune.py:small copies this model section).
+    config.batch_size = 32
+    config.total_steps = 10_000
+    config.optimizer.peak_lr = 3e-4
+    config.optimizer.warmup_steps = 500
     config.data.default_source = "moses"
+    config.data.max_atoms = 32
     config.data.buckets = (32,)
     config.data.max_molecules = 50_000  # Prefix of the bundled MOSES subset (a random sample).
     config.data.eval_molecules = 1_000  # MOSES subset lines 50,000-50,999.
-    config.total_steps = 10_000
-    config.optimizer.warmup_steps = 500
     config.log_every = 50
     config.eval_every = 1_000
-    config.eval_batches = 16
     config.checkpoint_every = 500

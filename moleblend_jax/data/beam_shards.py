@@ -1,4 +1,4 @@
-"""The shard writer as an Apache Beam pipeline (`build_shards(..., runner="beam")`).
+"""The shard writer as an Apache Beam pipeline (`build_shards` with runner="beam").
 
 The same records and shard files as the local writer, byte for byte, on any runner and worker
 count: every step is keyed by position, never by arrival order.

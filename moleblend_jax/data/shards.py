@@ -15,6 +15,7 @@ files and says which file failed.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -29,7 +30,7 @@ from moleblend_jax.data.featurize import featurize_items
 from moleblend_jax.data.public_sets import BUNDLED_SOURCES
 from moleblend_jax.data.reader import read_metadata
 from moleblend_jax.data.shard_file import ShardFile, guard, shard_name
-from moleblend_jax.data.sources import Source, open_source
+from moleblend_jax.data.sources import FileInput, Source
 from moleblend_jax.errors import NoMoleculesError, UserError
 from moleblend_jax.schema import (
     CONFORMER_MODES,
@@ -100,75 +101,81 @@ def _clean(output: epath.Path) -> None:
 RUNNERS = ("local", "beam")
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardOptions:
+    """How `build_shards` writes. num_shards .. seed decide the bytes (metadata.json "args");
+    workers, progress, runner and pipeline_options only how the work runs (both runners write
+    the same bytes).
+
+    conformers: 'file' (coordinates from the source: SDF / QM9 DFT; SMILES sources get none),
+    'rdkit' (ETKDG + MMFF for every molecule) or 'none' (has_coords = 0); None: 'file' for
+    sources with coordinates, else 'rdkit'. offset, limit: only source entries offset ..
+    offset + limit - 1 (limit None: to the end), e.g. a held-out set after a training prefix.
+    runner: 'local' (a `workers`-process pool) or 'beam' (an Apache Beam pipeline,
+    `data.beam_shards`; `pipeline_options`: flags such as ["--runner=DataflowRunner", ...] or
+    a PipelineOptions, default a multi-process DirectRunner of `workers` processes).
+    """
+
+    num_shards: int = 16
+    max_atoms: int = MAX_SUPPORTED_ATOMS
+    conformers: str | None = None
+    limit: int | None = None
+    offset: int = 0
+    seed: int = 0
+    workers: int = 2
+    progress: bool = True
+    runner: str = "local"
+    pipeline_options: Sequence[str] | PipelineOptions | None = None
+
+    def check(self) -> None:
+        if self.runner not in RUNNERS:
+            raise ValueError(f"runner must be one of {RUNNERS}, got {self.runner!r}")
+        if not 1 <= self.max_atoms <= MAX_SUPPORTED_ATOMS:
+            raise ValueError(
+                f"max_atoms must be in [1, {MAX_SUPPORTED_ATOMS}], got {self.max_atoms}"
+            )
+        if self.num_shards < 1:
+            raise ValueError("num_shards must be >= 1")
+
+
 def build_shards(
-    input: str | Source,  # noqa: A002 - the CLI flag's name.
+    input: str | FileInput | Source,  # noqa: A002 - the CLI flag's name.
     output: str | os.PathLike,
-    num_shards: int = 16,
-    workers: int = 2,
-    max_atoms: int = MAX_SUPPORTED_ATOMS,
-    conformers: str | None = None,
-    limit: int | None = None,
-    offset: int = 0,
-    smiles_column: str | None = None,
-    label_columns: list[str] | None = None,
-    labels_csv: str | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    skip_bad_labels: bool = False,
-    runner: str = "local",
-    pipeline_options: Sequence[str] | PipelineOptions | None = None,
+    options: ShardOptions | None = None,
+    **option_changes,
 ) -> dict:
     """Reads `input`, writes OUTPUT/shard-*.tfrecord + metadata.json (local or gs:// paths).
 
-    input: a file path, `qm9` / `moses` (bundled), or a `sources.Source` (e.g.
-    `sources.table_source`, the fine-tuning data sets). conformers: 'file' (coordinates from
-    the source: SDF / QM9 DFT; SMILES sources get none), 'rdkit' (ETKDG + MMFF for every
-    molecule) or 'none' (has_coords = 0); default: 'file' for sources with coordinates, else
-    'rdkit'. offset,
-    limit: only source entries offset .. offset + limit - 1 (limit None: to the end), e.g. a
-    held-out set after a training prefix. skip_bad_labels: CSV rows whose named label cell is
-    not a number are skipped as `bad_label` (default: a UserError naming them). runner:
-    'local' (a `workers`-process pool) or 'beam' (an Apache Beam pipeline,
-    `data.beam_shards`; `pipeline_options`: flags such as ["--runner=DataflowRunner", ...]
-    or a PipelineOptions, default a multi-process
-    DirectRunner of `workers` processes); both write the same bytes. Returns the metadata
-    dict. Raises FileNotFoundError / ValueError for a missing or empty input and ValueError
-    when no molecule could be written.
+    input: a file path or `qm9` / `moses` (bundled), a `sources.FileInput` (a path and how to
+    read it: CSV columns, labels), or a `sources.Source` (e.g. `sources.table_source`, the
+    fine-tuning data sets). options: a `ShardOptions`, with `option_changes` (its fields)
+    replaced. A build whose recorded args and shard checksums match is reused as is. Returns
+    the metadata dict. Raises FileNotFoundError / ValueError for a missing or empty input and
+    NoMoleculesError when no molecule could be written.
     """
-    if runner not in RUNNERS:
-        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
-    if isinstance(input, Source):
-        source = input
-        where = dict(input=source.name, fingerprint=source.fingerprint)
-    else:
-        source = open_source(
-            input, smiles_column, label_columns, labels_csv, skip_bad_labels=skip_bad_labels
-        )
-        where = dict(input=input if input in BUNDLED_SOURCES else os.path.abspath(input))
-    conformers = conformers or source.default_conformers
+    options = dataclasses.replace(options or ShardOptions(), **option_changes)
+    options.check()
+    source, where, reading = _open(input)
+    conformers = options.conformers or source.default_conformers
     if conformers not in CONFORMER_MODES:
         raise ValueError(f"conformers must be one of {CONFORMER_MODES}, got {conformers!r}")
-    if not 1 <= max_atoms <= MAX_SUPPORTED_ATOMS:
-        raise ValueError(f"max_atoms must be in [1, {MAX_SUPPORTED_ATOMS}], got {max_atoms}")
-    if num_shards < 1:
-        raise ValueError("num_shards must be >= 1")
     # Everything that determines the output bytes (not workers / runner / progress). Keys
     # absent at their old value keep older builds valid; converted label units make older
     # builds (QM9 in Hartree) stale.
     label_units = source.notes.get("label_units")
     args = dict(
         **where,
-        num_shards=num_shards,
-        max_atoms=max_atoms,
+        num_shards=options.num_shards,
+        max_atoms=options.max_atoms,
         conformers=conformers,
-        limit=limit,
-        **({"offset": offset} if offset else {}),
-        smiles_column=smiles_column,
-        label_columns=label_columns,
-        labels_csv=labels_csv,
-        seed=seed,
+        limit=options.limit,
+        **({"offset": options.offset} if options.offset else {}),
+        smiles_column=reading.smiles_column,
+        label_columns=reading.label_columns,
+        labels_csv=reading.labels_csv,
+        seed=options.seed,
         **({"label_units": label_units} if label_units else {}),
-        **({"skip_bad_labels": True} if skip_bad_labels else {}),
+        **({"skip_bad_labels": True} if reading.skip_bad_labels else {}),
     )
     output = epath.Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -179,14 +186,18 @@ def build_shards(
     (output / METADATA_FILE).unlink(missing_ok=True)
     _clean(output)
 
-    names = [shard_name(i, num_shards) for i in range(num_shards)]
+    names = [shard_name(i, options.num_shards) for i in range(options.num_shards)]
     tmp_paths = [output / (_TMP_PREFIX + n) for n in names]
     # What the featurisation depends on (`featurize_items`' keywords).
-    plan = dict(conformers=conformers, max_atoms=max_atoms, seed=seed, limit=limit, offset=offset)
+    plan = dict(
+        conformers=conformers,
+        max_atoms=options.max_atoms,
+        seed=options.seed,
+        limit=options.limit,
+        offset=options.offset,
+    )
     try:
-        stats, skipped = _write(
-            source, tmp_paths, plan, runner, pipeline_options, workers, progress
-        )
+        stats, skipped = _write(source, tmp_paths, plan, options)
         num_written = sum(s["num_records"] for s in stats)
         _require_mostly_parsed(source.name, num_written, skipped)
         metadata = _metadata(source, args, names, stats, skipped)
@@ -201,24 +212,34 @@ def build_shards(
     return metadata
 
 
-def _write(source, tmp_paths, plan, runner, pipeline_options, workers, progress) -> tuple:
-    """Featurises and writes the temporary shards with `runner` -> (stats of each shard, skip
-    counts by reason)."""
-    if runner == "beam":
+def _open(input: str | FileInput | Source) -> tuple[Source, dict, FileInput]:  # noqa: A002
+    """-> (the source, where it is as metadata.json records it, how a file was read)."""
+    if isinstance(input, Source):
+        return input, dict(input=input.name, fingerprint=input.fingerprint), FileInput("")
+    reading = input if isinstance(input, FileInput) else FileInput(input)
+    path = reading.path
+    where = dict(input=path if path in BUNDLED_SOURCES else os.path.abspath(path))
+    return reading.open(), where, reading
+
+
+def _write(source: Source, tmp_paths, plan: dict, options: ShardOptions) -> tuple:
+    """Featurises and writes the temporary shards with `options.runner` -> (stats of each
+    shard, skip counts by reason)."""
+    if options.runner == "beam":
         from moleblend_jax.data import beam_shards
 
-        options = pipeline_options or beam_shards.direct_options(workers)
-        return beam_shards.write_shards(source, tmp_paths, plan, options)
+        beam_options = options.pipeline_options or beam_shards.direct_options(options.workers)
+        return beam_shards.write_shards(source, tmp_paths, plan, beam_options)
     total = None if source.total is None else max(source.total - plan["offset"], 0)  # Progress.
     if plan["limit"] is not None:
         total = plan["limit"] if total is None else min(plan["limit"], total)
     bar = None
-    if progress:
+    if options.progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="mol", desc=f"shards {tmp_paths[0].parent.name}")
     try:
-        return _write_local(source, tmp_paths, plan, workers, bar)
+        return _write_local(source, tmp_paths, plan, options.workers, bar)
     finally:
         if bar is not None:
             bar.close()

@@ -9,6 +9,7 @@ Workers turn items into records (`moleblend_jax.data.featurize.item_to_record`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -311,3 +312,24 @@ def open_source(
     raise ValueError(
         f"{input_path}: unknown input format (expected .smi, .csv, .sdf, qm9 or moses)"
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class FileInput:
+    """A file path (or a bundled name: qm9, moses) and how to read it: `open_source`'s
+    arguments, which the shards' metadata.json records."""
+
+    path: str
+    smiles_column: str | None = None
+    label_columns: list[str] | None = None
+    labels_csv: str | None = None
+    skip_bad_labels: bool = False  # CSV rows with a non-numeric named label: skipped, counted.
+
+    def open(self) -> Source:
+        return open_source(
+            self.path,
+            self.smiles_column,
+            self.label_columns,
+            self.labels_csv,
+            skip_bad_labels=self.skip_bad_labels,
+        )

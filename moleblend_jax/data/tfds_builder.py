@@ -1,7 +1,7 @@
 """A TFDS dataset builder over our shard directories (`tfds.builder("moleblend_records/qm9")`).
 
 One on-disk format (benchmarks/formats.json): the builder writes today's shard directory with
-the Beam shard writer (`build_shards(..., runner="beam")`) into its TFDS data dir
+the Beam shard writer (`build_shards` with runner="beam") into its TFDS data dir
 DATA_DIR/moleblend_records/<config>/<SCHEMA_VERSION>.0.0/, next to TFDS's dataset_info.json and
 features.json. metadata.json is both ours (`reader.load_metadata`: skip counts by reason,
 shards, atom counts) and TFDS's `info.metadata`, so that directory is at the same time a TFDS
@@ -32,7 +32,8 @@ import tensorflow_datasets as tfds
 
 from moleblend_jax.data import beam_shards, reader, serialize
 from moleblend_jax.data.public_sets import BUNDLED_SOURCES
-from moleblend_jax.data.shards import build_shards
+from moleblend_jax.data.shards import ShardOptions, build_shards
+from moleblend_jax.data.sources import FileInput
 from moleblend_jax.schema import (
     MAX_SUPPORTED_ATOMS,
     NUM_ATOM_FEATURES,
@@ -156,21 +157,23 @@ class MoleblendRecords(tfds.core.DatasetBuilder):
         """Runs the Beam shard writer into the data dir; metadata.json -> info.metadata."""
         config = self.builder_config
         beam_options = download_config.beam_options if download_config else None
-        metadata = build_shards(
+        source = FileInput(
             self._input(dl_manager),
-            self.data_dir,
+            smiles_column=config.smiles_column,
+            label_columns=config.label_columns,
+            labels_csv=config.labels_csv,
+        )
+        options = ShardOptions(
             num_shards=config.num_shards,
             max_atoms=config.max_atoms,
             conformers=config.conformers,
             limit=config.limit,
-            smiles_column=config.smiles_column,
-            label_columns=config.label_columns,
-            labels_csv=config.labels_csv,
             seed=config.seed,
             progress=False,
             runner="beam",
             pipeline_options=beam_options or beam_shards.direct_options(config.workers),
         )
+        metadata = build_shards(source, self.data_dir, options)
         self.info.metadata.update(metadata)  # TFDS saves it as the same metadata.json.
         # Our file names, so that TFDS lists the right files (reading them needs this module:
         # the records are ours, not TFDS-serialized examples).

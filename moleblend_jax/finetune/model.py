@@ -3,12 +3,12 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from moleblend_jax.errors import UserError
 from moleblend_jax.model import THREE_D_SUBMODULES, TWO_D_SUBMODULES, MoleBlendEncoder
 from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.layers import dense, gelu
+from moleblend_jax.train.checkpoint import require_same_params
 
 
 class FinetuneModel(nn.Module):
@@ -52,50 +52,19 @@ def load_pretrained_encoder(params: dict, pretrained: dict) -> tuple[dict, list[
     are dropped, as the original does (the pretraining heads live outside "encoder").
 
     Returns (new params, sorted names of dropped pretrained encoder submodules). Raises a
-    UserError listing them when any other parameter is missing from or left over in the
-    checkpoint (another layer count), or has another shape (another model size).
+    UserError naming any other parameter missing from or left over in the checkpoint
+    (another layer count) or of another shape (another model size).
     """
     if "encoder" not in pretrained:
         raise UserError("The checkpoint has no 'encoder' parameters; is it a MoleBLEND checkpoint?")
     source, target = pretrained["encoder"], params["encoder"]
     dropped = sorted((set(source) - set(target)) & set(THREE_D_SUBMODULES + TWO_D_SUBMODULES))
-    _require_same_parameters({k: v for k, v in source.items() if k not in dropped}, target)
-
-    def take(path, current):
-        node = source
-        for key in path:
-            node = node[key.key]
-        if np.shape(node) != np.shape(current):
-            raise UserError(
-                f"encoder/{_name(path)}: checkpoint shape {np.shape(node)} != model shape "
-                f"{np.shape(current)}; fine-tune with the config variant it was pretrained with."
-            )
-        return jnp.asarray(node, current.dtype)
-
-    encoder = jax.tree_util.tree_map_with_path(take, target)
+    source = {k: v for k, v in source.items() if k not in dropped}
+    require_same_params(
+        source,
+        target,
+        "the checkpoint's encoder",
+        "fine-tune with the model config it was pretrained with (num_layers, hidden_dim)",
+    )
+    encoder = jax.tree.map(lambda saved, current: jnp.asarray(saved, current.dtype), source, target)
     return {**params, "encoder": encoder}, dropped
-
-
-def _name(path) -> str:
-    return "/".join(k.key for k in path)
-
-
-def _leaf_names(tree: dict) -> set[str]:
-    return {_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def _modules(names: set[str]) -> list[str]:
-    """Parameter names -> their sorted top-level modules ("layer_5/ffn/kernel" -> "layer_5")."""
-    return sorted({name.split("/")[0] for name in names})
-
-
-def _require_same_parameters(source: dict, target: dict) -> None:
-    """UserError listing the modules whose parameters only one of two encoders has."""
-    have, want = _leaf_names(source), _leaf_names(target)
-    if have != want:
-        raise UserError(
-            "the checkpoint's encoder does not match the model (another num_layers or model "
-            f"variant?): missing from the checkpoint {_modules(want - have)}, only in the "
-            f"checkpoint {_modules(have - want)}; fine-tune with the model config it was "
-            "pretrained with."
-        )

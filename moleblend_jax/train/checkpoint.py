@@ -131,7 +131,12 @@ class Checkpointer:
         target = abstract_state
         if legacy_params.has_one_degree_table(saved["params"]):
             target = legacy_params.merge_degree_tables(abstract_state)
-        _require_same_shapes(where, saved["params"], target.params)
+        require_same_params(
+            saved["params"],
+            target.params,
+            where,
+            "resume with the config it was written with (config.json next to it)",
+        )
         restored = self._manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
         )["state"]
@@ -156,24 +161,43 @@ class Checkpointer:
                 self._manager.close()
 
 
-def _shapes(tree: Any) -> dict[str, tuple]:
+def param_shapes(tree: Any) -> dict[str, tuple]:
     """Leaf name ("encoder/layer_0/ffn/kernel") -> shape of a params tree or its metadata."""
     leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
     name = lambda path: "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)  # noqa: E731
     return {name(path): tuple(leaf.shape) for path, leaf in leaves}
 
 
-def _require_same_shapes(where: str, saved: Any, wanted: Any) -> None:
-    """UserError naming the params a checkpoint has with other shapes, lacks or adds."""
-    have, want = _shapes(saved), _shapes(wanted)
+def _whole_modules(names: set[str], every: set[str]) -> list[str]:
+    """Param names -> the shortest prefixes (modules) all of whose params in `every` are in
+    `names`: "layer_4" when a whole layer is missing, the param's name when only it is."""
+    modules = set()
+    for name in names:
+        parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if all(n in names for n in every if n == prefix or n.startswith(prefix + "/")):
+                modules.add(prefix)
+                break
+    return sorted(modules)
+
+
+def require_same_params(
+    saved: Any, wanted: Any, where: str, advice: str, allow_extra: bool = False
+) -> None:
+    """UserError naming what a checkpoint's params tree `saved` has with other shapes than the
+    model's `wanted` (arrays or their metadata), lacks, or (unless `allow_extra`) adds; the
+    one check of checkpoints against a model (resume, fine-tuning, embeddings)."""
+    have, want = param_shapes(saved), param_shapes(wanted)
     differ = sorted(k for k in have.keys() & want.keys() if have[k] != want[k])
-    missing, extra = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+    missing = _whole_modules(want.keys() - have.keys(), set(want))
+    extra = [] if allow_extra else _whole_modules(have.keys() - want.keys(), set(have))
     if differ or missing or extra:
         shapes = [f"{k} {have[k]} (model {want[k]})" for k in differ[:3]]
         raise UserError(
             f"{where} holds another model: {len(differ)} params of other shapes {shapes}, "
-            f"{len(missing)} missing {missing[:3]}, {len(extra)} extra {extra[:3]}; resume "
-            "with the config it was written with (config.json next to it)"
+            f"missing from the checkpoint {missing[:5]}, only in the checkpoint {extra[:5]}; "
+            f"{advice}"
         )
 
 
