@@ -3,6 +3,7 @@ classification targets of -1 are missing labels, 3D takes the first conformer wi
 hydrogens, and a tiny run goes end to end with --config.split=files."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,14 @@ def test_a_run_records_the_hash_of_the_three_files(tmp_path):
     assert first == workdir.dataset_sha256(directory) and len(first) == 64
     write_unimol_set(directory, {"test": [unimol_record("CCCC", [9.0])]})
     assert workdir.dataset_sha256(directory) != first
+
+
+def test_compare_calls_the_files_split_the_originals():
+    from moleblend_jax.cli.compare import protocol_notes
+
+    example = json.loads((Path(__file__).parent / "data" / "results_example.json").read_text())
+    assert example["dataset"] == "bbbp" and example["split"] == "scaffold"
+    notes = protocol_notes({**example, "split": "files"})
+    assert "Uni-Mol's split files (the original's)" in notes
+    assert not [n for n in notes if n.startswith("split ")]
+    assert "split random (orig. scaffold)" in protocol_notes({**example, "split": "random"})

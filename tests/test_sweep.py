@@ -111,6 +111,15 @@ def test_a_finished_sweep_reruns_nothing_and_another_config_is_refused(swept):
         sweep.run(other, workdir, n_trials=3, space=_space(), trial_seeds=1)
 
 
+def test_the_timeout_stops_starting_trials(tmp_path):
+    config = _config()
+    config.num_seeds = 1
+    results = sweep.run(config, tmp_path, n_trials=5, space=_space(epochs=(1,)), timeout=1e-3)
+    assert [row["number"] for row in results["trials"]] == [0]  # One trial, then no more.
+    assert results["n_trials"] == 5 and results["chosen_trial"] == 0
+    assert (tmp_path / "final" / "results.json").exists()
+
+
 def test_a_space_naming_no_config_field_is_refused(tmp_path):
     space = _space()
     space.warmup = dict(field="optimizer.warmup", low=1, high=3)

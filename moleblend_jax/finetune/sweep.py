@@ -38,7 +38,13 @@ from moleblend_jax.finetune import metrics, protocol, task_data
 from moleblend_jax.finetune import workdir as workdir_lib
 from moleblend_jax.train.finite import NonFiniteError
 from moleblend_jax.train.paths import as_path
-from moleblend_jax.train.workdir import config_diff, describe_diff, flat_config, locked
+from moleblend_jax.train.workdir import (
+    FREE_KEYS,
+    config_diff,
+    describe_diff,
+    flat_config,
+    locked,
+)
 
 DB_FILE = "sweep.db"
 STUDY_NAME = "moleblend-sweep"
@@ -141,8 +147,9 @@ def _study_attrs(config, space, trial_seeds: int) -> dict:
 
 
 def open_study(workdir, config, space, trial_seeds: int, metric: str):
-    """The study in WORKDIR/sweep.db, created or loaded; a sweep of another config, space or
-    seed count in the same file is a UserError listing the differences."""
+    """The study in WORKDIR/sweep.db, created or loaded; a sweep of another config (but for
+    `train.workdir.FREE_KEYS`, such as the number of data workers), space or seed count in
+    the same file is a UserError listing the differences."""
     optuna = import_optuna()
     higher_is_better = metrics.HIGHER_IS_BETTER[metric]
     study = optuna.create_study(
@@ -160,6 +167,7 @@ def open_study(workdir, config, space, trial_seeds: int, metric: str):
         return study
     saved = study.user_attrs
     diff = config_diff(saved["config"], attrs["config"])
+    diff = {key: change for key, change in diff.items() if key not in FREE_KEYS}
     if diff or saved["space"] != attrs["space"] or saved["trial_seeds"] != trial_seeds:
         changes = describe_diff(diff) or "the space or --trial_seeds"
         raise UserError(
