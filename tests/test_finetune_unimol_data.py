@@ -10,6 +10,7 @@ import pytest
 from rdkit import Chem
 from unimol_testing import SMILES, regression_set, unimol_record, write_unimol_set
 
+from moleblend_jax.api import Predictor
 from moleblend_jax.configs import finetune as finetune_configs
 from moleblend_jax.errors import MissingFileError, UserError
 from moleblend_jax.finetune import protocol, task_data, unimol_data, workdir
@@ -114,6 +115,19 @@ def test_a_tiny_fine_tuning_run_with_the_files_split(tmp_path):
     }  # fmt: skip
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all("test" in json.loads(line) for line in lines)
+
+
+def test_a_3d_run_fine_tunes_the_3d_encoder_on_the_files_conformers(tmp_path):
+    directory = regression_set(tmp_path / "set", sizes=(16, 4, 4))
+    config = _config(directory, epochs=1, warmup_epochs=0, num_seeds=1, batch_size=32)
+    config.modality = "3d"
+    results = protocol.run(config, tmp_path / "run")
+    assert results["split"] == "files" and np.isfinite(results["test_mean"])
+    manifest = json.loads((tmp_path / "run" / "predictor.json").read_text())
+    assert manifest["use_3d"] and not manifest["use_2d"] and manifest["conformers"] == "file"
+    # New molecules get RDKit conformers at prediction.
+    predicted = Predictor.load(tmp_path / "run").predict(["CCO", "c1ccccc1O"])
+    assert len(predicted) == 2 and np.isfinite(predicted["target"]).all()
 
 
 def test_a_run_records_the_hash_of_the_three_files(tmp_path):
