@@ -14,6 +14,13 @@ NUM_BOND_FEATURES = 3
 # Sizes of the OGB vocabularies (`misc` slot included), in feature order.
 ATOM_FEATURE_DIMS = (119, 5, 12, 12, 10, 6, 6, 2, 2)
 BOND_FEATURE_DIMS = (5, 6, 2)
+# config.model keys that once held the two counts above: a saved config (model_config.json, a
+# fine-tuning manifest, config.json) holding one at this value still loads; another value,
+# or the key given as a flag, is refused.
+RETIRED_MODEL_KEYS = {
+    "num_atom_features": NUM_ATOM_FEATURES,
+    "num_bond_features": NUM_BOND_FEATURES,
+}
 
 # SPEC 1: shortest-path hop count for disconnected pairs (the original's reserved value).
 UNREACHABLE_SPD = 510

@@ -71,6 +71,17 @@ def test_no_or_an_unknown_subcommand_is_refused():
     ]
 
 
+def test_a_retired_config_key_is_one_line():
+    run = moleblend(
+        "pretrain", "--config=configs/base.py:tiny", "--config.model.num_bond_features=3"
+    )
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        "error: --config.model.num_bond_features is not a setting: every record has 3 "
+        "(moleblend_jax/schema.py); drop the flag"
+    ]
+
+
 def test_subcommand_help_shows_its_usage_and_only_its_flags():
     run = moleblend("predict", "--help")
     assert run.returncode == 0, run.stderr

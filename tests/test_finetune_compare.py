@@ -71,7 +71,7 @@ def test_compare_tells_pretraining_runs_apart_and_flags_last_epoch_bests(tmp_pat
         seeds[0]["best_epoch"] = 12  # One early stop: 1 of 2 seeds best at the last epoch.
         checkpoint = f"workdirs/study/pretrain/{run}/checkpoints"
         result = dict(example, init="pretrained", init_checkpoint=checkpoint, seeds=seeds)
-        # finetune.py's record of the checkpoint's run (train/workdir.pretraining_budget).
+        # finetune.py's record of the checkpoint's run (train/budget.pretraining_budget).
         result["pretrain"] = dict(pretrain_steps=10_000, pretrain_molecules=100_000)
         paths.append(tmp_path / f"{run}.json")
         paths[-1].write_text(json.dumps(result))

@@ -15,8 +15,8 @@ from moleblend_jax.data import input_rows
 from moleblend_jax.errors import UserError
 from moleblend_jax.finetune import predictor, protocol, task_data, user_data
 from moleblend_jax.finetune import workdir as workdir_lib
+from moleblend_jax.train.lock import locked
 from moleblend_jax.train.paths import as_path
-from moleblend_jax.train.workdir import locked
 
 NEW = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "ClCCl"]
 

@@ -12,7 +12,7 @@ ALLOWED = {
     "configs": set(),
     "chem": {"schema"},
     "data": {"schema", "chem", "errors", "atomic"},
-    "model": set(),
+    "model": {"schema"},
     "train": {"schema", "chem", "data", "model", "host_allocator", "errors", "atomic"},
     "finetune": {"schema", "chem", "data", "model", "train", "configs", "errors", "atomic"},
     "interop": {"model", "configs"},

@@ -66,3 +66,19 @@ def test_every_variant_has_the_same_keys_and_a_valid_model(variant):
         config = module.get_config(variant).to_dict()
         assert keys(config) == keys(module.get_config().to_dict())
         ModelConfig.from_config(module.get_config(variant).model)
+
+
+def test_retired_feature_counts_load_at_their_value_and_are_refused_otherwise():
+    saved = {**base.model_config().to_dict(), "num_atom_features": 9, "num_bond_features": 3}
+    assert ModelConfig.from_config(saved) == ModelConfig.from_config(base.model_config())
+    with pytest.raises(ValueError, match=r"config.model.num_bond_features must be 3"):
+        ModelConfig.from_config({**saved, "num_bond_features": 4})
+
+
+def test_node_blend_probs_must_sum_to_one():
+    config = base.model_config()
+    config.node_blend_probs = (0.5, 0.6)  # [0] is never read: a typo here would be lost.
+    with pytest.raises(ValueError, match=r"node_blend_probs=\(0.5, 0.6\): two probabilities"):
+        ModelConfig.from_config(config)
+    config.node_blend_probs = (1.0, 0.0)  # The 2D-only ablation.
+    assert ModelConfig.from_config(config).node_blend_p_3d == 0.0

@@ -70,10 +70,18 @@ def build_record(
     via_only: bool = False,
     name: str = "",
 ) -> tuple[dict, str]:
-    """Like `mol_to_record`, also returning how the coordinates were obtained
-    (a `moleblend_jax.chem.conformers` reason string). With `via_only` the record holds the
-    Floyd-Warshall intermediates `via` [N, N] (chem.paths) instead of `path_bonds` (the shard
-    writer's fast path: shards store `via`)."""
+    """RDKit mol (heavy atoms, no explicit H) -> (record dict of docs/batch_format.md, how its
+    coordinates were obtained: a `moleblend_jax.chem.conformers` reason string).
+
+    conformers: where the coordinates come from, `schema.CONFORMER_MODES` as the shard writer's
+    --conformers: 'file' (the mol's 3D conformer if any, else has_coords = 0; a SMILES has
+    none); 'rdkit' (ETKDG + MMFF, seeded by `seed` and the canonical SMILES); 'none'
+    (has_coords = 0); or an [N, 3] array (given, graph atom order). labels: optional [T]
+    floats (NaN = missing). name: kept as the record's "name" when not empty. With `via_only`
+    the record holds the Floyd-Warshall intermediates `via` [N, N] (chem.paths) instead of
+    `path_bonds` (the shard writer's fast path: shards store `via`). Raises
+    SkipMolecule(reason).
+    """
     if mol is None:
         raise SkipMolecule("invalid_molecule")
     n = mol.GetNumAtoms()
@@ -132,34 +140,12 @@ def build_record(
     return record, source
 
 
-def mol_to_record(
-    mol: Chem.Mol,
-    mol_id: int,
-    conformers: np.ndarray | str = conformer_lib.FROM_FILE,
-    labels=None,
-    max_atoms: int = MAX_SUPPORTED_ATOMS,
-    seed: int = 0,
-    name: str = "",
-) -> dict:
-    """RDKit mol (heavy atoms, no explicit H) -> record dict of docs/batch_format.md.
-
-    conformers: where the coordinates come from, `schema.CONFORMER_MODES` as the shard writer's
-    --conformers: 'file' (the mol's 3D conformer if any, else has_coords = 0); 'rdkit' (ETKDG +
-    MMFF, seeded by `seed` and the canonical SMILES); 'none' (has_coords = 0); or an [N, 3]
-    array (given, graph atom order). labels: optional [T] floats (NaN = missing). name: kept as the
-    record's "name" when not empty. Raises SkipMolecule(reason).
-    """
-    return build_record(mol, mol_id, conformers, labels, max_atoms, seed, name=name)[0]
+def mol_to_record(mol: Chem.Mol, mol_id: int, **options) -> dict:
+    """The record of `build_record` (its keyword options), without the conformer reason."""
+    return build_record(mol, mol_id, **options)[0]
 
 
-def smiles_to_record(
-    smiles: str,
-    mol_id: int,
-    conformers: np.ndarray | str = conformer_lib.NONE,
-    labels=None,
-    max_atoms: int = MAX_SUPPORTED_ATOMS,
-    seed: int = 0,
-    name: str = "",
-) -> dict:
-    """SMILES -> record (see `mol_to_record`); raises SkipMolecule(reason) on bad input."""
-    return mol_to_record(parse_smiles(smiles), mol_id, conformers, labels, max_atoms, seed, name)
+def smiles_to_record(smiles: str, mol_id: int, **options) -> dict:
+    """SMILES -> record (`build_record`'s keyword options); raises SkipMolecule(reason) on bad
+    input."""
+    return mol_to_record(parse_smiles(smiles), mol_id, **options)

@@ -16,10 +16,10 @@ row, in input order. Mistakes in the input or flags are one line on stderr (exit
 
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from moleblend_jax.cli import startup
-from moleblend_jax.errors import UserError, exit_on_user_error
+from moleblend_jax.cli import molecule_input, startup
+from moleblend_jax.errors import exit_on_user_error
 
 FLAGS = flags.FLAGS
 MALLOC_TUNABLES = True  # Restart with host_allocator's settings (CPU step time).
@@ -29,15 +29,10 @@ def define_flags() -> None:
     from ml_collections import config_flags
 
     flags.DEFINE_string("checkpoint", None, "Pretraining checkpoints dir or a fine-tuning workdir.")
-    flags.DEFINE_string("input", None, "Molecules: .csv, .smi or .sdf.")
-    flags.DEFINE_string("out", None, "The .npz to write.")
+    molecule_input.define_flags(".npz", run_defaults=False)
     config_flags.DEFINE_config_file("config", None, "configs/base.py[:variant] of the checkpoint.")
     flags.DEFINE_enum("conformers", None, ["none", "rdkit", "file"], "Default: none (2D).")
     flags.DEFINE_bool("atoms", False, "Also write atom-level embeddings.")
-    flags.DEFINE_string("smiles_column", "", "CSV SMILES column; default: 'smiles'.")
-    flags.DEFINE_string("id_column", "", "CSV id column.")
-    flags.DEFINE_integer("batch_size", 32, "Molecules per batch.")
-    flags.DEFINE_integer("workers", 2, "Featurisation processes.")
     flags.mark_flags_as_required(["checkpoint", "input", "out"])
 
 
@@ -65,15 +60,9 @@ def write_npz(path: Path, rows, result, atoms: bool) -> None:
 
 @exit_on_user_error
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    startup.begin(argv)
+    molecule_input.check_flags(".npz", run_defaults=False)
     from moleblend_jax.data import input_rows
-
-    if FLAGS.batch_size <= 0:
-        raise UserError(f"--batch_size={FLAGS.batch_size}; give a positive number")
-    if Path(FLAGS.out).is_dir():
-        raise UserError(f"--out={FLAGS.out} is a directory; give the .npz file to write")
-    startup.quiet_library_logs()
     from moleblend_jax.inference import Embedder
 
     model_config = FLAGS.config.model if FLAGS.config is not None else None

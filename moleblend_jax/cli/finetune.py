@@ -21,7 +21,7 @@ Your own CSV or SDF: --config.dataset=csv (or sdf) --config.dataset_path=FILE
 Mistakes in the file or flags are one line on stderr (exit status 2).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from moleblend_jax.cli import startup
 from moleblend_jax.errors import exit_on_user_error
@@ -31,24 +31,14 @@ MALLOC_TUNABLES = True  # Restart with host_allocator's settings (CPU step time)
 
 
 def define_flags() -> None:
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "configs/finetune.py[:variant].")
-    flags.DEFINE_string("workdir", None, "Output directory.")
-    flags.mark_flags_as_required(["config", "workdir"])
+    startup.define_config_and_workdir("configs/finetune.py[:variant].", "Output directory.")
 
 
 @exit_on_user_error
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    import jax
-
+    startup.begin(argv, guard_transfers=True)
     from moleblend_jax.finetune import protocol
 
-    startup.quiet_library_logs()
-    # Every host <-> device transfer must be explicit (device_put, global_batch, device_get).
-    jax.config.update("jax_transfer_guard", "disallow")
     results = protocol.run(FLAGS.config, FLAGS.workdir)
     logging.info(
         "%s %s: test %.4f +- %.4f (valid %.4f)",

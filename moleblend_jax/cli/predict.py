@@ -15,9 +15,9 @@ one line on stderr (exit status 2).
 import os
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from moleblend_jax.cli import startup
+from moleblend_jax.cli import molecule_input, startup
 from moleblend_jax.errors import UserError, exit_on_user_error
 
 FLAGS = flags.FLAGS
@@ -26,12 +26,7 @@ MALLOC_TUNABLES = True  # Restart with host_allocator's settings (CPU step time)
 
 def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "The fine-tuning workdir (moleblend finetune).")
-    flags.DEFINE_string("input", None, "Molecules to predict: .csv, .smi or .sdf.")
-    flags.DEFINE_string("out", None, "Predictions CSV to write.")
-    flags.DEFINE_string("smiles_column", "", "CSV SMILES column; default: the training run's.")
-    flags.DEFINE_string("id_column", "", "CSV id column; default: the training run's when present.")
-    flags.DEFINE_integer("batch_size", 0, "Molecules per batch; 0 = the training run's.")
-    flags.DEFINE_integer("workers", 2, "Featurisation processes.")
+    molecule_input.define_flags("CSV", run_defaults=True)
     flags.mark_flags_as_required(["workdir", "input", "out"])
 
 
@@ -64,15 +59,9 @@ def write_predictions(out: Path, table) -> None:
 
 @exit_on_user_error
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    startup.begin(argv)
+    molecule_input.check_flags("CSV", run_defaults=True)
     from moleblend_jax.data import input_rows
-
-    if FLAGS.batch_size < 0:
-        raise UserError(f"--batch_size={FLAGS.batch_size}; give a positive number (0: the run's)")
-    if Path(FLAGS.out).is_dir():
-        raise UserError(f"--out={FLAGS.out} is a directory; give the CSV file to write")
-    startup.quiet_library_logs()
     from moleblend_jax.finetune import predictor as predictor_lib
 
     manifest, _ = predictor_lib.read_manifest(FLAGS.workdir)

@@ -9,8 +9,9 @@ with the same workdir resumes from the latest checkpoint. Mistakes in the data o
 line on stderr (exit status 2).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from moleblend_jax.cli import startup
 from moleblend_jax.errors import exit_on_user_error
 
 FLAGS = flags.FLAGS
@@ -18,29 +19,24 @@ MALLOC_TUNABLES = True  # Restart with host_allocator's settings (CPU step time)
 
 
 def define_flags() -> None:
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "Config file, optionally FILE.py:variant.")
-    flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and default data go.")
+    startup.define_config_and_workdir(
+        "Config file, optionally FILE.py:variant.",
+        "Where checkpoints, metrics and default data go.",
+    )
     flags.DEFINE_string(
         "coordinator_address", None, "host:port of process 0 for multi-process runs."
     )
     flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
     flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
-    flags.mark_flags_as_required(["config", "workdir"])
 
 
 @exit_on_user_error
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    startup.begin(argv, guard_transfers=True)
     import jax
 
-    from moleblend_jax.train import checkpoint, distributed, loop
+    from moleblend_jax.train import distributed, loop
 
-    checkpoint.quiet_orbax_info_logs()
-    # Every host <-> device transfer must be explicit (device_put, global_batch, device_get).
-    jax.config.update("jax_transfer_guard", "disallow")
     distributed.maybe_initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     logging.info(
         "JAX %s, %d processes, devices: %s", jax.__version__, jax.process_count(), jax.devices()

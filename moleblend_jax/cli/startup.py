@@ -35,6 +35,32 @@ def quiet_library_logs() -> None:
     checkpoint.quiet_orbax_info_logs()
 
 
+def define_config_and_workdir(config_help: str, workdir_help: str) -> None:
+    """--config (a config file, FILE.py[:variant], overridable as --config.x=y) and --workdir,
+    both required: the flags of the commands that train."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, config_help)
+    flags.DEFINE_string("workdir", None, workdir_help)
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
+def begin(argv: list[str], guard_transfers: bool = False) -> None:
+    """What a command's main does first: refuse positional arguments, quiet the library logs
+    and, for the commands that train, make every host <-> device transfer explicit."""
+    from absl import app
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    quiet_library_logs()
+    if guard_transfers:
+        import jax
+
+        # Every host <-> device transfer must be explicit (device_put, global_batch, device_get).
+        jax.config.update("jax_transfer_guard", "disallow")
+
+
 def usage(command: ModuleType, prog: str) -> str:
     """The command's docstring, then its flags (absl's listing of the flags it defines)."""
     from absl import flags
@@ -52,6 +78,9 @@ def run(command: ModuleType, argv: list[str] | None = None, prog: str | None = N
     from absl import app
 
     command.define_flags()
+    from moleblend_jax.errors import exit_on_user_error
+
+    exit_on_user_error(_refuse_retired_config_flags)(argv[1:])
     if any(arg in HELP_FLAGS for arg in argv[1:]):
         print(usage(command, prog), end="")
         sys.exit(0)
@@ -60,3 +89,18 @@ def run(command: ModuleType, argv: list[str] | None = None, prog: str | None = N
     if main_module is not None:
         main_module.__doc__ = command.__doc__
     app.run(command.main, argv=[prog, *argv[1:]])
+
+
+def _refuse_retired_config_flags(args: list[str]) -> None:
+    """UserError for --config.model.K where K became a fact of the record schema
+    (ml_collections would print a traceback naming only the key)."""
+    from moleblend_jax.errors import UserError
+    from moleblend_jax.schema import RETIRED_MODEL_KEYS
+
+    for arg in args:
+        key = arg.split("=", 1)[0].removeprefix("--config.model.")
+        if arg.startswith("--config.model.") and key in RETIRED_MODEL_KEYS:
+            raise UserError(
+                f"--config.model.{key} is not a setting: every record has "
+                f"{RETIRED_MODEL_KEYS[key]} (moleblend_jax/schema.py); drop the flag"
+            )

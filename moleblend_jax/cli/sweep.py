@@ -18,7 +18,7 @@ batch 32/64/128/256, epochs 40/60/80/100, weight decay 1e-7..1e-3 log); override
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from moleblend_jax.cli import startup
 from moleblend_jax.errors import exit_on_user_error
@@ -32,28 +32,24 @@ def define_flags() -> None:
 
     from moleblend_jax.configs import sweep as sweep_space
 
-    config_flags.DEFINE_config_file("config", None, "configs/finetune.py[:variant].")
+    startup.define_config_and_workdir(
+        "configs/finetune.py[:variant].", "The sweep's directory (study, trials, results)."
+    )
     config_flags.DEFINE_config_file(
         "space", os.path.abspath(sweep_space.__file__), "The search space (configs/sweep.py)."
     )
-    flags.DEFINE_string("workdir", None, "The sweep's directory (study, trials, results).")
     flags.DEFINE_integer("n_trials", None, "Trials to finish, counting a resumed sweep's.")
     flags.DEFINE_float("timeout", None, "Stop starting trials after this many seconds.")
     flags.DEFINE_integer("trial_seeds", None, "Seeds per trial (default: config.num_seeds).")
-    flags.mark_flags_as_required(["config", "workdir", "n_trials"])
+    flags.mark_flags_as_required(["n_trials"])
 
 
 @exit_on_user_error
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    import jax
-
+    startup.begin(argv, guard_transfers=True)
     from moleblend_jax.finetune import sweep
 
-    sweep.import_optuna()  # The missing extra is the first thing said.
-    startup.quiet_library_logs()
-    jax.config.update("jax_transfer_guard", "disallow")
+    sweep.import_optuna()  # A missing extra is said before any data is read.
     results = sweep.run(
         FLAGS.config,
         FLAGS.workdir,

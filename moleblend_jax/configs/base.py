@@ -36,10 +36,9 @@ def model_config() -> ml_collections.ConfigDict:
     # Recompute each encoder layer in the backward pass instead of keeping its activations
     # (jax.checkpoint): ~1/3 more FLOPs for a fraction of the activation memory.
     m.remat = False
-    # Input vocabularies (SPEC 1). Ids are shifted by +1; 0 is padding.
-    m.num_atom_features = 9
+    # Input vocabularies (SPEC 1). Ids are shifted by +1; 0 is padding. The 9 atom and 3 bond
+    # features per record are the record schema's (moleblend_jax/schema.py), not settings.
     m.atom_vocab_size = 512  # One table per atom feature, 512 rows each as the original.
-    m.num_bond_features = 3
     m.bond_vocab_size = 16
     m.num_spd_ids = 512  # Shifted SPD ids: 0 pad, hops + 1, unreachable 511 (schema).
     m.num_degree_ids = 512
@@ -51,7 +50,7 @@ def model_config() -> ml_collections.ConfigDict:
     # Blend and noise (SPEC 4).
     m.blend_probs = (0.2, 0.2, 0.6)  # (SPD, edge, 3D) per ordered atom pair.
     m.blend_per_molecule = False  # Released code: one [N, N] mask per step for the whole batch.
-    m.node_blend_probs = (0.4, 0.6)  # (degree, 3D centrality) per atom.
+    m.node_blend_probs = (0.4, 0.6)  # (degree, 3D centrality) per atom; they sum to 1.
     m.coord_noise_std = 0.2  # Angstrom.
     # Heads (SPEC 5).
     m.pair_head_dim = 32

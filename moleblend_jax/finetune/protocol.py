@@ -21,9 +21,10 @@ from moleblend_jax.finetune.loop import FinetuneTask, SeedTrainer
 from moleblend_jax.finetune.losses import REGRESSION_LOSSES
 from moleblend_jax.finetune.results import summarize
 from moleblend_jax.train import checkpoint, optim, sharding
+from moleblend_jax.train.budget import pretraining_budget
+from moleblend_jax.train.lock import locked
 from moleblend_jax.train.metrics_writer import MetricWriter
 from moleblend_jax.train.paths import as_path
-from moleblend_jax.train.workdir import locked, pretraining_budget
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

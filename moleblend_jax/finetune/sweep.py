@@ -37,14 +37,9 @@ from moleblend_jax.errors import UserError
 from moleblend_jax.finetune import metrics, protocol, task_data
 from moleblend_jax.finetune import workdir as workdir_lib
 from moleblend_jax.train.finite import NonFiniteError
+from moleblend_jax.train.lock import locked
 from moleblend_jax.train.paths import as_path
-from moleblend_jax.train.workdir import (
-    FREE_KEYS,
-    config_diff,
-    describe_diff,
-    flat_config,
-    locked,
-)
+from moleblend_jax.train.workdir import FREE_KEYS, config_diff, describe_diff, flat_config
 
 DB_FILE = "sweep.db"
 STUDY_NAME = "moleblend-sweep"

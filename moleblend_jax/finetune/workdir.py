@@ -1,7 +1,7 @@
 """A fine-tuning workdir holds one consistent run, switched atomically when a run finishes.
 
 Layout:
-  WORKDIR/lock                 the process fine-tuning in it (`train.workdir.locked`)
+  WORKDIR/lock                 the process fine-tuning in it (`train.lock.locked`)
   WORKDIR/runs/<run_id>/       one run: config.json (its resolved config and the data file's
                                sha256), metrics.jsonl, tensorboard/, split_<kind>_seed<k>.json,
                                checkpoints/seed_<k> (each with a RUN_ID file), results.json and

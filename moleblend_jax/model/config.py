@@ -13,6 +13,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from moleblend_jax.schema import RETIRED_MODEL_KEYS
+
 # Stochastic depth draws one keep/drop per token position ("token", the original's) or per
 # molecule (encoder_layer.DropPath).
 STOCHASTIC_DEPTH_MASKS = ("token", "molecule")
@@ -37,10 +39,8 @@ class ModelConfig:
     stochastic_depth_mask: str
     dtype: str
     remat: bool
-    # Input vocabularies (SPEC 1).
-    num_atom_features: int
+    # Input vocabularies (SPEC 1); the feature counts are the record schema's (schema.py).
     atom_vocab_size: int
-    num_bond_features: int
     bond_vocab_size: int
     num_spd_ids: int
     num_degree_ids: int
@@ -69,6 +69,13 @@ class ModelConfig:
                 f"config.model.stochastic_depth_mask must be one of {STOCHASTIC_DEPTH_MASKS}, "
                 f"not {self.stochastic_depth_mask!r}."
             )
+        # Only the 3D share is read: a pair that does not sum to 1 would be silently ignored.
+        p_degree, p_3d = self.node_blend_probs
+        if min(p_degree, p_3d) < 0 or abs(p_degree + p_3d - 1) > 1e-6:
+            raise ValueError(
+                f"config.model.node_blend_probs={self.node_blend_probs}: two probabilities "
+                "(degree, 3D centrality) summing to 1."
+            )
 
     @property
     def jnp_dtype(self) -> jnp.dtype:
@@ -85,6 +92,12 @@ class ModelConfig:
         """config.model (a ConfigDict or mapping) -> ModelConfig; raises naming unknown and
         missing keys."""
         values = dict(config.items())
+        for key, fact in RETIRED_MODEL_KEYS.items():
+            if key in values and values.pop(key) != fact:
+                raise ValueError(
+                    f"config.model.{key} must be {fact} (a saved config's key, now the record "
+                    "schema's fact: moleblend_jax/schema.py)."
+                )
         names = {field.name for field in dataclasses.fields(cls)}
         unknown, missing = sorted(set(values) - names), sorted(names - set(values))
         if unknown or missing:

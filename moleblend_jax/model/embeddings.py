@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from moleblend_jax.model.config import ModelConfig
 from moleblend_jax.model.layers import MultiFeatureEmbed, logical, normal_init
+from moleblend_jax.schema import NUM_ATOM_FEATURES
 
 ONE_HOP_SPD_ID = 2  # Shifted SPD id of bonded pairs (hops 1 + 1).
 
@@ -20,7 +21,7 @@ class AtomEmbedding(nn.Module):
         """[B, N, F] int32 shifted ids -> [B, N, D] float32."""
         cfg = self.config
         return MultiFeatureEmbed(
-            num_features=cfg.num_atom_features,
+            num_features=NUM_ATOM_FEATURES,
             vocab_size=cfg.atom_vocab_size,
             features=cfg.hidden_dim,
             std=cfg.init_std,

@@ -19,6 +19,7 @@ from moleblend_jax.model.layers import (
     padded_embedding_init,
     without_pad_row,
 )
+from moleblend_jax.schema import NUM_BOND_FEATURES
 
 
 def _heads_first(bias: jax.Array) -> jax.Array:
@@ -70,15 +71,13 @@ class EdgeBias(nn.Module):
     def __call__(self, path_edges: jax.Array, spd: jax.Array) -> jax.Array:
         """[B, N, N, K, 3] shifted bond ids, [B, N, N] shifted SPD -> [B, H, N, N] float32."""
         cfg = self.config
-        if cfg.num_bond_features != 3:
-            raise ValueError("EdgeBias folds exactly 3 bond features (SPEC 1).")
         vocab, heads, max_hops = cfg.bond_vocab_size, cfg.num_heads, cfg.max_path_hops
         path_edges = jnp.clip(path_edges[..., :max_hops, :], 0, vocab - 1)
         num_hops = path_edges.shape[-2]
         bond_embed = self.param(
             "embedding",
             logical(padded_embedding_init(cfg.init_std), (None, "vocab", "heads")),
-            (cfg.num_bond_features, vocab, heads),
+            (NUM_BOND_FEATURES, vocab, heads),
             jnp.float32,
         )
         hop_weights = self.param(

@@ -25,6 +25,7 @@ from moleblend_jax.train.checkpoint import Checkpointer
 from moleblend_jax.train.compiled import CompiledPerShape
 from moleblend_jax.train.evaluate import evaluate
 from moleblend_jax.train.finite import NonFiniteError, raise_if_not_finite
+from moleblend_jax.train.lock import locked
 from moleblend_jax.train.memory import check_fits
 from moleblend_jax.train.metrics_writer import MetricWriter, plot_loss_curve
 from moleblend_jax.train.paths import as_path
@@ -86,7 +87,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     validate_config(config)
     _hint_allocator()
     path = as_path(workdir)
-    with workdir_lib.locked(path, enabled=jax.process_index() == 0):
+    with locked(path, enabled=jax.process_index() == 0):
         return _train(config, path, inputs.prepare_pretraining_data(config, workdir))
 
 
@@ -128,9 +129,10 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
         stop_step = min(stop_step, step + config.max_steps_per_run)
     clock = telemetry.StepClock()
     profile = ProfileWindow(config.profile_steps, str(workdir / "profile"))
+    stopping = False  # Preempted: save this step and stop.
     try:
         with jax.transfer_guard("disallow"):
-            while step < stop_step:
+            while step < stop_step and not stopping:
                 with clock.waiting_for_input():
                     batch = sharding.global_batch(next(run.batches), run.mesh)
                 with profile.annotate(step + 1):
@@ -152,14 +154,13 @@ def _train(config: ml_collections.ConfigDict, workdir, data: inputs.PretrainingD
                     if run.held_out and is_eval_step:
                         scalars.update(run.held_out(state.params))
                     last_logged = _log(step, scalars, run.writer, progress) or last_logged
-                if preempted() or run.checkpointer.reached_preemption(step):
-                    run.checkpointer.save(step, state, force=True)
-                    logging.warning("Preempted: saved step %d and stopped.", step)
-                    break
-                if run.checkpointer.save(step, state) or clock.idle:
+                stopping = preempted() or run.checkpointer.reached_preemption(step)
+                if not stopping and (run.checkpointer.save(step, state) or clock.idle):
                     clock.restart()  # Evaluation and checkpoints are not step time.
-            else:
-                run.checkpointer.save(step, state, force=True)
+            # The last step is always saved, whatever checkpoint_every says.
+            run.checkpointer.save(step, state, force=True)
+        if stopping:
+            logging.warning("Preempted: saved step %d and stopped.", step)
     except NonFiniteError:
         latest = run.checkpointer.latest_step()
         logging.error("Stopped; the last good checkpoint is step %s.", latest)
