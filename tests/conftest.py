@@ -30,6 +30,7 @@ SLOW_FILES = (
     "test_train_resume_memory.py",
     "test_own_data.py",
     "test_finetune_protocol.py",
+    "test_sweep.py",
     "test_train_step.py",
     "test_interop_fairseq.py",
     "test_train_trajectory_fairseq.py",

@@ -57,8 +57,8 @@ def test_help_lists_every_subcommand():
     listed = [line.split()[0] for line in run.stdout.splitlines() if line.startswith("  ")]
     assert listed[: len(SUBCOMMANDS)] == list(SUBCOMMANDS)
     assert list(SUBCOMMANDS) == [
-        "pretrain", "finetune", "predict", "embed", "build-shards", "import-checkpoint", "compare",
-        "aot", "package-encoder",
+        "pretrain", "finetune", "sweep", "predict", "embed", "build-shards", "import-checkpoint",
+        "compare", "aot", "package-encoder",
     ]  # fmt: skip
 
 

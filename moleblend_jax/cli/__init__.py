@@ -10,6 +10,7 @@ experiments/ and data_prep/ are one-line shims over the same modules.
 SUBCOMMANDS = {
     "pretrain": ("pretrain", "pretrain the encoder (--config=configs/base.py[:tiny])"),
     "finetune": ("finetune", "fine-tune on a data set or your own CSV / SDF, over seeds"),
+    "sweep": ("sweep", "search fine-tuning hyperparameters on validation, then score on test"),
     "predict": ("predict", "predict new molecules with a fine-tuning workdir"),
     "embed": ("embed", "embed molecules with a pretrained or fine-tuned encoder"),
     "build-shards": ("build_shards", "build TFRecord shards from QM9, MOSES, .smi, .csv, .sdf"),

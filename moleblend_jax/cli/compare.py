@@ -146,7 +146,9 @@ def protocol_notes(result: dict) -> list[str]:
         trials = published.ORIGINAL_TUNING_TRIALS
         notes.append(f"selected on valid (orig.: tuned on test, {trials} trials)")
     spec = DATASETS.get(name)
-    if spec is not None and result["split"] != spec.default_split:
+    if result["split"] == "files":
+        notes.append("Uni-Mol's split files (the original's)")
+    elif spec is not None and result["split"] != spec.default_split:
         notes.append(f"split {result['split']} (orig. {spec.default_split})")
     if result["init"] in INIT_NOTES:
         notes.append(INIT_NOTES[result["init"]])

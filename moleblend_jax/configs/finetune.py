@@ -24,9 +24,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.stochastic_depth = 0.0
     config.mesh = pretrain.mesh
 
-    # A registered name (finetune/catalog.py), or "csv" / "sdf": your own file at dataset_path.
+    # A registered name (finetune/catalog.py), "csv" / "sdf": your own file at dataset_path, or
+    # "unimol_lmdb": a Uni-Mol directory of train/valid/test.lmdb (finetune/unimol_data.py).
     config.dataset = "esol"
-    # The MoleculeNet CSV of a registered name, or your own CSV / SDF (dataset "csv" / "sdf").
+    # The MoleculeNet CSV of a registered name, your own CSV / SDF (dataset "csv" / "sdf") or
+    # the Uni-Mol directory (dataset "unimol_lmdb").
     config.dataset_path = ml_collections.FieldReference(None, field_type=str)
     # Own files only (finetune/user_data.py). CSV column of the SMILES; "" = the one named
     # "smiles" in any case.
@@ -41,8 +43,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # Column of train / valid / test per row, read with split "column" (the default when set);
     # without valid rows, 10% of the train rows are carved out as valid by scaffold.
     config.split_column = ""
-    # "scaffold" | "random" | "column" (own files with split_column); empty = the data set's
-    # default (own files: "column" with a split_column, else "scaffold").
+    # "scaffold" | "random" | "column" (own files with split_column) | "files" (unimol_lmdb: its
+    # files' split); empty = the data set's default (own files: "column" with a split_column,
+    # else "scaffold"; unimol_lmdb: "files").
     config.split = ""
     # A saved split of record ids to read (same for every seed); never written. Unset: each seed's
     # split is made and saved as WORKDIR/split_<kind>_seed<k>.json.
@@ -56,7 +59,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.extra_features = ""
     # SDF files: "" = from the file (every record 3D: the 3D encoder; none: 2D; a mix is
     # refused with the counts), "3d" (records without 3D coordinates skipped and counted as
-    # no_3d_coordinates) or "2d" (coordinates ignored).
+    # no_3d_coordinates) or "2d" (coordinates ignored). unimol_lmdb: "" / "2d" = 2D, "3d" =
+    # each record's first conformer (hydrogens dropped).
     config.modality = ""
     # A rerun in a workdir whose run used other data (file contents, columns, split) is
     # refused unless this is true; the new run then replaces it when it finishes.

@@ -30,7 +30,7 @@ def item_to_record(item: SourceItem, conformers: str, max_atoms: int, seed: int 
         if mol is None:
             raise SkipMolecule("sdf_parse_error")
     else:
-        mol = parse_smiles(item.smiles)  # No conformer: "file" gives none, unless xyz (QM9).
+        mol = parse_smiles(item.smiles)  # "file": no conformer unless xyz (QM9, Uni-Mol).
         if item.xyz and conformers == "file":
             if mol.GetNumAtoms() > max_atoms:
                 raise SkipMolecule("too_many_atoms")

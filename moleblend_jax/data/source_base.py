@@ -18,7 +18,9 @@ class SourceItem:
     """One source molecule, as read (small and picklable: workers receive lists of them).
 
     The molecule is `mol_block` (SDF text, graph and coordinates) when set, else `smiles`;
-    `elements` + `xyz` are QM9's DFT geometry strings (qm9pack's Elements / XYZ_Ang columns).
+    `elements` + `xyz` are a geometry given with the molecule, as strings in qm9pack's Elements
+    / XYZ_Ang format: QM9's DFT one, or a Uni-Mol LMDB record's first conformer
+    (`unimol_lmdb`; heavy atoms only, in the SMILES's order).
     `skip_reason` marks an entry rejected while reading (e.g. an empty line).
     """
 

@@ -62,6 +62,8 @@ class DatasetSpec:
     label_map: tuple[tuple[str, float], ...] = ()
     num_tasks: int | None = None  # Expected T for the canonical file (informational).
     source: str = ""
+    # 3D coordinates come with the molecules (a Uni-Mol LMDB record's conformer), not RDKit.
+    coordinates_in_file: bool = False
 
     @property
     def higher_is_better(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -100,13 +101,18 @@ class SeedTrainer:
         writer: MetricWriter,
         save_dir=None,
         run_id: str = "",
+        score_test: bool = True,
+        on_epoch: Callable[[int, int, float], None] | None = None,
     ) -> dict:
         """records_by_split: train/valid/test records. Returns the seed's results.json entry
         (test at the best validation epoch, with `test_metrics`: the primary and secondary
         metrics, mean and per task; the label standardisation `label_mean` / `label_std` [T];
         with extra features, their `feature_scaling` fitted on the train split); with
         `save_dir`, the best-validation params are saved there (`predictor.save_params`,
-        with `run_id`).
+        with `run_id`). `score_test` False: test is neither evaluated nor logged, and the
+        entry has no test keys (a hyperparameter search's trials). `on_epoch(seed, epoch,
+        valid metric)` runs after each epoch's evaluation; an exception it raises (a pruned
+        trial) ends the seed there.
         Raises NonFiniteError when a step's loss or gradient norm is not finite."""
         config, task = self.config, self.task
         scaling = self._fit_features(records_by_split["train"])
@@ -118,10 +124,11 @@ class SeedTrainer:
         # may not: their batches reach the devices only through `global_batch`.
         with jax.transfer_guard("allow"):
             state, step_fn, dropped = self._set_up(records_by_split["train"], seed, standardizer)
-        eval_batches = {name: self.batches(records_by_split[name]) for name in ("valid", "test")}
+        scored = ("valid", "test") if score_test else ("valid",)
+        eval_batches = {name: self.batches(records_by_split[name]) for name in scored}
 
         rng = np.random.default_rng(seed)
-        best = {"valid": None, "test": None, "best_epoch": -1}
+        best = {"valid": None, **({"test": None} if score_test else {}), "best_epoch": -1}
         step = epochs_run = 0
         with jax.transfer_guard("disallow"):
             for epoch in range(1, config.epochs + 1):
@@ -130,33 +137,42 @@ class SeedTrainer:
                     state, step_fn, batches, standardizer, step, f"seed {seed} epoch {epoch} "
                 )
                 epochs_run = epoch
-                valid_scores = self._evaluate(state.params, eval_batches["valid"], standardizer)
-                test_scores = self._evaluate(
-                    state.params, eval_batches["test"], standardizer, self.test_metrics
-                )
+                split_scores = {
+                    name: self._evaluate(
+                        state.params,
+                        eval_batches[name],
+                        standardizer,
+                        self.test_metrics if name == "test" else None,
+                    )
+                    for name in scored
+                }
                 scores, per_task = {}, {}
-                for name, split_scores in (("valid", valid_scores), ("test", test_scores)):
-                    scores[name], per_task[name] = split_scores[task.spec.metric]
+                for name, by_metric in split_scores.items():
+                    scores[name], per_task[name] = by_metric[task.spec.metric]
                 writer.write(
                     epoch,
                     {
                         "seed": seed,
                         "train_loss": train_loss,
-                        "valid": scores["valid"],
-                        "test": scores["test"],
+                        **scores,
                         **throughput,
                     },
                 )
+                if on_epoch is not None:
+                    on_epoch(seed, epoch, scores["valid"])
                 if best["valid"] is None or metrics.is_better(
                     task.spec.metric, scores["valid"], best["valid"]
                 ):
-                    best = {
-                        "valid": scores["valid"],
-                        "test": scores["test"],
-                        "test_per_task": task.per_task_report(per_task["test"]),
-                        "best_epoch": epoch,
-                        "test_metrics": self._report(test_scores),
-                    }
+                    test = (
+                        {
+                            "test": scores["test"],
+                            "test_per_task": task.per_task_report(per_task["test"]),
+                            "test_metrics": self._report(split_scores["test"]),
+                        }
+                        if score_test
+                        else {}
+                    )
+                    best = {"valid": scores["valid"], **test, "best_epoch": epoch}
                     best_params = jax.device_get(state.params) if save_dir else None
                 elif epoch - best["best_epoch"] >= config.patience:
                     break

@@ -8,13 +8,21 @@ its own TensorBoard run, writes results.json and predictor.json, and commits the
 
 import logging
 import os
+from collections.abc import Callable
 
 import jax
 import ml_collections
 
 from moleblend_jax import atomic, pretrained
 from moleblend_jax.errors import UserError
-from moleblend_jax.finetune import extra_features, predictor, splits, task_data
+from moleblend_jax.finetune import (
+    extra_features,
+    predictor,
+    splits,
+    task_data,
+    unimol_data,
+    user_data,
+)
 from moleblend_jax.finetune import workdir as workdir_lib
 from moleblend_jax.finetune.loop import FinetuneTask, SeedTrainer
 from moleblend_jax.finetune.losses import REGRESSION_LOSSES
@@ -37,17 +45,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.data.buckets={buckets} must be increasing and end at or above "
             f"config.data.max_atoms={config.data.max_atoms}."
         )
-    if config.split not in ("", *splits.SPLIT_KINDS, "column"):
-        raise UserError(f"config.split={config.split!r}; use '', 'scaffold', 'random' or 'column'.")
+    if config.split not in ("", *splits.SPLIT_KINDS, "column", unimol_data.SPLIT):
+        raise UserError(
+            f"config.split={config.split!r}; use '', 'scaffold', 'random', 'column' or 'files'."
+        )
+    if config.split == unimol_data.SPLIT and config.dataset != unimol_data.DATASET:
+        raise UserError(
+            f"config.split=files is the split of a data set given as files "
+            f"(--config.dataset={unimol_data.DATASET}); {config.dataset} has none"
+        )
     if config.split_column and config.split not in ("", "column"):
         raise UserError(
             f"config.split_column={config.split_column!r} is read with config.split=column; "
             f"drop one of them (config.split={config.split!r})."
         )
-    if config.modality and config.dataset not in task_data.user_data.FORMATS:
+    if config.modality and config.dataset not in (*user_data.FORMATS, unimol_data.DATASET):
         raise UserError(
-            f"config.modality={config.modality!r} is for your own files (dataset csv or sdf); "
-            f"{config.dataset} has its own"
+            f"config.modality={config.modality!r} is for your own files (dataset csv, sdf or "
+            f"{unimol_data.DATASET}); {config.dataset} has its own"
         )
     optim.check_config(config.optimizer)
     if config.regression_loss not in REGRESSION_LOSSES:
@@ -80,25 +95,46 @@ def check_devices(config: ml_collections.ConfigDict) -> None:
     sharding.per_device_batch(config.batch_size)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    score_test: bool = True,
+    on_epoch: Callable[[int, int, float], None] | None = None,
+    data_root: str | os.PathLike | None = None,
+) -> dict:
     """Fine-tunes `config.dataset` for config.num_seeds seeds in a new run of `workdir`,
-    committed when every seed and results.json are written; returns the results."""
+    committed when every seed and results.json are written; returns the results.
+
+    For a hyperparameter search's trials (`finetune.sweep`): `score_test` False never
+    evaluates test (results without test keys), `on_epoch(seed, epoch, valid metric)` runs
+    after every epoch (`loop.SeedTrainer`), and `data_root` holds the shards instead of
+    WORKDIR/data (built once for all trials)."""
     workdir = as_path(workdir)
     config = config.copy_and_resolve_references()
     validate_config(config)
     is_writer = jax.process_index() == 0
     with locked(workdir, enabled=is_writer):
         run_dir = workdir_lib.start_run(workdir, config) if is_writer else None
-        results = _run(config, workdir, run_dir)
+        results = _run(
+            config,
+            workdir,
+            run_dir,
+            score_test=score_test,
+            on_epoch=on_epoch,
+            data_root=data_root,
+        )
         if is_writer:
             workdir_lib.commit(run_dir)
     return results
 
 
-def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
+def _run(
+    config: ml_collections.ConfigDict, workdir, run_dir, *, score_test, on_epoch, data_root
+) -> dict:
     """The run itself: everything it writes goes to `run_dir` (None: a process that writes
-    nothing), the shards to WORKDIR/data."""
-    data = task_data.load(config, workdir)
+    nothing), the shards to `data_root` (None: WORKDIR/data)."""
+    data = task_data.load(config, workdir, data_root=data_root)
     check_devices(config)
     if data.skipped:
         logging.warning("%s: skipped %s", data.spec.name, data.skipped)
@@ -127,7 +163,13 @@ def _run(config: ml_collections.ConfigDict, workdir, run_dir) -> dict:
             save_dir = predictor.seed_checkpoint_dir(run_dir, seed) if is_writer else None
             seeds.append(
                 train_seed(
-                    records_by_split, seed=seed, writer=writer, save_dir=save_dir, run_id=run_id
+                    records_by_split,
+                    seed=seed,
+                    writer=writer,
+                    save_dir=save_dir,
+                    run_id=run_id,
+                    score_test=score_test,
+                    on_epoch=on_epoch,
                 )
             )
         finally:

@@ -20,9 +20,11 @@ def summarize(
     "test_per_task" dict (task -> metric) also give "test_per_task_mean"; seeds with
     "test_metrics" (metric -> {"mean", "per_task"}: the primary and secondary metrics) give
     "test_metrics": metric -> {"mean", "std" over seeds of the task mean, "per_task": task ->
-    mean over seeds}.
+    mean over seeds}. Seeds without "test" (a search's trials, never scored on test) give no
+    test keys at all.
     """
-    test = np.array([s["test"] for s in seeds])
+    scored_on_test = all("test" in s for s in seeds)
+    test = np.array([s["test"] for s in seeds]) if scored_on_test else None
     valid = np.array([s["valid"] for s in seeds])
     if seeds and all("test_per_task" in s for s in seeds):
         tasks = seeds[0]["test_per_task"]
@@ -40,8 +42,11 @@ def summarize(
         "init_checkpoint": init_checkpoint,
         **extra,
         "seeds": seeds,
-        "test_mean": float(test.mean()),
-        "test_std": float(test.std()),
+        **(
+            {"test_mean": float(test.mean()), "test_std": float(test.std())}
+            if test is not None
+            else {}
+        ),
         "valid_mean": float(valid.mean()),
         "valid_std": float(valid.std()),
         "config": config,

@@ -21,7 +21,7 @@ from moleblend_jax.data import iter_records
 from moleblend_jax.data.shards import build_shards
 from moleblend_jax.data.sources import Source, table_source
 from moleblend_jax.errors import MissingFileError, NoMoleculesError, UserError
-from moleblend_jax.finetune import catalog, splits, user_data
+from moleblend_jax.finetune import catalog, splits, unimol_data, user_data
 from moleblend_jax.train.paths import as_path
 
 
@@ -61,6 +61,12 @@ def dataset_source(
     """What `build_shards` reads for `config.dataset`, its spec and each row's split from
     the split column by row id (user files with `config.split_column`, else None): "qm9" (its first
     `max_molecules`), or the data set's rows (`max_molecules` > 0: `_subset`), keyed by row."""
+    if config.dataset == unimol_data.DATASET:
+        lmdb_table = unimol_data.read_table(config)
+        rows = _subset(len(lmdb_table.molecules), config.max_molecules)
+        where = os.path.abspath(config.dataset_path)
+        split_by_id = {int(i): lmdb_table.row_splits[i] for i in rows}
+        return unimol_data.source(lmdb_table, rows, where), lmdb_table.spec, split_by_id
     if config.dataset in user_data.FORMATS:
         table = user_data.read_table(config)
         spec, smiles, labels, task_names = table.spec, table.smiles, table.labels, table.task_names
@@ -91,25 +97,29 @@ def dataset_source(
 
 
 def conformer_mode(spec: catalog.DatasetSpec) -> str | None:
-    """`build_shards`' conformers for a data set: the source's (QM9 DFT, a user SDF's), RDKit
-    for other 3D sets, none for 2D."""
+    """`build_shards`' conformers for a data set: the source's (QM9 DFT, a user SDF's, a
+    Uni-Mol record's), RDKit for other 3D sets, none for 2D."""
     if spec.name == "qm9":
         return None  # The source's default: its DFT coordinates.
-    if spec.name == "sdf":
+    if spec.name == "sdf" or spec.coordinates_in_file:
         return "file" if spec.needs_3d else "none"
     return "rdkit" if spec.needs_3d else "none"
 
 
-def load(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TaskData:
-    """Builds (or reuses) the shards of `config.dataset` under WORKDIR/data/<dataset> with
-    `config.data.num_prep_workers` processes and reads them back.
+def load(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
+) -> TaskData:
+    """Builds (or reuses) the shards of `config.dataset` under WORKDIR/data/<dataset> (or
+    DATA_ROOT/<dataset>) with `config.data.num_prep_workers` processes and reads them back.
 
     Molecules with more than `config.data.max_atoms` heavy atoms are skipped and counted. QM9
     keeps its DFT coordinates and a user SDF with 3D coordinates its own; other data sets get
     none unless their spec needs 3D (RDKit). User files show a progress bar.
     """
     source, spec, split_by_id = dataset_source(config)
-    data_dir = as_path(workdir) / "data" / spec.name
+    data_dir = as_path(data_root or as_path(workdir) / "data") / spec.name
     qm9 = spec.name == "qm9"
     try:
         metadata = build_shards(
@@ -119,7 +129,7 @@ def load(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TaskD
             max_atoms=config.data.max_atoms,
             conformers=conformer_mode(spec),
             limit=(config.max_molecules or None) if qm9 else None,
-            progress=config.dataset in user_data.FORMATS,
+            progress=config.dataset in (*user_data.FORMATS, unimol_data.DATASET),
         )
     except NoMoleculesError as err:
         raise NoMoleculesError(f"no valid molecules in {spec.name} data: {err}") from None
@@ -138,8 +148,16 @@ def load(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TaskD
 def make_split(data: TaskData, kind: str, seed: int) -> dict[str, list[int]]:
     """The train/valid/test record ids of `data` for one seed (SPEC 7): QM9 with more than
     `catalog.QM9_FIXED_SPLIT_MIN` molecules gets the fixed valid/test sizes; "column" is the
-    user file's split column (the same for every seed)."""
+    user file's split column and "files" a Uni-Mol directory's files (the same for every
+    seed)."""
     smiles = [str(r["smiles"]) for r in data.records]
+    if kind == unimol_data.SPLIT:
+        if data.split_by_id is None:
+            raise UserError(f"config.split=files needs --config.dataset={unimol_data.DATASET}")
+        return {
+            part: [i for i in data.ids if data.split_by_id[i] == part]
+            for part in ("train", "valid", "test")
+        }
     if kind == "column":
         if data.split_by_id is None:
             raise UserError("config.split=column needs --config.split_column=COLUMN (a user file)")

@@ -34,6 +34,7 @@ import ml_collections
 from etils import epath
 
 from moleblend_jax import atomic
+from moleblend_jax.data import unimol_lmdb
 from moleblend_jax.errors import UserError
 from moleblend_jax.train.paths import as_path, is_local
 from moleblend_jax.train.workdir import CONFIG_FILE, config_diff, describe_diff, flat_config
@@ -81,12 +82,23 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def dataset_sha256(path: str | os.PathLike | None) -> str | None:
+    """The hash of a data file, or of a Uni-Mol directory's three LMDB files (their names and
+    hashes); None for bundled data."""
+    if path and os.path.isfile(path):
+        return file_sha256(path)
+    if path and os.path.isdir(path):
+        names = [n for n in unimol_lmdb.FILE_OF_PART.values() if os.path.isfile(f"{path}/{n}")]
+        listing = [(name, file_sha256(os.path.join(path, name))) for name in names]
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest() if listing else None
+    return None
+
+
 def run_config(config: ml_collections.ConfigDict) -> dict:
-    """The flat config a run records (`train.workdir.flat_config`) plus `dataset_sha256`, the
-    hash of the data file (None for bundled data)."""
+    """The flat config a run records (`train.workdir.flat_config`) plus `dataset_sha256`
+    (`dataset_sha256`)."""
     flat = flat_config(config)
-    path = config.dataset_path
-    flat["dataset_sha256"] = file_sha256(path) if path and os.path.isfile(path) else None
+    flat["dataset_sha256"] = dataset_sha256(config.dataset_path)
     return flat
 
 
