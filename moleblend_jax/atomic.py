@@ -10,6 +10,7 @@ Object-store paths (gs://) are written directly: an upload there is already all 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -70,3 +71,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, value, indent: int | None = 1, **kwargs) -> None:
     """`value` as JSON (with a final newline), written atomically."""
     write_text(path, json.dumps(value, indent=indent, **kwargs) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (local or object-store path), read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with epath.Path(path).open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()

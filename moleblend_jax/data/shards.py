@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import gzip
-import hashlib
 import json
 import os
 import zlib
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from etils import epath
 
+from moleblend_jax import atomic
 from moleblend_jax.data.featurize import featurize_items
 from moleblend_jax.data.public_sets import BUNDLED_SOURCES
 from moleblend_jax.data.reader import read_metadata
@@ -303,8 +303,4 @@ def _shards_intact(output: epath.Path, metadata: dict) -> bool:
 def _shard_intact(path: epath.Path, shard: dict) -> bool:
     if not path.exists() or path.stat().length != shard["bytes"]:
         return False
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest() == shard["sha256"]
+    return atomic.file_sha256(path) == shard["sha256"]

@@ -74,22 +74,14 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def dataset_sha256(path: str | os.PathLike | None) -> str | None:
     """The hash of a data file, or of a Uni-Mol directory's three LMDB files (their names and
     hashes); None for bundled data."""
     if path and os.path.isfile(path):
-        return file_sha256(path)
+        return atomic.file_sha256(path)
     if path and os.path.isdir(path):
         names = [n for n in unimol_lmdb.FILE_OF_PART.values() if os.path.isfile(f"{path}/{n}")]
-        listing = [(name, file_sha256(os.path.join(path, name))) for name in names]
+        listing = [(name, atomic.file_sha256(os.path.join(path, name))) for name in names]
         return hashlib.sha256(json.dumps(listing).encode()).hexdigest() if listing else None
     return None
 

@@ -10,7 +10,6 @@ so the same sha256.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -102,13 +101,7 @@ def read(path: str | os.PathLike) -> tuple[dict, dict]:
     return unflatten(flat), meta
 
 
-def sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256 = atomic.file_sha256
 
 
 def _count(flat: dict[str, np.ndarray]) -> int:
