@@ -89,7 +89,7 @@ def test_compare_tells_pretraining_runs_apart_and_flags_last_epoch_bests(tmp_pat
 
 
 def test_compare_shows_the_other_metrics_per_task_and_muben_reference_rows():
-    from moleblend_jax.cli import compare
+    from moleblend_jax.finetune import comparison as compare
 
     example = json.loads((DATA / "results_example.json").read_text())
     scored = {

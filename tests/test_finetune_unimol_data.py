@@ -139,7 +139,7 @@ def test_a_run_records_the_hash_of_the_three_files(tmp_path):
 
 
 def test_compare_calls_the_files_split_the_originals():
-    from moleblend_jax.cli.compare import protocol_notes
+    from moleblend_jax.finetune.comparison import protocol_notes
 
     example = json.loads((Path(__file__).parent / "data" / "results_example.json").read_text())
     assert example["dataset"] == "bbbp" and example["split"] == "scaffold"
