@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rdkit import Chem
-from unimol_testing import SMILES, regression_set, unimol_record, write_unimol_set
+
+pytest.importorskip("lmdb")  # The lmdb extra (CI installs it).
+from unimol_testing import SMILES, regression_set, unimol_record, write_unimol_set  # noqa: E402
 
 from moleblend_jax.api import Predictor
 from moleblend_jax.configs import finetune as finetune_configs

@@ -231,6 +231,7 @@ def test_the_originals_pt_loads_through_the_same_loader(tmp_path):
 
 def test_package_command_prints_sha_size_and_held_out(pretraining, tmp_path):
     root, _, _ = pretraining
+    shipped = registry.entries()["small-moses"].sha256
     run = subprocess.run(
         [sys.executable, "-m", "moleblend_jax.cli", "package-encoder", f"--checkpoint={root}",
          "--name=small-moses", f"--out_dir={tmp_path}"],
@@ -243,4 +244,4 @@ def test_package_command_prints_sha_size_and_held_out(pretraining, tmp_path):
     saved = json.loads((tmp_path / registry.REGISTRY_FILE).read_text())
     assert saved["small-moses"]["sha256"] == digest
     # The package's own registry is left alone with --out_dir.
-    assert registry.entries()["small-moses"].sha256 is None
+    assert registry.entries()["small-moses"].sha256 == shipped

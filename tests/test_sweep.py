@@ -9,13 +9,14 @@ import sys
 import time
 
 import ml_collections
-import optuna
 import pytest
 
 from moleblend_jax.configs import finetune as finetune_configs
 from moleblend_jax.configs import sweep as sweep_configs
 from moleblend_jax.errors import UserError
 from moleblend_jax.finetune import sweep
+
+optuna = pytest.importorskip("optuna")  # The sweep extra (CI installs it).
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_MODEL = dict(num_layers=2, hidden_dim=32, ffn_dim=32, num_heads=4, num_kernels=16)

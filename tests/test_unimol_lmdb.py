@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 from rdkit import Chem
-from unimol_testing import unimol_record, write_lmdb, write_unimol_set
+
+pytest.importorskip("lmdb")  # The lmdb extra (CI installs it).
+from unimol_testing import unimol_record, write_lmdb, write_unimol_set  # noqa: E402
 
 from moleblend_jax.data import iter_records, unimol_lmdb
 from moleblend_jax.data.shards import build_shards
