@@ -71,6 +71,13 @@ def test_no_or_an_unknown_subcommand_is_refused():
     ]
 
 
+def test_a_stray_positional_argument_is_refused(tmp_path):
+    """A typo such as a missing `--` must not be ignored (build-shards used to drop it)."""
+    run = moleblend("build-shards", "--input=qm9", f"--output={tmp_path / 'shards'}", "stray")
+    assert run.returncode != 0 and "Unexpected arguments: ['stray']" in run.stdout + run.stderr
+    assert not (tmp_path / "shards").exists()
+
+
 def test_a_retired_config_key_is_one_line():
     run = moleblend(
         "pretrain", "--config=configs/base.py:tiny", "--config.model.num_bond_features=3"

@@ -20,6 +20,7 @@ import logging
 
 from absl import flags
 
+from moleblend_jax.cli import startup
 from moleblend_jax.errors import exit_on_user_error
 
 FLAGS = flags.FLAGS
@@ -71,7 +72,7 @@ def define_flags() -> None:
 
 @exit_on_user_error
 def main(argv):
-    del argv
+    startup.begin(argv)
     from moleblend_jax.data.shards import ShardOptions, build_shards
     from moleblend_jax.data.sources import FileInput
 
