@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from train_testing import REPO, random_params, small_config
 
+from moleblend_jax import atomic, pretrained
 from moleblend_jax import model as model_lib
-from moleblend_jax import pretrained
 from moleblend_jax.errors import MissingFileError, UserError
 from moleblend_jax.inference import Embedder
 from moleblend_jax.pretrained import package, registry, weights
@@ -76,7 +76,7 @@ def test_weights_file_round_trip_bf16_and_float32(tmp_path, pretraining):
     weights.write(tmp_path / "b.npz", encoder, {"model": {"num_layers": 2}}, "bfloat16")
     weights.write(tmp_path / "f.npz", encoder, {}, "float32")
     # The same params give the same bytes (no timestamps): the sha256 is reproducible.
-    assert weights.sha256(tmp_path / "a.npz") == weights.sha256(tmp_path / "b.npz")
+    assert atomic.file_sha256(tmp_path / "a.npz") == atomic.file_sha256(tmp_path / "b.npz")
     loaded, meta = weights.read(tmp_path / "a.npz")
     assert meta["dtype"] == "bfloat16" and meta["model"] == {"num_layers": 2}
     original = _flat(encoder)
@@ -100,7 +100,7 @@ def test_package_writes_the_file_and_sets_the_registry_sha(test_registry, pretra
     root, params, config = pretraining
     done = package.package_checkpoint(root / "checkpoints", NAME)
     assert done.path == test_registry / f"{NAME}.npz" and done.step == 7
-    assert done.sha256 == weights.sha256(done.path)
+    assert done.sha256 == atomic.file_sha256(done.path)
     assert done.size_bytes == done.path.stat().st_size
     assert done.held_out == {"eval_loss": 2.25, "eval_spd_accuracy": 0.5}
     assert registry.entries()[NAME].sha256 == done.sha256
@@ -238,7 +238,7 @@ def test_package_command_prints_sha_size_and_held_out(pretraining, tmp_path):
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
-    digest = weights.sha256(tmp_path / "small-moses.npz")
+    digest = atomic.file_sha256(tmp_path / "small-moses.npz")
     assert f"sha256 {digest}" in run.stdout
     assert "eval_loss 2.2500, eval_spd_accuracy 0.5000" in run.stdout
     saved = json.loads((tmp_path / registry.REGISTRY_FILE).read_text())

@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from moleblend_jax import atomic
 from moleblend_jax.errors import MissingFileError, UserError
 from moleblend_jax.pretrained import registry, weights
 from moleblend_jax.train.checkpoint import require_finite_params
@@ -124,7 +125,7 @@ def load(spec: str, step: int | None = None) -> InitWeights:
 
 
 def _load_registered(spec: str, entry: registry.Entry) -> InitWeights:
-    digest = weights.sha256(entry.weights_path)
+    digest = atomic.file_sha256(entry.weights_path)
     if digest != entry.sha256:
         raise UserError(
             f"{spec}: {entry.weights_path} has sha256 {digest}, the registry {entry.sha256}: "

@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 
+from moleblend_jax import atomic
 from moleblend_jax.errors import UserError
 from moleblend_jax.pretrained import registry, weights
 from moleblend_jax.pretrained.loader import MODEL_CONFIG_FILE
@@ -106,7 +107,7 @@ def package_checkpoint(
     out_dir = pathlib.Path(out_dir) if out_dir is not None else registry.directory()
     path = out_dir / known[name].weights
     weights.write(path, {"encoder": params["encoder"]}, meta, dtype)
-    digest = weights.sha256(path)
+    digest = atomic.file_sha256(path)
     if update_registry:
         registry_file = out_dir / registry.REGISTRY_FILE
         if not registry_file.exists():

@@ -101,8 +101,5 @@ def read(path: str | os.PathLike) -> tuple[dict, dict]:
     return unflatten(flat), meta
 
 
-sha256 = atomic.file_sha256
-
-
 def _count(flat: dict[str, np.ndarray]) -> int:
     return int(sum(value.size for value in flat.values()))

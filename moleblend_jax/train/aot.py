@@ -210,10 +210,10 @@ def compile_run(
             analysis, report = _refused(name, shape, str(error))
         else:
             seconds = round(time.perf_counter() - start, 1)
-            analysis = compiled.memory_analysis()
-            report = analyse(name, shape, compiled, analysis, mesh, chip)
+            analysis, hlo = compiled.memory_analysis(), compiled.as_text()
+            report = analyse(name, shape, compiled, analysis, hlo, mesh, chip)
             if hlo_texts is not None:
-                hlo_texts.append(compiled.as_text())
+                hlo_texts.append(hlo)
             report.compile_seconds = seconds
         if name == "train_step" and report.roofline:
             report.molecules_per_second = config.batch_size / report.roofline["bound_s"]
@@ -269,12 +269,12 @@ def _memory_fields(analysis) -> dict[str, int]:
     }
 
 
-def analyse(name, shape, compiled, analysis, mesh, chip) -> ProgramReport:
-    """A ProgramReport from a compiled program, its memory `analysis`, costs and HLO."""
+def analyse(name, shape, compiled, analysis, hlo, mesh, chip) -> ProgramReport:
+    """A ProgramReport from a compiled program, its memory `analysis`, costs and optimized
+    HLO text `hlo`."""
     mem = _memory_fields(analysis)
     cost = xla_cost(compiled)
     flops, bytes_accessed = cost["flops"], cost["bytes accessed"]
-    hlo = compiled.as_text()
     return ProgramReport(
         name=name,
         batch_shape=shape,

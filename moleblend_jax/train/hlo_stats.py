@@ -8,17 +8,25 @@ import numpy as np
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?(?P<name>[\w.\-]+) = (?P<type>.+?) (?P<op>[\w\-]+)\(")
+# An instruction line: its name, result type, opcode and (up to the first ")") its operands.
+INSTRUCTION = re.compile(
+    r"^\s*(?:ROOT )?%?(?P<name>[\w.\-]+) = (?P<type>.+?) (?P<op>[\w\-]+)\((?P<operands>[^)]*)"
+)
 _ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16|c64|c128)\[([\d,]*)\]")
-_BYTES = {"pred": 1, "bf16": 2, "c64": 8, "c128": 16}
-_OP_NAME = re.compile(r'op_name="([^"]*)"')
+_ELEMENT_BITS = {"pred": 8, "bf16": 16}
+OP_NAME = re.compile(r'op_name="([^"]*)"')
+
+
+def element_bits(dtype: str) -> int:
+    """Bits of one element of an HLO element type ('f32' -> 32, 'pred' -> 8, 'c64' -> 64)."""
+    return _ELEMENT_BITS.get(dtype) or int(dtype[1:])
 
 
 def op_names(hlo: str) -> dict[str, str]:
     """Instruction name -> the JAX operation that made it (its op_name metadata)."""
     names = {}
     for line in hlo.splitlines():
-        match, op_name = _INSTRUCTION.match(line), _OP_NAME.search(line)
+        match, op_name = INSTRUCTION.match(line), OP_NAME.search(line)
         if match and op_name:
             names[match.group("name")] = op_name.group(1)
     return names
@@ -28,8 +36,7 @@ def type_bytes(hlo_type: str) -> int:
     """Bytes of an HLO result type (an array or a tuple of arrays)."""
     total = 0
     for dtype, dims in _ARRAY.findall(hlo_type):
-        size = _BYTES.get(dtype) or int(dtype[1:]) // 8
-        total += size * int(np.prod([int(d) for d in dims.split(",") if d]))
+        total += element_bits(dtype) * int(np.prod([int(d) for d in dims.split(",") if d])) // 8
     return total
 
 
@@ -42,7 +49,7 @@ def collectives(hlo: str, slices: Sequence[int]) -> dict[str, dict[str, int]]:
     """
     found, dcn_seen = {}, set()
     for line in hlo.splitlines():
-        match = _INSTRUCTION.match(line)
+        match = INSTRUCTION.match(line)
         if not match:
             continue
         op = match.group("op")
@@ -101,11 +108,11 @@ def largest_buffers(hlo: str, count: int = 5) -> list[dict]:
     for its largest temporaries): bytes, shape and the JAX operation that made it."""
     found = []
     for line in hlo.splitlines():
-        match = _INSTRUCTION.match(line)
+        match = INSTRUCTION.match(line)
         skipped = ("parameter", "get-tuple-element", "bitcast", "tuple", "copy-start")
         if not match or match.group("op") in skipped or match.group("type").startswith("("):
             continue
-        op_name = _OP_NAME.search(line)
+        op_name = OP_NAME.search(line)
         found.append(
             {
                 "bytes": type_bytes(match.group("type")),

@@ -17,13 +17,10 @@ import re
 
 import numpy as np
 
-_INSTRUCTION = re.compile(
-    r"^\s*(?:ROOT )?%(?P<name>[\w.\-]+) = (?P<type>.+?) (?P<op>[\w\-]+)\((?P<operands>[^)]*)\)"
-)
+from moleblend_jax.train.hlo_stats import INSTRUCTION, OP_NAME, element_bits
+
 _SHAPE = re.compile(r"\b(pred|[suf]\d+|bf16)\[([\d,]*)\](?:\{([^}]*)\})?")
 _PARAMETER = re.compile(r"(?P<name>[\w.\-]+): (?P<type>(?:\([^)]*\))|(?:[\w\[\],]+(?:\{[^}]*\})?))")
-_ELEMENT_BITS = {"pred": 8, "bf16": 16}
-_OP_NAME = re.compile(r'op_name="([^"]*)"')
 # Instructions that move no data of their own: views, tuples, and the second half of async pairs.
 _FREE = {
     "parameter",
@@ -52,7 +49,7 @@ def array_bytes(dtype: str, dims: str, layout: str | None) -> tuple[int, bool]:
     """(bytes an array occupies, whether it lives in HBM) from its HLO type and layout, with
     the two most minor dimensions rounded up to the layout's first tile."""
     shape = [int(d) for d in dims.split(",") if d]
-    bits = _ELEMENT_BITS.get(dtype) or int(dtype[1:])
+    bits = element_bits(dtype)
     in_hbm = True
     if layout:
         minor_to_major, _, tiling = layout.partition(":")
@@ -115,13 +112,13 @@ def accesses(hlo: str) -> list[Access]:
     def run(name: str) -> list[Access]:
         result = []
         for line in computations[name][1]:
-            match = _INSTRUCTION.match(line)
+            match = INSTRUCTION.match(line)
             if not match:
                 continue
             name_, op, hlo_type = match.group("name"), match.group("op"), match.group("type")
             operands = re.findall(r"%([\w.\-]+)", match.group("operands"))
             types[name_] = hlo_type
-            op_name = _OP_NAME.search(line)
+            op_name = OP_NAME.search(line)
             if op == "parameter" and name == entry:
                 op_names[name_] = "(parameter)"
             elif op_name:
