@@ -127,10 +127,11 @@ class Embedder:
     ) -> Embedder:
         """`path`: a pretraining workdir or its `checkpoints` directory (model sizes from the
         model_config.json beside it, else `model_config`: config.model), an imported
-        checkpoint's directory, or a fine-tuning workdir (its predictor.json; first seed).
+        checkpoint's directory, a fine-tuning workdir (its predictor.json; first seed), or any
+        other init spec `from_pretrained` takes (pretrained:NAME, .pt, .npz).
         conformers: None = "none" for a pretrained encoder, a fine-tuned one's own mode.
         step: a pretraining checkpoint's step (None: the newest)."""
-        path = as_path(path)
+        spec, path = os.fspath(path), as_path(path)
         if predictor.is_finetune_workdir(path):
             if step is not None:
                 raise UserError(f"{path} is a fine-tuning workdir; step= is for pretraining ones")
@@ -149,7 +150,8 @@ class Embedder:
                     f"conformers={mode!r} does not fit it"
                 )
             return cls(model, params, mode, manifest["max_atoms"], manifest["buckets"], batch_size)
-        return cls.from_pretrained(path, conformers, model_config, batch_size, step)
+        # The spec as given: "pretrained:NAME" is a name, not a path below the working directory.
+        return cls.from_pretrained(spec, conformers, model_config, batch_size, step)
 
     @classmethod
     def from_pretrained(

@@ -204,8 +204,12 @@ def test_embedder_from_pretrained_matches_the_checkpoint(test_registry, pretrain
     by_spec = Embedder.from_pretrained(f"pretrained:{NAME}").embed(smiles)
     by_dir = Embedder.from_pretrained(str(root)).embed(smiles)
     by_checkpoint = Embedder.from_checkpoint(root).embed(smiles)
+    # `moleblend embed --checkpoint=pretrained:NAME` goes through from_checkpoint: a name, not
+    # a path below the working directory.
+    by_command = Embedder.from_checkpoint(f"pretrained:{NAME}").embed(smiles)
     assert by_name.shape == (3, 32) and np.isfinite(by_name).all()
     np.testing.assert_array_equal(by_name, by_checkpoint)
+    np.testing.assert_array_equal(by_command, by_checkpoint)
     np.testing.assert_array_equal(by_spec, by_checkpoint)
     np.testing.assert_array_equal(by_dir, by_checkpoint)
     other = small_config(**{"model.num_layers": 3}).model
