@@ -1,9 +1,11 @@
 """The validation-only hyperparameter search (finetune/sweep.py): trials never see test, the
 chosen trial is retrained and scored on test, a killed sweep resumes from its SQLite study."""
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -144,12 +146,28 @@ def test_a_missing_optuna_is_one_line_saying_what_to_install(monkeypatch):
         sweep.import_optuna()
 
 
+# Enough epochs that trial 1 runs, past its first epoch, for longer than a poll of the study
+# takes: 4 epochs of 2 steps each last 0.6 s on an idle machine, and the kill missed them.
+KILL_EPOCHS = 16
+
+
+def _study_created(workdir):
+    """Whether the sweep's study row exists, read with plain sqlite3: opening the study through
+    Optuna while the sweep is still creating its schema races it to stamp the schema version."""
+    try:
+        uri = f"file:{workdir / sweep.DB_FILE}?mode=ro"  # Read-only: never creates the file.
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            return db.execute("SELECT COUNT(*) FROM studies").fetchone()[0] > 0
+    except sqlite3.OperationalError:  # No file, no table or a write lock: not yet.
+        return False
+
+
 def _sweep_command(workdir, n_trials):
     config = [f"--config.{key}={value}" for key, value in QUICK.items()]
     config += [f"--config.model.{key}={value}" for key, value in SMALL_MODEL.items()]
     config += ["--config.data.buckets=(32,)", "--config.data.max_atoms=32"]
     config += ["--config.data.num_prep_workers=1"]
-    space = ["--space.batch_size.choices=(32,)", "--space.epochs.choices=(4,)"]
+    space = ["--space.batch_size.choices=(32,)", f"--space.epochs.choices=({KILL_EPOCHS},)"]
     return [
         sys.executable,
         os.path.join(REPO, "experiments", "sweep.py"),
@@ -175,14 +193,11 @@ def test_a_sweep_killed_mid_trial_resumes_where_it_stopped(tmp_path):
     killed_trial, deadline = None, time.monotonic() + 400
     try:
         while killed_trial is None and time.monotonic() < deadline:
-            time.sleep(0.5)
+            time.sleep(0.1)
             assert process.poll() is None, process.stderr.read()[-3000:]
-            if not (workdir / sweep.DB_FILE).exists():
+            if not _study_created(workdir):
                 continue
-            try:
-                trials = _study(workdir).trials
-            except (KeyError, optuna.exceptions.StorageInternalError):
-                continue  # The study is being created.
+            trials = _study(workdir).trials
             running = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
             if running and running[0].number == 1:
                 killed_trial = running[0]
@@ -194,7 +209,8 @@ def test_a_sweep_killed_mid_trial_resumes_where_it_stopped(tmp_path):
     before = {t.number: (t.state.name, t.value, t.params) for t in _study(workdir).trials}
     assert before[0][0] == "COMPLETE" and before[1][0] == "RUNNING"
 
-    resumed = sweep.run(_config(), workdir, n_trials=3, space=_space(epochs=(4,)), trial_seeds=1)
+    space = _space(epochs=(KILL_EPOCHS,))
+    resumed = sweep.run(_config(), workdir, n_trials=3, space=space, trial_seeds=1)
     trials = {t.number: t for t in _study(workdir).trials}
     assert (trials[0].state.name, trials[0].value, trials[0].params) == before[0]
     assert trials[1].state.name == "FAIL" and trials[1].user_attrs[sweep.INTERRUPTED]
