@@ -213,7 +213,7 @@ def test_a_sweep_killed_mid_trial_resumes_where_it_stopped(tmp_path):
     resumed = sweep.run(_config(), workdir, n_trials=3, space=space, trial_seeds=1)
     trials = {t.number: t for t in _study(workdir).trials}
     assert (trials[0].state.name, trials[0].value, trials[0].params) == before[0]
-    assert trials[1].state.name == "FAIL" and trials[1].user_attrs[sweep.INTERRUPTED]
+    assert trials[1].state.name == "FAIL" and sweep.interrupted_numbers(trials.values()) == {1}
     assert not sweep.trial_dir(workdir, 1).exists()
     assert trials[2].user_attrs[sweep.RETRY_OF] == 1 and trials[2].params == trials[1].params
     assert len(sweep.finished_trials(_study(workdir))) == 3

@@ -50,7 +50,7 @@ DATA_DIR = "data"
 # Pruner steps: seed k's epoch e is step k * SEED_STRIDE + e, so each seed's epochs are
 # compared with the same seed's epochs of other trials.
 SEED_STRIDE = 1000
-INTERRUPTED = "interrupted"  # User attribute of a trial a kill left running.
+INTERRUPTED = "interrupted"  # results.json: a trial a kill left running (another retries it).
 RETRY_OF = "retry_of"
 
 
@@ -174,29 +174,35 @@ def open_study(workdir, config, space, trial_seeds: int, metric: str):
 
 def requeue_interrupted(study, workdir) -> int:
     """Trials a killed sweep left RUNNING (the sweep's lock is held, so none runs): marked
-    failed with the INTERRUPTED attribute, their trial directory removed, and their
-    parameters enqueued to be tried again. Returns how many."""
+    failed, their trial directory removed, and their parameters enqueued to be tried again
+    with the RETRY_OF attribute naming them (which is what marks them interrupted). Returns
+    how many."""
     optuna = import_optuna()
-    storage = study._storage  # Optuna has no public call to fail another process's trial.
     stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for trial in stale:
-        storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
-        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         shutil.rmtree(trial_dir(workdir, trial.number), ignore_errors=True)
         study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
         logging.warning("Trial %d was interrupted; its parameters go again.", trial.number)
     return len(stale)
 
 
+def interrupted_numbers(trials) -> set[int]:
+    """Numbers of the trials a kill interrupted: those another trial retries."""
+    return {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
+
+
 def finished_trials(study) -> list:
     """Trials that count towards n_trials: completed, pruned, or failed on their own."""
     optuna = import_optuna()
     state = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    interrupted = interrupted_numbers(trials)
     return [
         t
-        for t in study.get_trials(deepcopy=False)
+        for t in trials
         if t.state in (state.COMPLETE, state.PRUNED)
-        or (t.state == state.FAIL and not t.user_attrs.get(INTERRUPTED))
+        or (t.state == state.FAIL and t.number not in interrupted)
     ]
 
 
@@ -242,16 +248,18 @@ def _objective(config, space, workdir, trial_seeds: int):
 
 # ---------------------------------------------------------------- the sweep
 def _trial_rows(study) -> list[dict]:
+    trials = study.get_trials(deepcopy=False)
+    interrupted = interrupted_numbers(trials)
     return [
         {
             "number": t.number,
             "state": t.state.name,
             "params": t.params,
             "valid": t.value,
-            **({INTERRUPTED: True} if t.user_attrs.get(INTERRUPTED) else {}),
+            **({INTERRUPTED: True} if t.number in interrupted else {}),
             **({RETRY_OF: t.user_attrs[RETRY_OF]} if RETRY_OF in t.user_attrs else {}),
         }
-        for t in study.get_trials(deepcopy=False)
+        for t in trials
     ]
 
 
