@@ -142,3 +142,18 @@ def test_qm9_full_table_spans_the_three_part_files():
     assert np.isfinite(labels).all() and smiles[-1] == "C1N2C3C4C5OC13C2C45"
     gap = labels[:, names.index("gap")]
     assert 0.5 < float(gap.mean()) < 15.0  # eV, not Hartree.
+
+
+def test_bundled_activity_csv_reads_as_a_users_file_with_its_split_column():
+    """moleculeace_chembl2835_ki.csv, read as docs/results.md's activity study does."""
+    from moleblend_jax.configs import finetune as finetune_configs
+    from moleblend_jax.finetune import user_data
+
+    config = finetune_configs.get_config("small")
+    path = Path(catalog.__file__).parent.parent / "sample_data" / "moleculeace_chembl2835_ki.csv"
+    config.update(dict(dataset="csv", dataset_path=str(path), label_columns="y"))
+    config.update(dict(split="column", split_column="split"))
+    table = user_data.read_table(config)
+    assert table.spec.task_type == "regression" and table.task_names == ("y",)
+    assert table.labels.shape == (615, 1) and abs(float(table.labels.mean()) + 0.335) < 1e-3
+    assert table.row_splits.count("train") == 489 and table.row_splits.count("test") == 126
