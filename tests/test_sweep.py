@@ -219,6 +219,8 @@ def test_a_sweep_killed_mid_trial_resumes_where_it_stopped(tmp_path):
     assert len(sweep.finished_trials(_study(workdir))) == 3
     # The median pruner starts after 5 trials: none is pruned here.
     assert sorted(trials) == [0, 1, 2, 3] and trials[3].state.name == "COMPLETE"
+    # The resumed sampler draws anew: not trial 0's parameters again, as a reseeded one would.
+    assert trials[3].params != trials[0].params
     assert resumed["trial_counts"] == {"complete": 3, "fail": 1}
     assert [row.get(sweep.INTERRUPTED, False) for row in resumed["trials"]] == [
         False, True, False, False,

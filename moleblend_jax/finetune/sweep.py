@@ -152,9 +152,11 @@ def open_study(workdir, config, space, trial_seeds: int, metric: str):
         study_name=STUDY_NAME,
         load_if_exists=True,
         direction="maximize" if higher_is_better else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=config.seed),
         pruner=optuna.pruners.MedianPruner(n_warmup_steps=config.warmup_epochs),
     )
+    # Optuna keeps no sampler state in the file: a resumed sweep seeded as the first one was
+    # would draw the first trials' parameters again, so the seed moves on by the trials stored.
+    study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
     attrs = _study_attrs(config, space, trial_seeds)
     if not study.user_attrs:
         for key, value in attrs.items():
