@@ -150,8 +150,8 @@ def test_bundled_activity_csv_reads_as_a_users_file_with_its_split_column():
     from moleblend_jax.finetune import user_data
 
     config = finetune_configs.get_config("small")
-    path = Path(catalog.__file__).parent.parent / "sample_data" / "moleculeace_chembl2835_ki.csv"
-    config.update(dict(dataset="csv", dataset_path=str(path), label_columns="y"))
+    path = str(catalog.bundled_path("moleculeace_chembl2835_ki.csv"))
+    config.update(dict(dataset="csv", dataset_path=path, label_columns="y"))
     config.update(dict(split="column", split_column="split"))
     table = user_data.read_table(config)
     assert table.spec.task_type == "regression" and table.task_names == ("y",)

@@ -11,7 +11,8 @@ out="$1"
 shift
 runs=("$@")
 [ ${#runs[@]} -gt 0 ] || runs=(rf scratch shipped_features)
-csv="$(python -c 'import moleblend_jax, os; print(os.path.join(os.path.dirname(moleblend_jax.__file__), "sample_data", "moleculeace_chembl2835_ki.csv"))')"
+csv="$(python -c 'from moleblend_jax.finetune import catalog
+print(catalog.bundled_path("moleculeace_chembl2835_ki.csv"))')"
 data=(--config.dataset=csv --config.dataset_path="$csv" --config.label_columns=y
   --config.split=column --config.split_column=split)
 protocol=(--config=configs/finetune.py:small --config.max_molecules=0 --config.num_seeds=3
@@ -21,20 +22,19 @@ shipped=(--config.init_checkpoint=pretrained:small-moses)
 mkdir -p "$out"
 
 for run in "${runs[@]}"; do
+  finetune=(moleblend finetune "${protocol[@]}" "${data[@]}" --workdir="$out/$run")
+  result="$out/$run/results.json"
   case "$run" in
-    rf) [ -f "$out/rf.json" ] && continue
+    rf) result="$out/rf.json"
       args=(python experiments/baseline_rf.py --dataset=csv --dataset_path="$csv" --label_columns=y
-        --split=column --split_column=split --max_molecules=0 --workdir="$out/rf" --out="$out/rf.json") ;;
-    scratch) args=(moleblend finetune "${protocol[@]}" "${data[@]}") ;;
-    scratch_features) args=(moleblend finetune "${protocol[@]}" "${data[@]}" "${features[@]}") ;;
-    shipped) args=(moleblend finetune "${protocol[@]}" "${data[@]}" "${shipped[@]}") ;;
-    shipped_features) args=(moleblend finetune "${protocol[@]}" "${data[@]}" "${shipped[@]}" "${features[@]}") ;;
+        --split=column --split_column=split --max_molecules=0 --workdir="$out/rf" --out="$result") ;;
+    scratch) args=("${finetune[@]}") ;;
+    scratch_features) args=("${finetune[@]}" "${features[@]}") ;;
+    shipped) args=("${finetune[@]}" "${shipped[@]}") ;;
+    shipped_features) args=("${finetune[@]}" "${shipped[@]}" "${features[@]}") ;;
     *) echo "unknown run: $run" >&2; exit 2 ;;
   esac
-  if [ "$run" != rf ]; then
-    [ -f "$out/$run/results.json" ] && continue
-    args+=(--workdir="$out/$run")
-  fi
+  [ -f "$result" ] && continue
   echo "$(date -u +%FT%TZ) $run: ${args[*]}"
   start=$(date +%s)
   "${args[@]}" > "$out/$run.log" 2>&1
