@@ -124,9 +124,11 @@ def test_two_slices_cross_dcn_once_per_step():
     facts, reports = aot.compile_run(config, aot.topology_devices("v5e:2x2", num_slices=2))
     assert facts["slices"] == 2 and facts["mesh"] == {"dcn_data": 2, "data": 4, "fsdp": 1}
     train = next(r for r in reports if r.name == "train_step")
-    # Loss, metrics and every gradient in one all-reduce across the slices, one within each.
+    # Loss, metrics and every gradient in one all-reduce across the slices, one within each;
+    # with ZeRO-1 (config.mesh.shard_optimizer_state) XLA gathers the small updated parameters
+    # (biases, norms) with a second all-reduce within each slice.
     assert train.collectives["dcn-all-reduce"]["count"] == 1
-    assert train.collectives["all-reduce"]["count"] == 1
+    assert 1 <= train.collectives["all-reduce"]["count"] <= 2
     assert set(train.collectives) - {"dcn-all-reduce"} <= {
         "all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter"
     }  # fmt: skip

@@ -20,7 +20,13 @@ def _run_steps(config, devices, batches, num_steps):
     schedule, tx = optim.pretraining_optimizer(config)
     example = loop.dummy_batch(len(devices), 16)
     layout = state_lib.state_layout(
-        model, tx, example, jax.random.PRNGKey(0), mesh, config.mesh.rules
+        model,
+        tx,
+        example,
+        jax.random.PRNGKey(0),
+        mesh,
+        config.mesh.rules,
+        state_lib.optimizer_state_axis(config.mesh),
     )
     state, shardings = layout.init(), layout.shardings
     step_fn = jit_train_step(
@@ -71,6 +77,41 @@ def test_sharded_step_matches_single_device(real_batches, single_device_run, mes
         state_1.params,
     )
     assert int(state_8.step) == 3
+
+
+def test_optimizer_state_is_split_over_the_data_axis():
+    """ZeRO-1 (config.mesh.shard_optimizer_state): each moment's largest dimension that the
+    data axis divides is split over it; parameters keep their own sharding."""
+    mesh = jax.make_mesh((1, 4, 2), sharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+    def split(spec, shape):
+        named = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+        return state_lib.split_over(named, shape, "data").spec
+
+    P = jax.sharding.PartitionSpec
+    assert split((), (768, 3072)) == P(None, "data")
+    assert split(("fsdp", None), (768, 3072)) == P("fsdp", "data")
+    assert split(("fsdp",), (768,)) == P("fsdp")  # Its only dimension is taken.
+    assert split((), (6,)) == P()  # 4 does not divide it: replicated.
+    assert split((), ()) == P()
+    config = small_config()
+    model = model_lib.MoleBlend(config=config.model)
+    _, tx = optim.pretraining_optimizer(config)
+    layout = state_lib.state_layout(
+        model, tx, loop.dummy_batch(8, 16), jax.random.PRNGKey(0), mesh, config.mesh.rules,
+        state_lib.optimizer_state_axis(config.mesh),
+    )  # fmt: skip
+    kernel = ("encoder", "layer_0", "fc1", "kernel")
+    param = layout.shardings.params
+    for key in kernel:
+        param = param[key]
+    moments = [
+        leaf
+        for path, leaf in jax.tree_util.tree_leaves_with_path(layout.shardings.opt_state)
+        if tuple(getattr(k, "key", None) for k in path[-4:]) == kernel
+    ]
+    assert len(moments) == 2 and all("data" in str(m.spec) for m in moments)
+    assert "data" not in str(param.spec)
 
 
 def test_step_changes_params_and_reports_metrics(real_batches):

@@ -70,6 +70,10 @@ def mesh_config() -> ml_collections.ConfigDict:
     mesh.dcn_data = ml_collections.FieldReference(None, field_type=int)
     mesh.data = -1  # Within a slice; -1 takes the devices fsdp leaves.
     mesh.fsdp = 1
+    # ZeRO-1: the optimizer state split over the data axis, so each device updates its share
+    # of the moments and parameters and the new parameters are all-gathered (the update moves
+    # 7 x 4 bytes per parameter per step otherwise; benchmarks/README.md, "Bytes, not FLOPs").
+    mesh.shard_optimizer_state = True
     # Logical axis name -> mesh axis (flax lm1b's logical_axis_rules). Params shard their
     # "embed" (hidden) dimension over fsdp and are replicated otherwise; the batch dimension of
     # every input goes over (data, fsdp) (train/sharding.py). Override as a whole, e.g.

@@ -264,6 +264,7 @@ class SeedTrainer:
             jax.random.PRNGKey(seed),
             mesh,
             config.mesh.rules,
+            state_lib.optimizer_state_axis(config.mesh),
         )
         state, shardings = layout.init(), layout.shardings
         dropped = []

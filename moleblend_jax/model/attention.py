@@ -6,9 +6,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from moleblend_jax.model import platform, precision
+from moleblend_jax.model import pallas_attention, platform, precision
 from moleblend_jax.model.config import ModelConfig
-from moleblend_jax.model.layers import Dropout, attention_probs16, dense, masked_softmax
+from moleblend_jax.model.layers import (
+    Dropout,
+    attention_probs16,
+    dense,
+    drop_threshold,
+    masked_softmax,
+)
 
 
 def split_heads(x: jax.Array, num_heads: int) -> jax.Array:
@@ -62,8 +68,9 @@ def fused_attention(q, k, v, bias, key_mask, dtype, implementation="cudnn"):
 class BiasedSelfAttention(nn.Module):
     """softmax(q k^T / sqrt(d) + bias, masked keys) v, logits and softmax in fp32 (SPEC 2).
 
-    config.num_heads heads, attention-prob dropout config.attention_dropout. On GPU, when
-    `fused_attention_blocker` finds nothing in the way, cuDNN's fused kernel instead.
+    config.num_heads heads, attention-prob dropout config.attention_dropout. On TPU the
+    Pallas kernels of model/pallas_attention.py; on GPU, when `fused_attention_blocker` finds
+    nothing in the way, cuDNN's fused kernel.
     """
 
     config: ModelConfig
@@ -83,6 +90,9 @@ class BiasedSelfAttention(nn.Module):
         q = split_heads(proj("query")(x), heads)
         k = split_heads(proj("key")(x), heads)
         v = split_heads(proj("value")(x), heads)
+        if platform.target() == "tpu" or pallas_attention.interpreting():
+            context = self._tpu_kernel(q, k, v, bias, key_mask, train)
+            return proj("out", ("kv", "embed"))(context.reshape(*x.shape[:-1], hidden))
         blocker = fused_attention_blocker(cfg, head_dim, train)
         context = None
         if blocker is None:
@@ -111,3 +121,16 @@ class BiasedSelfAttention(nn.Module):
                 probs = dropout(probs, deterministic=not train)
             context = precision.einsum("bhqk,bkhd->bqhd", probs, v, dtype)
         return proj("out", ("kv", "embed"))(context.reshape(*x.shape[:-1], hidden))
+
+    def _tpu_kernel(self, q, k, v, bias, key_mask, train: bool) -> jax.Array:
+        """[B, L, H, d] q, k, v -> [B, L, H, d] context through `pallas_attention`."""
+        rate = self.config.attention_dropout if train else 0.0
+        seed = None
+        if rate > 0:
+            bits = jax.random.bits(self.make_rng("dropout"), (), jnp.uint32)
+            seed = jax.lax.bitcast_convert_type(bits, jnp.int32)
+        dtype = self.config.jnp_dtype
+        q, k, v = (t.astype(dtype) for t in (q, k, v))
+        return pallas_attention.biased_attention(
+            q, k, v, bias, key_mask, seed, drop_threshold(rate)
+        )

@@ -214,13 +214,13 @@ class Dropout(nn.Module):
     @property
     def keep_prob(self) -> float:
         """The quantised keep probability, which kept elements are divided by."""
-        return 1.0 - _drop_threshold(self.rate) / _UNIFORM_LEVELS
+        return 1.0 - drop_threshold(self.rate) / _UNIFORM_LEVELS
 
 
 _UNIFORM_LEVELS = 2**16  # Dropout draws 16-bit uniforms.
 
 
-def _drop_threshold(rate: float) -> int:
+def drop_threshold(rate: float) -> int:
     """16-bit uniforms below this are dropped: `rate` rounded to a multiple of 1/2^16."""
     return round(rate * _UNIFORM_LEVELS)
 
@@ -234,7 +234,7 @@ def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
     """
     *lead, last = shape
     bits = jax.random.bits(key, (*lead, (last + 1) // 2), jnp.uint32)
-    threshold = _drop_threshold(rate)
+    threshold = drop_threshold(rate)
     keep = jnp.concatenate([(bits & 0xFFFF) >= threshold, (bits >> 16) >= threshold], axis=-1)
     return keep[..., :last]
 

@@ -26,3 +26,28 @@ def compiling_for(platform: str):
         yield
     finally:
         _TARGET.reset(token)
+
+
+_BATCH_MESH: contextvars.ContextVar[tuple] = contextvars.ContextVar(
+    "batch_mesh", default=(None, ())
+)
+
+
+def batch_mesh() -> tuple[jax.sharding.Mesh | None, tuple[str, ...]]:
+    """The mesh the traced program's batch is split over and its batch axes, or (None, ()).
+
+    Hand-written kernels (model/pallas_attention.py) run per device through shard_map over
+    these axes; XLA cannot partition them itself.
+    """
+    return _BATCH_MESH.get()
+
+
+@contextlib.contextmanager
+def batch_sharded(mesh: jax.sharding.Mesh | None, axes: tuple[str, ...]):
+    """Traces inside this block split dimension 0 of the batch over `mesh`'s `axes` (None:
+    not split, e.g. inside a shard_map that is already per device)."""
+    token = _BATCH_MESH.set((mesh, tuple(axes)))
+    try:
+        yield
+    finally:
+        _BATCH_MESH.reset(token)

@@ -43,7 +43,11 @@ def jit_eval_step(model: nn.Module, loss_weights, params_shardings, mesh):
     """`eval_metrics` compiled over `mesh`: params in their shardings, batch split along the
     batch dimension, rng and metrics replicated."""
     return jax.jit(
-        functools.partial(eval_metrics, model=model, loss_weights=dict(loss_weights)),
+        sharding.traced_with_batch_mesh(
+            functools.partial(eval_metrics, model=model, loss_weights=dict(loss_weights)),
+            mesh,
+            "eval_metrics",
+        ),
         in_shardings=(params_shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
         out_shardings=sharding.replicated(mesh),
     )

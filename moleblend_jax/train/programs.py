@@ -75,6 +75,7 @@ def build_programs(config: ml_collections.ConfigDict, mesh: Mesh) -> Programs:
         jax.random.PRNGKey(config.seed),
         mesh,
         config.mesh.rules,
+        state_lib.optimizer_state_axis(config.mesh),
     )
     train_step = jit_train_step(
         pretraining_loss_fn(model, dict(config.loss_weights)),

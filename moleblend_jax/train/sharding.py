@@ -1,12 +1,15 @@
 """Device mesh, batch sharding and global arrays from per-process data."""
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from moleblend_jax.model import platform
 
 # dcn_data: data parallel across slices (over the data-centre network); data and fsdp: within
 # a slice (over ICI). Only the gradient all-reduce crosses dcn_data, once per step.
@@ -64,6 +67,19 @@ def make_mesh(mesh_config: ml_collections.ConfigDict, devices: Sequence | None =
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, BATCH_SPEC)
+
+
+def traced_with_batch_mesh(fn: Callable, mesh: Mesh | None, name: str) -> Callable:
+    """`fn`, traced with its batch split over `mesh`'s axes (`platform.batch_sharded`): the
+    model's hand-written kernels then run per device. `name` names the jitted program."""
+
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with platform.batch_sharded(mesh, MESH_AXES):
+            return fn(*args, **kwargs)
+
+    traced.__name__ = traced.__qualname__ = name
+    return traced
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

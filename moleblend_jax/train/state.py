@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
 @flax.struct.dataclass
@@ -51,8 +51,12 @@ def state_layout(
     rng: jax.Array,
     mesh: Mesh,
     logical_axis_rules,
+    optimizer_state_axis: str | None = None,
 ) -> StateLayout:
     """Shapes and shardings of the state from `jax.eval_shape` (nothing is allocated).
+
+    With `optimizer_state_axis` (a mesh axis the parameters are replicated over), each
+    optimizer-state array is also split over that axis (`split_over`): ZeRO-1's sharding.
 
     Calling `.init()` initialises directly in the sharded layout, so no device ever holds a
     full copy of a parameter that the fsdp axis shards; a resumed run never calls it and
@@ -63,6 +67,13 @@ def state_layout(
     abstract_boxed = jax.eval_shape(init_fn, init_rng)
     logical_specs = nn.get_partition_spec(abstract_boxed)
     shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, logical_axis_rules)
+    if optimizer_state_axis is not None:
+        opt_state = jax.tree.map(
+            lambda shape, sharding: split_over(sharding, shape.shape, optimizer_state_axis),
+            nn.unbox(abstract_boxed.opt_state),
+            shardings.opt_state,
+        )
+        shardings = shardings.replace(opt_state=opt_state)
     abstract = jax.tree.map(
         lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
         nn.unbox(abstract_boxed),
@@ -74,6 +85,31 @@ def state_layout(
         compiler_options=_init_compiler_options(mesh),
     )
     return StateLayout(abstract, shardings, init_program, init_rng)
+
+
+def optimizer_state_axis(mesh_config) -> str | None:
+    """The mesh axis `state_layout` splits the optimizer state over: "data" when
+    config.mesh.shard_optimizer_state (ZeRO-1), else None."""
+    return "data" if mesh_config.shard_optimizer_state else None
+
+
+def split_over(sharding: NamedSharding, shape: tuple[int, ...], axis: str) -> NamedSharding:
+    """`sharding` with the largest unsplit dimension of `shape` that `axis` divides split over
+    `axis` too; unchanged when none is (scalars, small vectors).
+
+    For optimizer state (ZeRO-1): XLA then reduce-scatters the gradients into it, updates
+    each device's share of the moments and parameters, and all-gathers the new parameters,
+    instead of every device reading and writing the whole state.
+    """
+    size = sharding.mesh.shape[axis]
+    spec = [*sharding.spec, *[None] * (len(shape) - len(sharding.spec))]
+    if size == 1 or any(axis == entry or axis in (entry or ()) for entry in spec):
+        return sharding
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+        if spec[dim] is None and shape[dim] % size == 0:
+            spec[dim] = axis
+            return NamedSharding(sharding.mesh, PartitionSpec(*spec))
+    return sharding
 
 
 def _init_compiler_options(mesh: Mesh) -> dict | None:

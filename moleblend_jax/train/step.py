@@ -10,6 +10,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec
 
+from moleblend_jax.model import platform
 from moleblend_jax.train import sharding
 from moleblend_jax.train.losses import pretraining_losses
 from moleblend_jax.train.sharding import DCN_AXIS
@@ -99,7 +100,8 @@ def across_slices(
     def per_device(params, batch, rngs):
         index = jax.lax.axis_index(axes)
         rngs = {name: jax.random.fold_in(key, index) for name, key in rngs.items()}
-        flat, unflatten = ravel_pytree(loss_and_grads(params, batch, rngs))
+        with platform.batch_sharded(None, ()):  # Already per device.
+            flat, unflatten = ravel_pytree(loss_and_grads(params, batch, rngs))
         return unflatten(jax.lax.pmean(flat, axes))
 
     return jax.shard_map(
@@ -165,15 +167,16 @@ def jit_train_step(
 ):
     """`train_step` compiled over `mesh`: state in its shardings (donated), batch split along
     the batch dimension over all devices, metrics replicated."""
+    step = functools.partial(
+        train_step,
+        loss_fn=loss_fn,
+        tx=tx,
+        schedule=schedule,
+        grad_accum_steps=grad_accum_steps,
+        mesh=mesh,
+    )
     return jax.jit(
-        functools.partial(
-            train_step,
-            loss_fn=loss_fn,
-            tx=tx,
-            schedule=schedule,
-            grad_accum_steps=grad_accum_steps,
-            mesh=mesh,
-        ),
+        sharding.traced_with_batch_mesh(step, mesh, "train_step"),
         in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
         out_shardings=(state_shardings, sharding.replicated(mesh)),
         donate_argnums=0,
