@@ -92,6 +92,8 @@ def test_optimizer_state_is_split_over_the_data_axis():
     assert split((), (768, 3072)) == P(None, "data")
     assert split(("fsdp", None), (768, 3072)) == P("fsdp", "data")
     assert split(("fsdp",), (768,)) == P("fsdp")  # Its only dimension is taken.
+    assert split((("data", "fsdp"),), (768,)) == P(("data", "fsdp"))  # Already split over it.
+    assert split(("dcn_data",), (768, 64)) == P("dcn_data", "data")  # Not a name's substring.
     assert split((), (6,)) == P()  # 4 does not divide it: replicated.
     assert split((), ()) == P()
     config = small_config()

@@ -97,13 +97,14 @@ def split_over(sharding: NamedSharding, shape: tuple[int, ...], axis: str) -> Na
     """`sharding` with the largest unsplit dimension of `shape` that `axis` divides split over
     `axis` too; unchanged when none is (scalars, small vectors).
 
-    For optimizer state (ZeRO-1): XLA then reduce-scatters the gradients into it, updates
-    each device's share of the moments and parameters, and all-gathers the new parameters,
-    instead of every device reading and writing the whole state.
+    For optimizer state (ZeRO-1): each device then updates its share of the moments and
+    parameters and XLA all-gathers the new parameters, instead of every device reading and
+    writing the whole state.
     """
     size = sharding.mesh.shape[axis]
     spec = [*sharding.spec, *[None] * (len(shape) - len(sharding.spec))]
-    if size == 1 or any(axis == entry or axis in (entry or ()) for entry in spec):
+    taken = {a for entry in spec if entry for a in ((entry,) if isinstance(entry, str) else entry)}
+    if size == 1 or axis in taken:
         return sharding
     for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
         if spec[dim] is None and shape[dim] % size == 0:
