@@ -214,7 +214,7 @@ class Dropout(nn.Module):
     @property
     def keep_prob(self) -> float:
         """The quantised keep probability, which kept elements are divided by."""
-        return 1.0 - drop_threshold(self.rate) / _UNIFORM_LEVELS
+        return kept_fraction(drop_threshold(self.rate))
 
 
 _UNIFORM_LEVELS = 2**16  # Dropout draws 16-bit uniforms.
@@ -223,6 +223,11 @@ _UNIFORM_LEVELS = 2**16  # Dropout draws 16-bit uniforms.
 def drop_threshold(rate: float) -> int:
     """16-bit uniforms below this are dropped: `rate` rounded to a multiple of 1/2^16."""
     return round(rate * _UNIFORM_LEVELS)
+
+
+def kept_fraction(threshold: int) -> float:
+    """The keep probability of a `drop_threshold`, which kept elements are divided by."""
+    return 1.0 - threshold / _UNIFORM_LEVELS
 
 
 def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:

@@ -29,9 +29,9 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from moleblend_jax.model import platform
+from moleblend_jax.model.layers import LARGE_NEGATIVE, kept_fraction
 
 _INTERPRET = contextvars.ContextVar("interpret", default=False)
-LARGE_NEGATIVE = -1e9  # As layers.LARGE_NEGATIVE: a fully masked row stays finite and uniform.
 
 
 def _u32(value: int) -> np.int32:
@@ -70,7 +70,7 @@ class _Kernels:
     def __init__(self, num_heads: int, head_dim: int, threshold: int, interpret: bool):
         self.num_heads, self.head_dim = num_heads, head_dim
         self.scale, self.threshold = head_dim**-0.5, threshold
-        self.keep_prob = 1.0 - threshold / 2**16
+        self.keep_prob = kept_fraction(threshold)
         self.interpret = interpret
 
     def _contract(self, a, b, a_axis: int, b_axis: int):
@@ -89,7 +89,8 @@ class _Kernels:
         return weights / jnp.sum(weights, axis=-1, keepdims=True)
 
     def _heads(self, seeds_ref, key_mask_ref, bias_ref, q_ref, k_ref):
-        """Per head: (its lane slice, fp32 probs [T, T], keep mask or None)."""
+        """Per head: (its lane slice, its [T, d] q and k, fp32 probs [T, T], keep mask or
+        None)."""
         key_mask = key_mask_ref[0]
         molecule = seeds_ref[1] + pl.program_id(0)
         for head in range(self.num_heads):
@@ -100,13 +101,14 @@ class _Kernels:
             if self.threshold:
                 row = molecule * self.num_heads + head
                 keep = keep_mask(seeds_ref[0], row, self.threshold, probs.shape)
-            yield lanes, probs, keep
+            yield lanes, q, k, probs, keep
 
     def _dropped(self, values, keep):
         return values if keep is None else jnp.where(keep, values / self.keep_prob, 0.0)
 
     def forward(self, seeds_ref, key_mask_ref, bias_ref, q_ref, k_ref, v_ref, out_ref):
-        for lanes, probs, keep in self._heads(seeds_ref, key_mask_ref, bias_ref, q_ref, k_ref):
+        heads = self._heads(seeds_ref, key_mask_ref, bias_ref, q_ref, k_ref)
+        for lanes, _, _, probs, keep in heads:
             dropped = self._dropped(probs, keep).astype(v_ref.dtype)
             out_ref[0, :, lanes] = self._contract(dropped, v_ref[0, :, lanes], 1, 0).astype(
                 out_ref.dtype
@@ -118,9 +120,8 @@ class _Kernels:
     ):  # fmt: skip
         key_mask = key_mask_ref[0]
         heads = self._heads(seeds_ref, key_mask_ref, bias_ref, q_ref, k_ref)
-        for head, (lanes, probs, keep) in enumerate(heads):
-            q, k, v = q_ref[0, :, lanes], k_ref[0, :, lanes], v_ref[0, :, lanes]
-            d_out = d_out_ref[0, :, lanes]
+        for head, (lanes, q, k, probs, keep) in enumerate(heads):
+            v, d_out = v_ref[0, :, lanes], d_out_ref[0, :, lanes]
             dropped = self._dropped(probs, keep).astype(d_out.dtype)
             d_v_ref[0, :, lanes] = self._contract(dropped, d_out, 0, 0).astype(d_v_ref.dtype)
             d_probs = self._dropped(self._contract(d_out, v, 1, 1), keep)
@@ -133,7 +134,7 @@ class _Kernels:
             d_k_ref[0, :, lanes] = self._contract(d_scaled, q, 0, 0).astype(d_k_ref.dtype)
 
 
-def _call(kernels: _Kernels, backward: bool, interpret: bool, seeds, key_mask, bias, *tensors):
+def _call(kernels: _Kernels, backward: bool, seeds, key_mask, bias, *tensors):
     """Runs one direction over grid (molecule,): [B, T, H * d] tensors, [B, H, T, T] bias."""
     q = tensors[0]
     batch, tokens, width = q.shape
@@ -158,23 +159,23 @@ def _call(kernels: _Kernels, backward: bool, interpret: bool, seeds, key_mask, b
         grid_spec=grid_spec,
         out_shape=out_shape,
         compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",)),
-        interpret=interpret,
+        interpret=kernels.interpret,
     )(seeds, key_mask, bias, *tensors)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _attention(kernels, interpret, seeds, key_mask, bias, q, k, v):
-    return _call(kernels, False, interpret, seeds, key_mask, bias, q, k, v)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _attention(kernels, seeds, key_mask, bias, q, k, v):
+    return _call(kernels, False, seeds, key_mask, bias, q, k, v)
 
 
-def _attention_fwd(kernels, interpret, seeds, key_mask, bias, q, k, v):
-    out = _call(kernels, False, interpret, seeds, key_mask, bias, q, k, v)
+def _attention_fwd(kernels, seeds, key_mask, bias, q, k, v):
+    out = _call(kernels, False, seeds, key_mask, bias, q, k, v)
     return out, (seeds, key_mask, bias, q, k, v)
 
 
-def _attention_bwd(kernels, interpret, residuals, d_out):
+def _attention_bwd(kernels, residuals, d_out):
     seeds, key_mask, bias, q, k, v = residuals
-    d_bias, d_q, d_k, d_v = _call(kernels, True, interpret, seeds, key_mask, bias, q, k, v, d_out)
+    d_bias, d_q, d_k, d_v = _call(kernels, True, seeds, key_mask, bias, q, k, v, d_out)
     return None, None, d_bias, d_q, d_k, d_v
 
 
@@ -200,8 +201,7 @@ def biased_attention(
     `platform.batch_sharded`, runs per device on its molecules (shard_map).
     """
     batch, tokens, heads, head_dim = q.shape
-    interpret = interpret or _INTERPRET.get()
-    kernels = _Kernels(heads, head_dim, drop_threshold, interpret)
+    kernels = _Kernels(heads, head_dim, drop_threshold, interpret or _INTERPRET.get())
     seed = jnp.zeros((), jnp.int32) if seed is None else seed
     key_mask = key_mask.astype(jnp.float32)[:, None, :]
     # Heads side by side on the lanes: a free reshape, and lane-dense blocks (a [T, d] block
@@ -210,7 +210,7 @@ def biased_attention(
 
     def run(seed, key_mask, bias, q, k, v, first_molecule=0):
         seeds = jnp.stack([seed, jnp.asarray(first_molecule, jnp.int32)])
-        return _attention(kernels, interpret, seeds, key_mask, bias, q, k, v)
+        return _attention(kernels, seeds, key_mask, bias, q, k, v)
 
     mesh, axes = platform.batch_mesh()
     if mesh is None or all(mesh.shape[a] == 1 for a in axes):
@@ -257,7 +257,7 @@ def reference_attention(q, k, v, bias, key_mask, seed=None, drop_threshold=0):
     if drop_threshold:
         rows = jnp.arange(batch * heads, dtype=jnp.int32).reshape(batch, heads, 1, 1)
         keep = keep_mask(seed, rows, drop_threshold, probs.shape)
-        probs = jnp.where(keep, probs / (1.0 - drop_threshold / 2**16), 0.0)
+        probs = jnp.where(keep, probs / kept_fraction(drop_threshold), 0.0)
     probs = probs.astype(v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v, preferred_element_type=jnp.float32).astype(
         q.dtype
