@@ -1,5 +1,6 @@
 """The TPU attention kernels (model/pallas_attention.py), run in Pallas's interpreter on CPU,
-against their jax.numpy reference and the model's XLA attention; compiled for a TPU slice
+against their jax.numpy reference and the model's XLA attention (with the edge loss's kernels,
+the whole model's kernel path against its XLA path); compiled for a TPU slice
 (Mosaic) when libtpu is installed."""
 
 import importlib.util
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from train_testing import pretraining_grad_fn
 
-from moleblend_jax.model import MoleBlend, pallas_attention, platform
+from moleblend_jax.model import MoleBlend, pallas_attention, pallas_cross_entropy, platform
 from moleblend_jax.model.layers import drop_threshold, masked_softmax
 from moleblend_jax.train.losses import pretraining_losses
 
@@ -96,7 +97,7 @@ def test_a_batch_split_over_devices_draws_each_molecules_own_mask():
     mt.assert_close_fp32(split(*args), whole)
 
 
-def test_the_models_tpu_path_equals_its_xla_path():
+def test_the_models_kernel_path_equals_its_xla_path():
     # Dropout off (the two paths draw different masks): same loss, outputs and gradients.
     model = MoleBlend(
         mt.small_model_config(attention_dropout=0.0, activation_dropout=0.0, residual_dropout=0.0)
@@ -106,11 +107,14 @@ def test_the_models_tpu_path_equals_its_xla_path():
     (loss, (_, outputs)), grads = pretraining_grad_fn(model, batch, params)(
         params, jax.random.key(0, impl="rbg")
     )
-    with pallas_attention.interpreted():
+    with platform.interpreted():
         (tpu_loss, (_, tpu_outputs)), tpu_grads = pretraining_grad_fn(model, batch, params)(
             params, jax.random.key(0, impl="rbg")
         )
     mt.assert_close_fp32(tpu_loss, loss)
+    # The edge head hands the loss its logits' factors (pallas_cross_entropy) instead.
+    assert isinstance(tpu_outputs["edge_logits"], pallas_cross_entropy.FactoredLogits)
+    tpu_outputs["edge_logits"] = tpu_outputs["edge_logits"].dense()
     for got, want in zip(jax.tree.leaves(tpu_outputs), jax.tree.leaves(outputs), strict=True):
         mt.assert_close_fp32(got, want)
     for got, want in zip(jax.tree.leaves(tpu_grads), jax.tree.leaves(grads), strict=True):
@@ -164,7 +168,7 @@ def test_in_bf16_the_kernels_stay_as_near_fp32_as_xla_attention():
 
     loss32, grads32 = loss_and_grads(model32)
     xla_loss, xla_grads = loss_and_grads(model16)
-    with pallas_attention.interpreted():
+    with platform.interpreted():
         tpu_loss, tpu_grads = loss_and_grads(model16)
 
     def grad_error(grads):

@@ -90,7 +90,7 @@ class BiasedSelfAttention(nn.Module):
         q = split_heads(proj("query")(x), heads)
         k = split_heads(proj("key")(x), heads)
         v = split_heads(proj("value")(x), heads)
-        if platform.target() == "tpu" or pallas_attention.interpreting():
+        if platform.pallas_kernels():
             context = self._tpu_kernel(q, k, v, bias, key_mask, train)
             return proj("out", ("kv", "embed"))(context.reshape(*x.shape[:-1], hidden))
         blocker = fused_attention_blocker(cfg, head_dim, train)

@@ -23,6 +23,7 @@ from moleblend_jax.model.layers import (
     normal_init,
     pair_geometry,
 )
+from moleblend_jax.model.pallas_cross_entropy import FactoredLogits
 
 AXES = ("x", "y", "z")
 
@@ -74,6 +75,16 @@ class DenseParams(nn.Module):
         return kernel, bias
 
 
+def _row_factors(row: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
+    """[B, N, P] r, [P*P, O] kernel -> [B, N * O, P] float32 rows (i, o): r_i's contraction
+    with the kernel, what each c_j is dotted with. One matmul, [B*N, P] @ [P, O*P]."""
+    batch, num_atoms, p = row.shape
+    out_features = kernel.shape[-1]
+    weight = kernel.reshape(p, p, out_features).transpose(0, 2, 1).reshape(p, out_features * p)
+    row_weight = precision.matmul(row, weight, dtype)  # [b, i, (o, q)]
+    return row_weight.reshape(batch, num_atoms * out_features, p)
+
+
 def outer_product_linear(
     row: jax.Array,
     col: jax.Array,
@@ -89,11 +100,9 @@ def outer_product_linear(
     materialising the [B, N, N, P*P] pair features (SPEC 9). Two plain matmuls in the
     layouts XLA:CPU runs fastest: [B*N, P] @ [P, O*P], then per molecule [N*O, P] @ [P, N].
     """
-    batch, num_atoms, p = row.shape
+    batch, num_atoms, _ = row.shape
     out_features = kernel.shape[-1]
-    weight = kernel.reshape(p, p, out_features).transpose(0, 2, 1).reshape(p, out_features * p)
-    row_weight = precision.matmul(row, weight, dtype)  # [b, i, (o, q)]
-    row_weight = row_weight.reshape(batch, num_atoms * out_features, p)  # [b, (i, o), q]
+    row_weight = _row_factors(row, kernel, dtype)  # [b, (i, o), q]
     out = precision.einsum("bxq,bjq->bxj", row_weight, col, dtype)
     out = out.reshape(batch, num_atoms, out_features, num_atoms)
     if classes_before_j:
@@ -107,9 +116,10 @@ class PairHead(nn.Module):
     config: ModelConfig
     out_features: int
     classes_before_j: bool = False  # Output [B, N, out', N] instead.
+    factored: bool = False  # Output the logits' FactoredLogits instead (bias [out']).
 
     @nn.compact
-    def __call__(self, h: jax.Array) -> jax.Array:
+    def __call__(self, h: jax.Array) -> jax.Array | FactoredLogits:
         """[B, N, D] atom states -> [B, N, N, out'] float32, out' from `output_map`."""
         cfg = self.config
         row = PairTransform(config=cfg, name="row")(h)
@@ -121,6 +131,10 @@ class PairHead(nn.Module):
             name="linear",
         )()
         kernel, bias = self.output_map(kernel, bias)
+        if self.factored:
+            dtype = cfg.jnp_dtype
+            rows = _row_factors(row, kernel, dtype).astype(dtype)
+            return FactoredLogits(rows, col.astype(dtype), bias)
         return outer_product_linear(
             row, col, kernel, bias, cfg.jnp_dtype, classes_before_j=self.classes_before_j
         )

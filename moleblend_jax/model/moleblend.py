@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from moleblend_jax.model import pallas_cross_entropy, platform
 from moleblend_jax.model.blend import (
     PAIR_3D,
     sample_coord_noise,
@@ -92,17 +93,22 @@ class MoleBlend(nn.Module):
             atom_repr
         )
         # Edge logits stay in the matmul's [B, N, K*C, N] layout: transposing the step's largest
-        # tensor cost more than the loss saves by reading classes last (docs/model.md).
+        # tensor cost more than the loss saves by reading classes last (docs/model.md). With
+        # Pallas kernels they are never formed: the loss takes their factors.
+        hops, classes = cfg.max_path_hops, cfg.num_edge_classes
+        factored = platform.pallas_kernels() and pallas_cross_entropy.supports(classes)
         edge_logits = PairHead(
             config=cfg,
-            out_features=cfg.max_path_hops * cfg.num_edge_classes,
+            out_features=hops * classes,
             classes_before_j=True,
+            factored=factored,
             name="edge_head",
         )(atom_repr)
         batch_size, num_atoms = atom_repr.shape[:2]
-        edge_logits = edge_logits.reshape(
-            batch_size, num_atoms, cfg.max_path_hops, cfg.num_edge_classes, num_atoms
-        )
+        if factored:
+            edge_logits = edge_logits._replace(bias=edge_logits.bias.reshape(hops, classes))
+        else:
+            edge_logits = edge_logits.reshape(batch_size, num_atoms, hops, classes, num_atoms)
         direction = DirectionHead(
             config=cfg, out_features=cfg.direction_hidden_dim, name="direction_head"
         )(atom_repr)

@@ -18,8 +18,6 @@ The same math without Pallas is `reference_attention`; off TPU the kernels run i
 interpreter only for tests (`interpret=True`).
 """
 
-import contextlib
-import contextvars
 import functools
 
 import jax
@@ -30,8 +28,6 @@ from jax.experimental.pallas import tpu as pltpu
 
 from moleblend_jax.model import platform
 from moleblend_jax.model.layers import LARGE_NEGATIVE, kept_fraction
-
-_INTERPRET = contextvars.ContextVar("interpret", default=False)
 
 
 def _u32(value: int) -> np.int32:
@@ -201,7 +197,7 @@ def biased_attention(
     `platform.batch_sharded`, runs per device on its molecules (shard_map).
     """
     batch, tokens, heads, head_dim = q.shape
-    kernels = _Kernels(heads, head_dim, drop_threshold, interpret or _INTERPRET.get())
+    kernels = _Kernels(heads, head_dim, drop_threshold, interpret or platform.interpreting())
     seed = jnp.zeros((), jnp.int32) if seed is None else seed
     key_mask = key_mask.astype(jnp.float32)[:, None, :]
     # Heads side by side on the lanes: a free reshape, and lane-dense blocks (a [T, d] block
@@ -230,22 +226,6 @@ def biased_attention(
             check_vma=False,
         )(seed, key_mask, bias, q, k, v)
     return out.reshape(batch, tokens, heads, head_dim)
-
-
-def interpreting() -> bool:
-    """Whether traces are inside `interpreted()`."""
-    return _INTERPRET.get()
-
-
-@contextlib.contextmanager
-def interpreted():
-    """Inside this block the model's attention takes these kernels on any backend, run in
-    Pallas's interpreter (to test them off TPU)."""
-    token = _INTERPRET.set(True)
-    try:
-        yield
-    finally:
-        _INTERPRET.reset(token)
 
 
 def reference_attention(q, k, v, bias, key_mask, seed=None, drop_threshold=0):

@@ -51,3 +51,28 @@ def batch_sharded(mesh: jax.sharding.Mesh | None, axes: tuple[str, ...]):
         yield
     finally:
         _BATCH_MESH.reset(token)
+
+
+_INTERPRET: contextvars.ContextVar[bool] = contextvars.ContextVar("interpret", default=False)
+
+
+def pallas_kernels() -> bool:
+    """Whether the model takes its Pallas kernels (attention, the edge loss): on TPU, or
+    anywhere inside `interpreted()`."""
+    return target() == "tpu" or _INTERPRET.get()
+
+
+def interpreting() -> bool:
+    """Whether traces are inside `interpreted()` (kernels run in Pallas's interpreter)."""
+    return _INTERPRET.get()
+
+
+@contextlib.contextmanager
+def interpreted():
+    """Inside this block the model takes its Pallas kernels on any backend, run in Pallas's
+    interpreter (to test them off TPU)."""
+    token = _INTERPRET.set(True)
+    try:
+        yield
+    finally:
+        _INTERPRET.reset(token)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from moleblend_jax import model as model_lib
+from moleblend_jax.model import pallas_cross_entropy, platform
 from moleblend_jax.model.layers import safe_norm
 from moleblend_jax.schema import UNREACHABLE_SPD  # Raw hop value of disconnected pairs.
 
@@ -141,10 +142,16 @@ def pretraining_losses(
     spd_loss = masked_mean(spd_nll, pairs)
     spd_accuracy = masked_mean(spd_correct, pairs)
 
-    edge_logits = outputs["edge_logits"]  # [B, N, K, C, N]
+    edge_logits = outputs["edge_logits"]  # [B, N, K, C, N], or its FactoredLogits.
     edge_labels, edge_valid = edge_targets(batch["path_edges"], spd, pairs)  # [B, N, N, K]
     edge_labels, edge_valid = (jnp.transpose(x, (0, 1, 3, 2)) for x in (edge_labels, edge_valid))
-    edge_nll, edge_correct = cross_entropy(edge_logits, edge_labels, axis=3)
+    if isinstance(edge_logits, pallas_cross_entropy.FactoredLogits):  # The Pallas path.
+        interpret = platform.interpreting()
+        edge_nll, edge_correct = pallas_cross_entropy.cross_entropy(
+            edge_logits, edge_labels, interpret
+        )
+    else:
+        edge_nll, edge_correct = cross_entropy(edge_logits, edge_labels, axis=3)
     edge_loss = masked_mean(edge_nll, edge_valid)
     edge_accuracy = masked_mean(edge_correct, edge_valid)
 
