@@ -112,9 +112,11 @@ def test_the_models_kernel_path_equals_its_xla_path():
             params, jax.random.key(0, impl="rbg")
         )
     mt.assert_close_fp32(tpu_loss, loss)
-    # The edge head hands the loss its logits' factors (pallas_cross_entropy) instead.
-    assert isinstance(tpu_outputs["edge_logits"], pallas_cross_entropy.FactoredLogits)
-    tpu_outputs["edge_logits"] = tpu_outputs["edge_logits"].dense()
+    # The classification heads hand the loss their logits' factors (pallas_cross_entropy).
+    spd_logits, edge_logits = tpu_outputs["spd_logits"], tpu_outputs["edge_logits"]
+    assert isinstance(spd_logits, pallas_cross_entropy.FactoredLogits)
+    tpu_outputs["spd_logits"] = spd_logits.dense()[:, :, 0].transpose(0, 1, 3, 2)
+    tpu_outputs["edge_logits"] = edge_logits.dense()
     for got, want in zip(jax.tree.leaves(tpu_outputs), jax.tree.leaves(outputs), strict=True):
         mt.assert_close_fp32(got, want)
     for got, want in zip(jax.tree.leaves(tpu_grads), jax.tree.leaves(grads), strict=True):

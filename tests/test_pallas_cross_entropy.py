@@ -2,6 +2,7 @@
 CPU, against their jax.numpy reference and the loss's own cross entropy; compiled for a TPU
 slice (Mosaic) when libtpu is installed."""
 
+import functools
 import importlib.util
 
 import jax
@@ -112,3 +113,26 @@ def test_the_kernels_compile_for_tpu_at_the_papers_shape():
     labels = spec((batch, num_atoms, HOPS, num_atoms), jnp.int32)
     compiled = jax.jit(jax.grad(loss)).lower(logits, labels).compile()
     assert "tpu_custom_call" in compiled.as_text()
+
+
+def test_classes_padded_to_the_sublane_tile_change_nothing():
+    # SPD: 11 classes, one label per pair (K = 1); the kernels pad the classes to 16.
+    keys = jax.random.split(jax.random.key(3), 4)
+    batch, num_atoms, classes = 2, 16, 11
+    logits = pce.FactoredLogits(
+        rows=jax.random.normal(keys[0], (batch, num_atoms * classes, WIDTH)),
+        cols=jax.random.normal(keys[1], (batch, num_atoms, WIDTH)),
+        bias=jax.random.normal(keys[2], (1, classes)),
+    )
+    labels = jax.random.randint(keys[3], (batch, num_atoms, 1, num_atoms), 0, classes)
+
+    def loss(fn):
+        return lambda logits: jnp.sum(fn(logits, labels)[0] * (labels > 2))
+
+    got, got_grads = jax.value_and_grad(loss(functools.partial(pce.cross_entropy, interpret=True)))(
+        logits
+    )
+    want, want_grads = jax.value_and_grad(loss(pce.reference_cross_entropy))(logits)
+    mt.assert_close_fp32(got, want)
+    for a, b in zip(got_grads, want_grads, strict=True):
+        mt.assert_close_fp32(a, b)

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from moleblend_jax.model import pallas_cross_entropy, platform
+from moleblend_jax.model import platform
 from moleblend_jax.model.blend import (
     PAIR_3D,
     sample_coord_noise,
@@ -89,14 +89,17 @@ class MoleBlend(nn.Module):
             coord_mask=coord_mask,
         )
 
-        spd_logits = PairHead(config=cfg, out_features=cfg.num_spd_classes, name="spd_head")(
-            atom_repr
-        )
+        # With Pallas kernels the two classification heads' logits are never formed: the loss
+        # takes their factors (pallas_cross_entropy.FactoredLogits, bias [hops, classes]).
+        factored = platform.pallas_kernels()
+        spd_logits = PairHead(
+            config=cfg, out_features=cfg.num_spd_classes, factored=factored, name="spd_head"
+        )(atom_repr)
+        if factored:
+            spd_logits = spd_logits._replace(bias=spd_logits.bias[None])
         # Edge logits stay in the matmul's [B, N, K*C, N] layout: transposing the step's largest
-        # tensor cost more than the loss saves by reading classes last (docs/model.md). With
-        # Pallas kernels they are never formed: the loss takes their factors.
+        # tensor cost more than the loss saves by reading classes last (docs/model.md).
         hops, classes = cfg.max_path_hops, cfg.num_edge_classes
-        factored = platform.pallas_kernels() and pallas_cross_entropy.supports(classes)
         edge_logits = PairHead(
             config=cfg,
             out_features=hops * classes,

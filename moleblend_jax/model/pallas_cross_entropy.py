@@ -9,7 +9,7 @@ only the per-item loss; the backward pass recomputes them and writes the factors
 
 Grid (molecule, chunk of S rows i): the chunk's [S * K * C, P] row factors against the
 molecule's [N, P] column factors give its [S * K * C, N] logits; classes are a sublane axis
-of the [S * K, C, N] view (C a multiple of 8). The same math without Pallas is
+of the [S * K, C, N] view (C padded to a multiple of 8). The same math without Pallas is
 `reference_cross_entropy`; off TPU the kernels run in Pallas's interpreter only for tests.
 """
 
@@ -22,6 +22,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from moleblend_jax.model import platform
+from moleblend_jax.model.layers import LARGE_NEGATIVE
 
 
 class FactoredLogits(NamedTuple):
@@ -51,16 +52,9 @@ def reference_cross_entropy(
     return log_partition - label_logit, correct
 
 
-def supports(num_classes: int) -> bool:
-    """The kernels view classes as a sublane axis: C must be a multiple of 8."""
-    return num_classes % 8 == 0
-
-
-def _chunk_atoms(num_atoms: int, num_hops: int) -> int:
-    """Rows i per grid step: 16 where that tiles (S * K rows of labels, a multiple of 8)."""
-    if num_atoms % 16 == 0 and (16 * num_hops) % 8 == 0:
-        return 16
-    return num_atoms
+def _chunk_atoms(num_atoms: int) -> int:
+    """Rows i per grid step: 16 where that divides N (S * K label rows then tile by 8)."""
+    return 16 if num_atoms % 16 == 0 else num_atoms
 
 
 class _Kernels:
@@ -177,18 +171,23 @@ _cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
 def cross_entropy(
     logits: FactoredLogits, labels: jax.Array, interpret: bool = False
 ) -> tuple[jax.Array, jax.Array]:
-    """FactoredLogits of [B, N, K, C, N] logits, [B, N, K, N] int labels < C -> ([B, N, K, N]
-    fp32 negative log-likelihood over the classes, [B, N, K, N] bool whether the label's logit
-    is the largest). Gradients flow to the factors and the bias; fp32 math inside.
+    """FactoredLogits of [B, N, K, C, N] logits (K = 1: one label per pair), [B, N, K, N] int
+    labels < C -> ([B, N, K, N] fp32 negative log-likelihood over the classes, [B, N, K, N]
+    bool whether the label's logit is the largest). Gradients flow to the factors and the
+    bias; fp32 math inside.
 
     Over a mesh set by `platform.batch_sharded`, runs per device on its molecules (shard_map).
     """
     rows, cols, bias = logits
-    batch, num_atoms, _ = cols.shape
+    batch, num_atoms, width = cols.shape
     num_hops, num_classes = bias.shape
-    if not supports(num_classes):
-        raise ValueError(f"{num_classes} classes: the kernels need a multiple of 8.")
-    kernels = _Kernels(_chunk_atoms(num_atoms, num_hops), num_hops, num_classes, interpret)
+    if num_classes % 8:  # Classes are a sublane axis: pad them with never-chosen ones.
+        padding = -num_classes % 8
+        rows = rows.reshape(batch, num_atoms * num_hops, num_classes, width)
+        rows = jnp.pad(rows, ((0, 0), (0, 0), (0, padding), (0, 0))).reshape(batch, -1, width)
+        bias = jnp.pad(bias, ((0, 0), (0, padding)), constant_values=LARGE_NEGATIVE)
+        num_classes += padding
+    kernels = _Kernels(_chunk_atoms(num_atoms), num_hops, num_classes, interpret)
     # One [O, 1] column per molecule (its gradient is summed over molecules outside).
     bias = jnp.broadcast_to(bias.reshape(1, -1, 1), (batch, num_hops * num_classes, 1))
     labels = labels.astype(jnp.int32).reshape(batch, num_atoms * num_hops, num_atoms)
