@@ -80,8 +80,9 @@ def test_sharded_step_matches_single_device(real_batches, single_device_run, mes
 
 
 def test_optimizer_state_is_split_over_the_data_axis():
-    """ZeRO-1 (config.mesh.shard_optimizer_state): each moment's largest dimension that the
-    data axis divides is split over it; parameters keep their own sharding."""
+    """ZeRO-1 (config.mesh.shard_optimizer_state): each moment's most major dimension that the
+    data axis (with any axis already on it) divides is split over it; parameters keep their
+    own sharding."""
     mesh = jax.make_mesh((1, 4, 2), sharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
     def split(spec, shape):
@@ -89,11 +90,11 @@ def test_optimizer_state_is_split_over_the_data_axis():
         return state_lib.split_over(named, shape, "data").spec
 
     P = jax.sharding.PartitionSpec
-    assert split((), (768, 3072)) == P(None, "data")
-    assert split(("fsdp", None), (768, 3072)) == P("fsdp", "data")
-    assert split(("fsdp",), (768,)) == P("fsdp")  # Its only dimension is taken.
+    assert split((), (768, 3072)) == P("data", None)  # Row slices: contiguous.
+    assert split(("fsdp", None), (768, 3072)) == P(("fsdp", "data"), None)
+    assert split(("fsdp", None), (4, 3072)) == P("fsdp", "data")  # 2 x 4 does not divide 4.
     assert split((("data", "fsdp"),), (768,)) == P(("data", "fsdp"))  # Already split over it.
-    assert split(("dcn_data",), (768, 64)) == P("dcn_data", "data")  # Not a name's substring.
+    assert split(("dcn_data",), (768, 64)) == P(("dcn_data", "data"), None)  # Not a substring.
     assert split((), (6,)) == P()  # 4 does not divide it: replicated.
     assert split((), ()) == P()
     config = small_config()

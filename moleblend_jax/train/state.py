@@ -1,5 +1,6 @@
 """The train state pytree, its sharded layout, and its initialisation in that layout."""
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -94,21 +95,25 @@ def optimizer_state_axis(mesh_config) -> str | None:
 
 
 def split_over(sharding: NamedSharding, shape: tuple[int, ...], axis: str) -> NamedSharding:
-    """`sharding` with the largest unsplit dimension of `shape` that `axis` divides split over
-    `axis` too; unchanged when none is (scalars, small vectors).
+    """`sharding` with the most major dimension of `shape` that `axis` (times any mesh axes
+    already splitting it) divides split over `axis` too; unchanged when none is (scalars,
+    small vectors).
 
     For optimizer state (ZeRO-1): each device then updates its share of the moments and
     parameters and XLA all-gathers the new parameters, instead of every device reading and
-    writing the whole state.
+    writing the whole state. The most major dimension, because its slices of a row-major
+    parameter are contiguous: slicing a minor one made XLA copy every parameter transposed
+    on TPU (0.65 GB per step on v5e-256).
     """
-    size = sharding.mesh.shape[axis]
+    mesh_shape = sharding.mesh.shape
     spec = [*sharding.spec, *[None] * (len(shape) - len(sharding.spec))]
-    taken = {a for entry in spec if entry for a in ((entry,) if isinstance(entry, str) else entry)}
-    if size == 1 or axis in taken:
+    entries = [() if e is None else (e,) if isinstance(e, str) else tuple(e) for e in spec]
+    if mesh_shape[axis] == 1 or any(axis in entry for entry in entries):
         return sharding
-    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
-        if spec[dim] is None and shape[dim] % size == 0:
-            spec[dim] = axis
+    for dim, entry in enumerate(entries):
+        ways = math.prod(mesh_shape[a] for a in (*entry, axis))
+        if shape[dim] % ways == 0:
+            spec[dim] = (*entry, axis) if entry else axis
             return NamedSharding(sharding.mesh, PartitionSpec(*spec))
     return sharding
 
