@@ -176,7 +176,7 @@ def test_in_bf16_the_kernels_stay_as_near_fp32_as_xla_attention():
     def grad_error(grads):
         return np.linalg.norm(grads - grads32) / np.linalg.norm(grads32)
 
-    # Measured: loss 9.1034 fp32, 9.0951 XLA bf16, 9.1198 kernels bf16; gradient errors
-    # 1.9% (XLA) and 1.6% (kernels).
+    # Measured: loss 9.1034 fp32, 9.0951 XLA bf16, 9.1198 kernels bf16 (attention and the
+    # heads' cross entropy); gradient errors 1.9% (XLA) and 1.5% (kernels).
     assert abs(xla_loss - loss32) < 5e-3 * loss32 and abs(tpu_loss - loss32) < 5e-3 * loss32
     assert grad_error(tpu_grads) <= 1.25 * grad_error(xla_grads)
