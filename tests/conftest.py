@@ -12,9 +12,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Many tests (and their subprocesses) compile the same train step: share the compiled
 # executables through JAX's persistent cache, one directory per test session.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
     import tempfile
 
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="moleblend-jax-cache-")
+    _cache_dir = tempfile.mkdtemp(prefix="moleblend-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+    # Removed by the process that made it (xdist workers inherit the variable): ~7 MB a run,
+    # which piled up in /tmp over many runs.
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 

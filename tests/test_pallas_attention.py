@@ -14,7 +14,9 @@ from train_testing import pretraining_grad_fn
 
 from moleblend_jax.model import MoleBlend, pallas_attention, pallas_cross_entropy, platform
 from moleblend_jax.model.layers import drop_threshold, masked_softmax
+from moleblend_jax.train import sharding
 from moleblend_jax.train.losses import pretraining_losses
+from moleblend_jax.train.step import jit_apply
 
 THRESHOLD = drop_threshold(0.1)
 
@@ -121,6 +123,24 @@ def test_the_models_kernel_path_equals_its_xla_path():
         mt.assert_close_fp32(got, want)
     for got, want in zip(jax.tree.leaves(tpu_grads), jax.tree.leaves(grads), strict=True):
         mt.assert_close_fp32(got, want)
+
+
+def test_the_forward_over_a_mesh_runs_the_kernels_per_device():
+    # Evaluation and prediction (`jit_apply`) split the batch as training does.
+    model = MoleBlend(mt.small_model_config())
+    molecules = [mt.two_fragments(), mt.ring5(), mt.chain3(), mt.long_chain(6)] * 2
+    batch = mt.make_batch(molecules, num_atoms=8)
+    params = mt.random_params(model, batch, scale=0.2)
+    auto = (jax.sharding.AxisType.Auto,) * 3
+    mesh = jax.make_mesh((1, 4, 2), sharding.MESH_AXES, axis_types=auto)
+    with platform.interpreted():
+        whole = jit_apply(model)(params, batch)
+        split_apply = jit_apply(model, mesh)
+        lowered = split_apply.lower(params, batch).as_text()
+        split = split_apply(params, batch)
+    assert "shard_map" in lowered or "sdy.manual_computation" in lowered
+    for key in ("graph_repr", "atom_repr", "direction", "denoise"):
+        mt.assert_close_fp32(split[key], whole[key])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu not installed")

@@ -85,7 +85,8 @@ class SeedTrainer:
         self.mesh = sharding.make_mesh(config.mesh)
         self.peak_flops = hardware.peak_flops_of_devices(jax.devices(), config.model.dtype)
         self.model = task.make_model(config.model, extra_features.feature_size(self.feature_kinds))
-        self._predict = jit_apply(self.model)  # train=False: FinetuneModel's default.
+        # train=False: FinetuneModel's default.
+        self._predict = jit_apply(self.model, self.mesh)
         self._table: extra_features.FeatureTable | None = None  # The current seed's.
 
     def batches(self, records: list[dict], rng: np.random.Generator | None = None) -> list[dict]:

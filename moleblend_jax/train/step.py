@@ -183,7 +183,12 @@ def jit_train_step(
     )
 
 
-def jit_apply(model):
+def jit_apply(model, mesh: jax.sharding.Mesh | None = None):
     """`jax.jit` of `model.apply({"params": params}, batch)` with the model's defaults (no
-    dropout): the one forward that evaluation, prediction and embedding compile."""
-    return jax.jit(lambda params, batch: model.apply({"params": params}, batch))
+    dropout): the one forward that evaluation, prediction and embedding compile. Given the
+    `mesh` its batches are split over, the model's kernels run per device (as in training)."""
+
+    def apply(params, batch):
+        return model.apply({"params": params}, batch)
+
+    return jax.jit(sharding.traced_with_batch_mesh(apply, mesh, "apply"))
