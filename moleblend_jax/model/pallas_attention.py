@@ -68,13 +68,7 @@ class _Kernels:
         self.scale, self.threshold = head_dim**-0.5, threshold
         self.keep_prob = kept_fraction(threshold)
         self.interpret = interpret
-
-    def _contract(self, a, b, a_axis: int, b_axis: int):
-        """A 2D dot contracting a's `a_axis` with b's `b_axis`, fp32 result."""
-        if self.interpret:  # XLA:CPU has no 16-bit dot with an fp32 result; fp32 is exact.
-            a, b = a.astype(jnp.float32), b.astype(jnp.float32)
-        dims = (((a_axis,), (b_axis,)), ((), ()))
-        return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+        self._contract = functools.partial(platform.kernel_dot, interpret=interpret)
 
     def _probs(self, q, k, bias, key_mask):
         """One head: [T, d] q and k, [T, T] bias, [1, T] fp32 key mask -> fp32 [T, T]

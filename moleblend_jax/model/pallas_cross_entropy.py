@@ -63,13 +63,7 @@ class _Kernels:
     def __init__(self, chunk: int, num_hops: int, num_classes: int, interpret: bool):
         self.chunk, self.num_hops, self.num_classes = chunk, num_hops, num_classes
         self.interpret = interpret
-
-    def _contract(self, a, b, a_axis: int, b_axis: int):
-        """A 2D dot contracting a's `a_axis` with b's `b_axis`, fp32 result."""
-        if self.interpret:  # XLA:CPU has no 16-bit dot with an fp32 result; fp32 is exact.
-            a, b = a.astype(jnp.float32), b.astype(jnp.float32)
-        dims = (((a_axis,), (b_axis,)), ((), ()))
-        return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+        self._contract = functools.partial(platform.kernel_dot, interpret=interpret)
 
     def _softmax_pieces(self, bias_ref, labels_ref, rows_ref, cols_ref):
         """-> ([S*K, C, N] fp32 exp(logit - max), [S*K, 1, N] their sum, [S*K, C, N] bool

@@ -9,6 +9,7 @@ import contextlib
 import contextvars
 
 import jax
+import jax.numpy as jnp
 
 _TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar("target", default=None)
 
@@ -76,3 +77,13 @@ def interpreted():
         yield
     finally:
         _INTERPRET.reset(token)
+
+
+def kernel_dot(a: jax.Array, b: jax.Array, a_axis: int, b_axis: int, interpret: bool):
+    """Inside a Pallas kernel: the 2D dot contracting a's `a_axis` with b's `b_axis`, fp32
+    result. Interpreted (on XLA:CPU, which has no 16-bit dot with an fp32 result) the operands
+    are upcast first: exact, as the products of 16-bit numbers are in fp32."""
+    if interpret:
+        a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+    dims = (((a_axis,), (b_axis,)), ((), ()))
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
