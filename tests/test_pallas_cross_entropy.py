@@ -38,8 +38,8 @@ def test_reference_is_the_losses_cross_entropy():
     assert 0.01 < np.mean(correct) < 0.2  # Random logits: ~1 in 24 labels is the top class.
 
 
-# 32 atoms: two 16-atom chunks per molecule; 8: one chunk of the whole molecule.
-@pytest.mark.parametrize("num_atoms", [32, 8])
+# 32 atoms: two 16-atom chunks per molecule; 24: three of 8; 6: the whole molecule.
+@pytest.mark.parametrize("num_atoms", [32, 24, 6])
 def test_kernels_match_the_reference_forward_and_backward(num_atoms):
     logits, labels = _inputs(num_atoms=num_atoms)
 

@@ -53,8 +53,9 @@ def reference_cross_entropy(
 
 
 def _chunk_atoms(num_atoms: int) -> int:
-    """Rows i per grid step: 16 where that divides N (S * K label rows then tile by 8)."""
-    return 16 if num_atoms % 16 == 0 else num_atoms
+    """Rows i per grid step: 16 or 8 where that divides N (S * K label rows then tile by 8),
+    else the whole molecule (a block may span a whole axis)."""
+    return next((size for size in (16, 8) if num_atoms % size == 0), num_atoms)
 
 
 class _Kernels:
