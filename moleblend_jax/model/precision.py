@@ -124,19 +124,29 @@ def _einsum32(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _mixed_einsum32(spec: str, a16: jax.Array, b16: jax.Array) -> jax.Array:
-    """`_einsum32` of 16-bit operands, the lhs laid out (batch, free, contracted) on CPU.
+    """`_einsum32` of 16-bit operands; on CPU the lhs laid out (batch, free, contracted) and
+    the result computed in the dot's own (batch, lhs free, rhs free) order, then transposed.
 
     XLA:CPU runs a batched bf16 x bf16 -> fp32 dot only when the lhs contracts its minor
-    axes; others fail at run time ("Unsupported element type for DotThunk").
+    axes; others fail at run time ("Unsupported element type for DotThunk"). Given another
+    output order, XLA swaps the operands to produce it, and the swapped dot (the lhs then
+    contracting a major axis) falls back to Eigen's slow single-threaded kernel: the edge
+    head's column gradient alone took 6.6 ms of a 78 ms tiny step; the barrier keeps the
+    dot as written (tiny bf16 step 1.24x, `benchmarks/README.md`).
     """
     lhs, rhs, out = _einsum_terms(spec)
+    if platform.target() != "cpu":
+        return _einsum32(spec, a16, b16)
     batch = [i for i in lhs if i in rhs and i in out]
     contracted = [i for i in lhs if i in rhs and i not in out]
     order = "".join(batch + [i for i in lhs if i not in rhs] + contracted)
-    if order != lhs and platform.target() == "cpu":
+    if order != lhs:
         a16 = _transpose_in_memory(a16, tuple(lhs.index(i) for i in order))
-        spec = f"{order},{rhs}->{out}"
-    return _einsum32(spec, a16, b16)
+    natural = "".join(batch + [i for i in order if i not in rhs] + [i for i in rhs if i not in lhs])
+    if natural == out:
+        return _einsum32(f"{order},{rhs}->{out}", a16, b16)
+    result = lax.optimization_barrier(_einsum32(f"{order},{rhs}->{natural}", a16, b16))
+    return result.transpose(tuple(natural.index(i) for i in out))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
