@@ -169,7 +169,8 @@ def cross_entropy(
     """FactoredLogits of [B, N, K, C, N] logits (K = 1: one label per pair), [B, N, K, N] int
     labels < C -> ([B, N, K, N] fp32 negative log-likelihood over the classes, [B, N, K, N]
     bool whether the label's logit is the largest). Gradients flow to the factors and the
-    bias; fp32 math inside.
+    bias; fp32 math inside. In Pallas's interpreter with `interpret` or inside
+    `platform.interpreted()`.
 
     Over a mesh set by `platform.batch_sharded`, runs per device on its molecules (shard_map).
     """
@@ -182,6 +183,7 @@ def cross_entropy(
         rows = jnp.pad(rows, ((0, 0), (0, 0), (0, padding), (0, 0))).reshape(batch, -1, width)
         bias = jnp.pad(bias, ((0, 0), (0, padding)), constant_values=LARGE_NEGATIVE)
         num_classes += padding
+    interpret = interpret or platform.interpreting()
     kernels = _Kernels(_chunk_atoms(num_atoms), num_hops, num_classes, interpret)
     # One [O, 1] column per molecule (its gradient is summed over molecules outside).
     bias = jnp.broadcast_to(bias.reshape(1, -1, 1), (batch, num_hops * num_classes, 1))

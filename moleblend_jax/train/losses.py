@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 
 from moleblend_jax import model as model_lib
-from moleblend_jax.model import pallas_cross_entropy, platform
 from moleblend_jax.model.layers import safe_norm
 from moleblend_jax.model.pallas_cross_entropy import FactoredLogits
+from moleblend_jax.model.pallas_cross_entropy import cross_entropy as factored_cross_entropy
 from moleblend_jax.schema import UNREACHABLE_SPD  # Raw hop value of disconnected pairs.
 
 MAX_BOND_TYPE, MAX_STEREO, MAX_CONJUGATED = 4, 3, 2  # SPEC 5 edge-class ranges (24 classes).
@@ -76,12 +76,6 @@ def cross_entropy(
 def num_classes(logits: jax.Array | FactoredLogits) -> int:
     """The class count of a pair head's classes-last logits or FactoredLogits."""
     return logits.bias.shape[-1] if isinstance(logits, FactoredLogits) else logits.shape[-1]
-
-
-def pair_cross_entropy(logits: FactoredLogits, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """`cross_entropy` of factored [B, N, K, C, N] logits, [B, N, K, N] labels, by the Pallas
-    kernels (model/pallas_cross_entropy.py) that never form the logits."""
-    return pallas_cross_entropy.cross_entropy(logits, labels, platform.interpreting())
 
 
 def spd_targets(spd: jax.Array, num_classes: int) -> jax.Array:
@@ -152,7 +146,7 @@ def pretraining_losses(
     spd_labels = spd_targets(spd, num_classes(spd_logits))
     if isinstance(spd_logits, FactoredLogits):  # One label per pair: hop axis K = 1.
         spd_nll, spd_correct = (
-            x[:, :, 0] for x in pair_cross_entropy(spd_logits, spd_labels[:, :, None])
+            x[:, :, 0] for x in factored_cross_entropy(spd_logits, spd_labels[:, :, None])
         )
     else:
         spd_nll, spd_correct = cross_entropy(spd_logits, spd_labels)
@@ -163,7 +157,7 @@ def pretraining_losses(
     edge_labels, edge_valid = edge_targets(batch["path_edges"], spd, pairs)  # [B, N, N, K]
     edge_labels, edge_valid = (jnp.transpose(x, (0, 1, 3, 2)) for x in (edge_labels, edge_valid))
     if isinstance(edge_logits, FactoredLogits):
-        edge_nll, edge_correct = pair_cross_entropy(edge_logits, edge_labels)
+        edge_nll, edge_correct = factored_cross_entropy(edge_logits, edge_labels)
     else:
         edge_nll, edge_correct = cross_entropy(edge_logits, edge_labels, axis=3)
     edge_loss = masked_mean(edge_nll, edge_valid)
