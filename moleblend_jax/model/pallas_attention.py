@@ -198,27 +198,11 @@ def biased_attention(
     # per head would pad d to 128 lanes).
     q, k, v = (t.reshape(batch, tokens, heads * head_dim) for t in (q, k, v))
 
-    def run(seed, key_mask, bias, q, k, v, first_molecule=0):
+    def run(seed, key_mask, bias, q, k, v, first_molecule):
         seeds = jnp.stack([seed, jnp.asarray(first_molecule, jnp.int32)])
         return _attention(kernels, seeds, key_mask, bias, q, k, v)
 
-    mesh, axes = platform.batch_mesh()
-    if mesh is None or all(mesh.shape[a] == 1 for a in axes):
-        out = run(seed, key_mask, bias, q, k, v)
-    else:
-
-        def per_device(seed, key_mask, bias, q, k, v):
-            first = jax.lax.axis_index(axes) * q.shape[0]
-            return run(seed, key_mask, bias, q, k, v, first)
-
-        spec = jax.sharding.PartitionSpec(axes)
-        out = jax.shard_map(
-            per_device,
-            mesh=mesh,
-            in_specs=(jax.sharding.PartitionSpec(), spec, spec, spec, spec, spec),
-            out_specs=spec,
-            check_vma=False,
-        )(seed, key_mask, bias, q, k, v)
+    out = platform.per_batch_shard(run, (key_mask, bias, q, k, v), replicated=(seed,))
     return out.reshape(batch, tokens, heads, head_dim)
 
 

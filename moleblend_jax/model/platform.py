@@ -37,8 +37,8 @@ _BATCH_MESH: contextvars.ContextVar[tuple] = contextvars.ContextVar(
 def batch_mesh() -> tuple[jax.sharding.Mesh | None, tuple[str, ...]]:
     """The mesh the traced program's batch is split over and its batch axes, or (None, ()).
 
-    Hand-written kernels (model/pallas_attention.py) run per device through shard_map over
-    these axes; XLA cannot partition them itself.
+    Hand-written kernels (model/pallas_*.py) run per device over these axes
+    (`per_batch_shard`); XLA cannot partition them itself.
     """
     return _BATCH_MESH.get()
 
@@ -52,6 +52,29 @@ def batch_sharded(mesh: jax.sharding.Mesh | None, axes: tuple[str, ...]):
         yield
     finally:
         _BATCH_MESH.reset(token)
+
+
+def per_batch_shard(fn, sharded: tuple, replicated: tuple = ()):
+    """`fn(*replicated, *sharded, first)` on each device's share of the batch (dimension 0 of
+    every `sharded` array, over `batch_mesh()` through shard_map), `first` being the index of
+    its first row in the whole batch; one call with first = 0 when the batch is not split.
+
+    For hand-written kernels, which XLA cannot partition itself. Outputs are split like the
+    batch.
+    """
+    mesh, axes = batch_mesh()
+    if mesh is None or all(mesh.shape[a] == 1 for a in axes):
+        return fn(*replicated, *sharded, 0)
+
+    def per_device(*args):
+        first = jax.lax.axis_index(axes) * args[len(replicated)].shape[0]
+        return fn(*args, first)
+
+    spec = jax.sharding.PartitionSpec(axes)
+    in_specs = (jax.sharding.PartitionSpec(),) * len(replicated) + (spec,) * len(sharded)
+    return jax.shard_map(per_device, mesh=mesh, in_specs=in_specs, out_specs=spec, check_vma=False)(
+        *replicated, *sharded
+    )
 
 
 _INTERPRET: contextvars.ContextVar[bool] = contextvars.ContextVar("interpret", default=False)
